@@ -1,0 +1,28 @@
+"""fastnn: a small, readable neural-network library on interchangeable array backends.
+
+The backend is chosen by the FASTNN_BACKEND environment variable when fastnn is
+imported (numpy by default), or in code with ``set_backend`` / ``use_backend``.
+"""
+
+from fastnn import activations, data, datasets, initializers, losses, metrics, optimizers
+from fastnn.backends import availability as available_backends
+from fastnn.backends import get_backend, set_backend, use_backend
+from fastnn.backends import select_from_environment as _select_from_environment
+from fastnn.builders import from_architecture, from_layer_dims
+from fastnn.errors import BackendUnavailable, FastnnError, NotDifferentiable, TrainingDiverged
+from fastnn.gradcheck import GradcheckResult, gradcheck
+from fastnn.layers import Dense, Dropout
+from fastnn.model import Sequential
+from fastnn.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdaGrad", "Adam", "BackendUnavailable", "Dense", "Dropout", "FastnnError",
+    "GradcheckResult", "Momentum", "Nesterov", "NotDifferentiable", "RMSprop", "SGD",
+    "Sequential", "TrainingDiverged", "activations", "available_backends", "data",
+    "datasets", "from_architecture", "from_layer_dims", "get_backend", "gradcheck",
+    "initializers", "losses", "metrics", "optimizers", "set_backend", "use_backend",
+]
+
+_select_from_environment()

@@ -1,0 +1,26 @@
+"""The exceptions fastnn raises on purpose, so callers can catch them by meaning."""
+
+
+class FastnnError(Exception):
+    """Base class for fastnn's own errors."""
+
+
+class BackendUnavailable(FastnnError, RuntimeError):
+    """A known backend cannot run here: its package is missing, there is no GPU, or it
+    is not built yet. The message says which and how to fix it."""
+
+
+class NotDifferentiable(FastnnError, ValueError):
+    """A gradient was needed through something that has none (the step activation)."""
+
+
+class TrainingDiverged(FastnnError, ArithmeticError):
+    """The loss or the parameters became NaN or infinite during ``fit``.
+
+    The model keeps the last finite parameters; ``history`` holds the epochs that
+    completed before the divergence.
+    """
+
+    def __init__(self, message, history=None):
+        super().__init__(message)
+        self.history = history

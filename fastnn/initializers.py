@@ -1,0 +1,82 @@
+"""Weight initializers. Weights are drawn on the host from NumPy's PCG64 in float64,
+then cast and moved to the backend, so the same seed gives the same initial weights
+on every backend. Biases start at zero.
+"""
+
+import math
+
+from fastnn.names import lookup
+from fastnn.validation import positive_number
+
+
+class Initializer:
+    name = "initializer"
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+    def config(self):
+        return {"name": self.name, **vars(self)}
+
+    def std(self, n_in, n_out):
+        raise NotImplementedError
+
+    def __call__(self, rng, n_in, n_out):
+        """A (n_in, n_out) float64 NumPy array of weights drawn from ``rng``."""
+        return rng.standard_normal((n_in, n_out)) * self.std(n_in, n_out)
+
+
+class Normal(Initializer):
+    """N(0, scale^2): the tutorials' ``randn * 0.01``."""
+
+    name = "normal"
+
+    def __init__(self, scale=0.01):
+        self.scale = positive_number("normal init scale", scale)
+
+    def std(self, n_in, n_out):
+        return self.scale
+
+
+class He(Initializer):
+    """N(0, 2/n_in): keeps ReLU activations' variance steady through depth."""
+
+    name = "he"
+
+    def std(self, n_in, n_out):
+        return math.sqrt(2.0 / n_in)
+
+
+class Xavier(Initializer):
+    """Glorot's N(0, 2/(n_in + n_out)): for tanh, sigmoid and linear layers."""
+
+    name = "xavier"
+
+    def std(self, n_in, n_out):
+        return math.sqrt(2.0 / (n_in + n_out))
+
+
+TABLE = {"normal": Normal, "he": He, "xavier": Xavier, "glorot": Xavier}
+RELU_LIKE = ("relu", "leaky_relu", "softplus")
+
+
+def normal(scale=0.01):
+    return Normal(scale)
+
+
+def get(init="auto", activation=None, **params):
+    """An Initializer from a name, config dict or instance; 'auto' picks He for
+    ReLU-like activations and Xavier otherwise."""
+    if isinstance(init, Initializer):
+        return init
+    if isinstance(init, dict):
+        params = {k: v for k, v in init.items() if k != "name"}
+        init = init.get("name")
+    if isinstance(init, str) and init.strip().lower() == "auto":
+        return He() if activation is not None and activation.name in RELU_LIKE else Xavier()
+    cls = lookup("initializer", init, {**TABLE, "auto": None})
+    try:
+        return cls(**params)
+    except TypeError:
+        raise TypeError(f"initializer {init!r} takes no parameters {sorted(params)}") from None

@@ -1,0 +1,216 @@
+"""Sequential: a stack of layers with a loss, trained by ``fit``.
+
+The high-level API (``fit``, ``predict``, ``predict_proba``, ``evaluate``) takes
+NumPy (or the backend's own) arrays and returns NumPy; the layer-level API
+(``forward``, ``compute_gradients``) takes and returns arrays of the backend.
+Data is batch-first: X has shape (n_samples, n_features).
+"""
+
+import numpy as np
+
+from fastnn import backends, losses, metrics
+from fastnn.errors import NotDifferentiable
+from fastnn.layers import Dense, Layer
+from fastnn.validation import as_device_array, check_features, check_rows, positive_int
+
+EVAL_BATCH = 8192  # rows per forward pass in predict/evaluate, to bound memory
+
+
+class Sequential:
+    """Layers applied in order; the last must be a Dense layer (the output layer).
+
+    ``loss='auto'`` picks binary cross-entropy for a sigmoid output, categorical
+    cross-entropy for softmax, and MSE otherwise. ``seed`` fixes the initial weights
+    (identical on every backend) and the default shuffling and dropout streams.
+    """
+
+    def __init__(self, layers, loss="auto", dtype="float32", seed=None, backend=None):
+        self.backend = backends.get_backend() if backend is None else backends.load(backend)
+        self.layers = list(layers)
+        _check_stack(self.layers)
+        self.dtype_name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
+        self.dtype = self.backend.dtype(self.dtype_name)
+        self.seed = seed
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            layer.build(self.backend, self.dtype, rng)
+        dense = [i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)]
+        self.first = dense[0]
+        self.layers[self.first].needs_input_grad = False
+        self.output = self.layers[-1]
+        out = self.output.activation
+        self.loss = losses.for_output(out) if loss == "auto" else losses.get(loss)
+        self.loss.check_output(out, self.output.n_out)
+        self.optimizer = None
+        self.history = {}
+
+    def __repr__(self):
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([{inner}], loss={self.loss.name!r}, backend={self.backend.name!r})"
+
+    @property
+    def n_in(self):
+        return self.layers[self.first].n_in
+
+    @property
+    def n_out(self):
+        return self.output.n_out
+
+    @property
+    def task(self):
+        """'binary', 'multiclass' or 'regression', from the loss."""
+        return self.loss.task
+
+    def parameters(self):
+        """All trainable Parameters, layer by layer (the optimizer's state follows this order)."""
+        return [p for layer in self.layers for p in layer.params]
+
+    # ---- layer-level API: backend arrays in, backend arrays out ----
+
+    def forward(self, X, training=False):
+        """The output layer's activations for a backend array X."""
+        for layer in self.layers:
+            X = layer.forward(X, training)
+        return X
+
+    def compute_gradients(self, X, Y):
+        """Forward in training mode and backprop; sets every Parameter.grad.
+
+        Returns (loss, output activations) as backend arrays.
+        """
+        A = self.forward(X, training=True)
+        _, Z, _ = self.output.cache
+        loss, dZ, db = self.loss.value_and_grad(self.backend, Z, A, Y, self.output.activation)
+        grad = self.output.backward_from_z(dZ, db)
+        for layer in reversed(self.layers[self.first : -1]):
+            grad = layer.backward(grad)
+        return loss, A
+
+    def check_trainable(self):
+        """Raise NotDifferentiable if a layer's activation has no gradient."""
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense) and not layer.activation.differentiable:
+                raise NotDifferentiable(
+                    f"layer {i} ({layer!r}) uses the {layer.activation.name!r} activation, "
+                    f"which has no gradient, so this model cannot be trained or gradient-checked; "
+                    f"use 'sigmoid' or 'relu' to train, or set weights by hand for inference"
+                )
+
+    # ---- data preparation ----
+
+    def prepare_inputs(self, X, what="X"):
+        """X validated and cast to the model's dtype on its backend."""
+        X = as_device_array(self.backend, X, what)
+        check_features(X, self.n_in, what)
+        return self.backend.xp.astype(X, self.dtype) if X.dtype != self.dtype else X
+
+    def prepare(self, X, y, names=("X", "y")):
+        """(X, Y) validated, on the backend, Y shaped (n_samples, n_outputs) for the loss."""
+        X = self.prepare_inputs(X, names[0])
+        y = as_device_array(self.backend, y, names[1])
+        check_rows(X, y, *names)
+        return X, self.loss.prepare_targets(self.backend, y, self.n_out, self.dtype)
+
+    # ---- high-level API: NumPy in, NumPy out ----
+
+    def fit(self, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle=True,
+            seed=None, validation_data=None, verbose=0):
+        """Train; returns the history ``{'loss': [...], 'accuracy' or 'rmse': [...],
+        'val_loss': [...], ...}`` with one entry per epoch. See ``fastnn.training.fit``."""
+        from fastnn.training import fit
+
+        return fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                   lr=lr, shuffle=shuffle, seed=seed, validation_data=validation_data,
+                   verbose=verbose)
+
+    def predict_proba(self, X, batch_size=EVAL_BATCH):
+        """The output layer's activations (probabilities for classifiers), as NumPy."""
+        X = self.prepare_inputs(X)
+        batch_size = positive_int("batch_size", batch_size)
+        to_numpy = self.backend.to_numpy
+        parts = [to_numpy(self.forward(X[rows, ...])) for rows in _chunks(X, batch_size)]
+        return np.concatenate(parts)
+
+    def predict(self, X, batch_size=EVAL_BATCH):
+        """Class labels for classifiers (0/1, or the arg-max class), values for regression.
+
+        A single output unit gives shape (n_samples,).
+        """
+        out = self.predict_proba(X, batch_size)
+        if self.task == "multiclass":
+            return out.argmax(axis=1)
+        if self.task == "binary":
+            out = (out >= 0.5).astype(np.int64)
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def evaluate(self, X, y, batch_size=EVAL_BATCH):
+        """``{'loss': ..., 'accuracy' or 'rmse': ...}`` on (X, y), in evaluation mode."""
+        X, Y = self.prepare(X, y)
+        return self.evaluate_prepared(X, Y, positive_int("batch_size", batch_size))
+
+    def evaluate_prepared(self, X, Y, batch_size=EVAL_BATCH):
+        """``evaluate`` for data already passed through ``prepare``."""
+        loss_sum, score_sum = 0.0, 0.0
+        for rows in _chunks(X, batch_size):
+            Xb, Yb = X[rows, ...], Y[rows, ...]
+            A = self.forward(Xb)
+            _, Z, _ = self.output.cache
+            loss, _, _ = self.loss.value_and_grad(
+                self.backend, Z, A, Yb, self.output.activation, need_grad=False
+            )
+            loss_sum = loss_sum + loss * Xb.shape[0]
+            score_sum = score_sum + metrics.batch_score(self.backend.xp, self.task, A, Yb)
+        m = X.shape[0]
+        return {
+            "loss": float(loss_sum) / m,
+            metrics.name_for(self.task): metrics.finish(self.task, score_sum, m),
+        }
+
+    # ---- moving between backends ----
+
+    def to(self, backend):
+        """Move parameters and optimizer state to another backend (name or object)."""
+        target = backends.load(backend)
+        source = self.backend
+
+        def convert(array):
+            return target.asarray(source.to_numpy(array))
+
+        for layer in self.layers:
+            layer.to(target, convert)
+        if self.optimizer is not None:
+            self.optimizer.move_state(convert)
+        self.backend = target
+        self.dtype = target.dtype(self.dtype_name)
+        return self
+
+
+def _chunks(X, size):
+    """Row slices of at most ``size`` rows, never running past the end (which the array
+    API leaves unspecified)."""
+    n = X.shape[0]
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _check_stack(layers):
+    if not layers:
+        raise ValueError("Sequential needs at least one layer")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"layer {i} is a {type(layer).__name__}, not a fastnn layer "
+                f"(Dense or Dropout)"
+            )
+    if not isinstance(layers[-1], Dense):
+        raise ValueError(
+            f"the last layer must be a Dense output layer; got {layers[-1]!r}"
+        )
+    width = None
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Dense):
+            if width is not None and layer.n_in != width:
+                raise ValueError(
+                    f"layer {i} ({layer!r}) takes {layer.n_in} inputs but the layer before it "
+                    f"gives {width}; make each n_in equal the previous n_out"
+                )
+            width = layer.n_out

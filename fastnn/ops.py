@@ -1,0 +1,142 @@
+"""The hot-path ops, written once against the array API and bound to a backend's ``xp``.
+
+An ``Ops`` table holds one callable per op. The generic versions below run on any
+array-API namespace (NumPy, CuPy through array-api-compat, array-api-strict);
+an accelerating backend passes faster replacements for the ops it fuses, and
+inherits the rest. Layers, losses and optimizers call only these entries.
+
+Shapes are batch-first: X (m, n_in), W (n_in, n_out), b (n_out,), Z and A (m, n_out).
+Optimizer updates work in place on the parameter and its state arrays.
+"""
+
+import functools
+
+from fastnn.activations import stable_sigmoid
+
+
+def dense_forward(xp, X, W, b, activation):
+    """Z = X @ W + b and A = f(Z); returns (Z, A)."""
+    Z = xp.matmul(X, W) + b
+    return Z, activation.forward(xp, Z)
+
+
+def activation_backward(xp, dA, Z, A, activation):
+    """dZ = dA * f'(Z) and the bias gradient db = sum(dZ) over the batch."""
+    dZ = activation.backward(xp, dA, Z, A)
+    return dZ, xp.sum(dZ, axis=0)
+
+
+def dense_backward(xp, X, W, dZ, need_dx):
+    """dW = X^T @ dZ and, if the layer below needs it, dX = dZ @ W^T."""
+    dW = xp.matmul(X.T, dZ)
+    return dW, (xp.matmul(dZ, W.T) if need_dx else None)
+
+
+def sigmoid_bce(xp, Z, Y, need_grad):
+    """Binary cross-entropy of sigmoid(Z) against Y in [0, 1], from the logits Z.
+
+    loss = mean(max(z, 0) - z*y + log1p(exp(-|z|))), exact and finite for any z;
+    dZ = (sigmoid(z) - y) / N with N the number of elements.
+    """
+    loss = xp.mean(xp.maximum(Z, 0.0) - Z * Y + xp.log1p(xp.exp(-xp.abs(Z))))
+    if not need_grad:
+        return loss, None
+    return loss, (stable_sigmoid(xp, Z) - Y) / (Z.shape[0] * Z.shape[1])
+
+
+def softmax_xent(xp, Z, Y, need_grad):
+    """Categorical cross-entropy of softmax(Z) against one-hot (or soft) rows Y.
+
+    Uses log-softmax = (z - max) - log(sum(exp(z - max))); dZ = (softmax - y) / m.
+    """
+    shifted = Z - xp.max(Z, axis=1, keepdims=True)
+    log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+    m = Z.shape[0]
+    loss = -xp.sum(Y * log_p) / m
+    if not need_grad:
+        return loss, None
+    return loss, (xp.exp(log_p) - Y) / m
+
+
+def _decayed(g, p, weight_decay):
+    return g + weight_decay * p if weight_decay else g
+
+
+def sgd_update(xp, p, g, lr, weight_decay):
+    """p -= lr * g."""
+    p -= lr * _decayed(g, p, weight_decay)
+
+
+def momentum_update(xp, p, g, v, lr, momentum, weight_decay):
+    """v = momentum*v - lr*g; p += v (the classical form used by the tutorials)."""
+    g = _decayed(g, p, weight_decay)
+    v *= momentum
+    v -= lr * g
+    p += v
+
+
+def nesterov_update(xp, p, g, v, lr, momentum, weight_decay):
+    """v = momentum*v - lr*g; p += momentum*v - lr*g (look-ahead momentum)."""
+    g = _decayed(g, p, weight_decay)
+    v *= momentum
+    v -= lr * g
+    p += momentum * v - lr * g
+
+
+def adagrad_update(xp, p, g, h, lr, eps, weight_decay):
+    """h += g^2; p -= lr * g / (sqrt(h) + eps)."""
+    g = _decayed(g, p, weight_decay)
+    h += g * g
+    p -= lr * g / (xp.sqrt(h) + eps)
+
+
+def rmsprop_update(xp, p, g, h, lr, rho, eps, weight_decay):
+    """h = rho*h + (1-rho)*g^2; p -= lr * g / (sqrt(h) + eps)."""
+    g = _decayed(g, p, weight_decay)
+    h *= rho
+    h += (1.0 - rho) * (g * g)
+    p -= lr * g / (xp.sqrt(h) + eps)
+
+
+def adam_update(xp, p, g, m, v, lr, beta1, beta2, eps, t, weight_decay):
+    """Adam with bias correction at step t (1-based)."""
+    g = _decayed(g, p, weight_decay)
+    m *= beta1
+    m += (1.0 - beta1) * g
+    v *= beta2
+    v += (1.0 - beta2) * (g * g)
+    m_hat = m / (1.0 - beta1**t)
+    v_hat = v / (1.0 - beta2**t)
+    p -= lr * m_hat / (xp.sqrt(v_hat) + eps)
+
+
+GENERIC = {
+    f.__name__: f
+    for f in (
+        dense_forward,
+        activation_backward,
+        dense_backward,
+        sigmoid_bce,
+        softmax_xent,
+        sgd_update,
+        momentum_update,
+        nesterov_update,
+        adagrad_update,
+        rmsprop_update,
+        adam_update,
+    )
+}
+NAMES = tuple(GENERIC)
+
+
+class Ops:
+    """The ops table of one backend: each generic op bound to ``xp`` once, with
+    ``overrides`` (already-bound callables) taking the place of any of them."""
+
+    def __init__(self, xp, **overrides):
+        unknown = set(overrides) - set(GENERIC)
+        if unknown:
+            raise ValueError(f"unknown ops {sorted(unknown)}; the ops are {', '.join(NAMES)}")
+        for name, op in GENERIC.items():
+            setattr(self, name, overrides.get(name) or functools.partial(op, xp))
+        self.overridden = tuple(sorted(overrides))

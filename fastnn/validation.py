@@ -1,0 +1,110 @@
+"""Input checks that turn bad data into one clear sentence instead of a deep traceback.
+
+They work on any backend: host data is checked as it is turned into a device array,
+and device arrays are checked with ``xp`` reductions (one scalar read each).
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def positive_number(name, value, hint=""):
+    """``value`` as a float, which must be finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a positive number; got {value!r}")
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number; got {value!r}{hint}")
+    return float(value)
+
+
+def positive_int(name, value, hint=""):
+    """``value`` as an int, which must be >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer; got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}{hint}")
+    return int(value)
+
+
+def in_range(name, value, low, high, *, closed_high=False):
+    """``value`` as a float in [low, high) (or [low, high])."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number; got {value!r}")
+    ok = low <= value <= high if closed_high else low <= value < high
+    if not ok:
+        bracket = "]" if closed_high else ")"
+        raise ValueError(f"{name} must be in [{low}, {high}{bracket}; got {value!r}")
+    return float(value)
+
+
+def as_device_array(backend, data, what):
+    """``data`` as a numeric, non-empty, finite array on ``backend``."""
+    xp = backend.xp
+    if isinstance(data, np.ndarray) or not backend.is_array(data):
+        if hasattr(data, "__array_namespace__") and not isinstance(data, np.ndarray):
+            return backend.asarray(data)  # raises the clear mixed-backend error
+        try:
+            host = np.asarray(data)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"{what} could not be read as a numeric array ({error}); pass a rectangular "
+                f"NumPy array or list of lists"
+            ) from None
+        if host.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{what} must be numeric; got an array of dtype {host.dtype} "
+                f"({_kind_words(host.dtype)}); convert it with np.asarray(..., dtype=float)"
+            )
+        data = backend.asarray(host)
+    elif not xp.isdtype(data.dtype, ("bool", "integral", "real floating")):
+        raise TypeError(f"{what} must be a real numeric array; got dtype {data.dtype}")
+    if math.prod(data.shape) == 0:
+        raise ValueError(
+            f"{what} is empty (shape {tuple(data.shape)}); it needs at least one sample"
+        )
+    if xp.isdtype(data.dtype, "real floating") and not bool(xp.all(xp.isfinite(data))):
+        host = backend.to_numpy(data)
+        bad = ~np.isfinite(host)
+        first = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{what} contains {int(bad.sum())} NaN or infinite value(s), the first at index "
+            f"{tuple(int(i) for i in first)}; remove or impute them before training"
+        )
+    return data
+
+
+def _kind_words(dtype):
+    return {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers",
+            "M": "datetimes", "m": "timedeltas"}.get(dtype.kind, "not real numbers")
+
+
+def check_features(X, n_features, what="X"):
+    """X must be 2-D (n_samples, n_features) with the model's feature count."""
+    if X.ndim != 2:
+        hint = " (for a single feature use X.reshape(-1, 1))" if X.ndim == 1 else ""
+        raise ValueError(
+            f"{what} must be 2-D with shape (n_samples, n_features); got shape "
+            f"{tuple(X.shape)}{hint}"
+        )
+    if X.shape[1] != n_features:
+        hint = ""
+        if X.shape[0] == n_features:
+            hint = (
+                "; fastnn is batch-first: if your data is laid out (n_features, n_samples) "
+                "as in the tutorials, pass X.T"
+            )
+        raise ValueError(
+            f"{what} has {X.shape[1]} features per sample but the model's first layer expects "
+            f"{n_features}{hint}"
+        )
+
+
+def check_rows(X, y, x_name="X", y_name="y"):
+    """X and y must have one row per sample."""
+    if y.ndim == 0 or X.shape[0] != y.shape[0]:
+        rows = "a scalar" if y.ndim == 0 else f"{y.shape[0]} rows"
+        raise ValueError(
+            f"{x_name} has {X.shape[0]} rows but {y_name} has {rows}; they need one row per sample"
+        )

@@ -1,0 +1,190 @@
+"""Every kind of bad input gets an exception whose message names the problem and the fix."""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import Dense, Sequential, datasets
+
+
+@pytest.fixture
+def data():
+    return datasets.moons(40, noise=0.1, seed=0)
+
+
+@pytest.fixture
+def binary(backend):
+    return fastnn.from_layer_dims([2, 4, 1], "tanh", "sigmoid", seed=0)
+
+
+@pytest.fixture
+def multiclass(backend):
+    return fastnn.from_layer_dims([2, 4, 3], "relu", "softmax", seed=0)
+
+
+def test_row_count_mismatch(binary, data):
+    X, y = data
+    with pytest.raises(ValueError, match="X has 40 rows but y has 39 rows; they need one row"):
+        binary.fit(X, y[:-1])
+    with pytest.raises(ValueError, match="X has 40 rows but y has 39"):
+        binary.evaluate(X, y[:-1])
+
+
+def test_wrong_feature_count(binary, data):
+    X, y = data
+    with pytest.raises(ValueError, match="X has 3 features per sample but the model's first "
+                                         "layer expects 2"):
+        binary.fit(np.c_[X, X[:, :1]], y)
+    with pytest.raises(ValueError, match="batch-first.*pass X.T"):
+        binary.predict(X[:5].T)  # tutorial layout (n_features, n_samples)
+    with pytest.raises(ValueError, match=r"must be 2-D .* got shape \(40,\).*reshape\(-1, 1\)"):
+        binary.predict(X[:, 0])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_in_X_or_y(binary, data, bad):
+    X, y = data
+    X, yf = X.copy(), y.astype(float)
+    X[5, 1] = bad
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first at "
+                                         r"index \(5, 1\); remove or impute them"):
+        binary.fit(X, y)
+    yf[7] = bad
+    with pytest.raises(ValueError, match=r"y contains 1 NaN or infinite value\(s\).*\(7,\)"):
+        binary.fit(data[0], yf)
+    with pytest.raises(ValueError, match="X_val contains 1 NaN"):
+        binary.fit(data[0], y, validation_data=(X, y))
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([0, 1, 3], r"label outside the class range at row 2 \(value 3\).*integers 0..2"),
+    ([0, -1, 2], r"at row 1 \(value -1\)"),
+    ([0.0, 1.5, 2.0], r"at row 1 \(value 1.5\)"),
+])
+def test_labels_outside_class_range(multiclass, labels, message):
+    X = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=message):
+        multiclass.fit(X, labels)
+
+
+def test_bad_binary_and_one_hot_targets(binary, multiclass):
+    X = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"values outside \[0, 1\].*needs 0/1 labels"):
+        binary.fit(X, [0, 1, 2])
+    with pytest.raises(ValueError, match="must hold one-hot rows"):
+        multiclass.fit(X, [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    with pytest.raises(ValueError, match=r"y has shape \(3, 2\) but the model has 1 output unit"):
+        binary.fit(X, np.zeros((3, 2)))
+
+
+@pytest.mark.parametrize("X, message", [
+    (np.array([["a", "b"], ["c", "d"]]), "X must be numeric; got an array of dtype <U1 "
+                                         r"\(strings\)"),
+    (np.array([[1, None], [2, 3]], dtype=object), r"dtype object \(Python objects\)"),
+    (np.ones((2, 2), dtype=complex), r"complex128 \(complex numbers\)"),
+    ([[1.0, 2.0], [3.0]], "X could not be read as a numeric array"),
+])
+def test_non_numeric_arrays(binary, X, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        binary.fit(X, [0, 1])
+
+
+def test_non_numeric_labels(binary):
+    with pytest.raises(TypeError, match="y must be numeric"):
+        binary.fit(np.zeros((2, 2)), ["yes", "no"])
+
+
+def test_empty_data(binary):
+    with pytest.raises(ValueError, match=r"X is empty \(shape \(0, 2\)\); it needs at least one"):
+        binary.fit(np.zeros((0, 2)), np.zeros(0))
+    with pytest.raises(ValueError, match="X is empty"):
+        binary.predict([])
+
+
+@pytest.mark.parametrize("batch_size", [0, -5])
+def test_batch_size_must_be_positive(binary, data, batch_size):
+    message = f"batch_size must be a positive integer; got {batch_size}$"
+    with pytest.raises(ValueError, match=message):
+        binary.fit(*data, batch_size=batch_size)
+
+
+def test_batch_size_and_epochs_types(binary, data):
+    with pytest.raises(TypeError, match="batch_size must be a positive integer; got 3.5"):
+        binary.fit(*data, batch_size=3.5)
+    with pytest.raises(ValueError, match="epochs must be a positive integer; got 0"):
+        binary.fit(*data, epochs=0)
+    with pytest.raises(ValueError, match=r"validation_data must be a pair \(X_val, y_val\)"):
+        binary.fit(*data, validation_data=data[0])
+
+
+@pytest.mark.parametrize("lr", [0, -0.01])
+def test_lr_must_be_positive(binary, data, lr):
+    with pytest.raises(ValueError, match=f"lr must be a positive number; got {lr}"):
+        binary.fit(*data, lr=lr)
+    binary.fit(*data, optimizer="adam")
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        binary.fit(*data, lr=lr)  # also when changing the kept optimizer's rate
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: Dense(2, 1, activation="sigmod"), "unknown activation 'sigmod'.*Did you mean "
+                                               "'sigmoid'"),
+    (lambda: Sequential([Dense(2, 1)], loss="crossentropy"), "unknown loss 'crossentropy'; "
+                                                             "valid names:"),
+    (lambda: Dense(2, 1, init="kaiming"), "unknown initializer 'kaiming'; valid names: "
+                                          "auto, glorot, he, normal, xavier"),
+    (lambda: fastnn.optimizers.get("adamax"), "unknown optimizer 'adamax'; valid names: "
+                                              "adagrad, adam, momentum, nesterov, rmsprop, sgd"),
+    (lambda: fastnn.datasets.load("mnist"), "unknown dataset 'mnist'; valid names: blobs"),
+])
+def test_unknown_names(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_unknown_optimizer_in_fit(binary, data):
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
+        binary.fit(*data, optimizer="adamw")
+
+
+@pytest.mark.parametrize("output, loss, message", [
+    ("relu", "binary_crossentropy", "binary_crossentropy needs a sigmoid output layer"),
+    ("sigmoid", "categorical_crossentropy", "needs a softmax output layer.*or binary_crossentropy"),
+    ("softmax", "binary_crossentropy", "or categorical_crossentropy"),
+])
+def test_loss_and_output_activation_must_fit(output, loss, message):
+    with pytest.raises(ValueError, match=message):
+        Sequential([Dense(2, 3, "tanh"), Dense(3, 3, output)], loss=loss)
+
+
+def test_divergence_stops_and_keeps_the_last_finite_parameters(backend):
+    X, y = datasets.blobs(60, n_classes=1, n_features=3, seed=0)
+    target = X @ np.array([1.0, -2.0, 0.5])
+
+    def model():
+        return Sequential([Dense(3, 1, "identity")], seed=0)
+
+    diverging = model()
+    with pytest.raises(fastnn.TrainingDiverged, match=r"diverged at epoch \d+: the loss became "
+                                                     r"(nan|inf).*keeps the last finite "
+                                                     r"parameters. Lower the learning rate"
+                       ) as info:
+        diverging.fit(X, target, epochs=500, lr=0.5)
+    done = len(info.value.history["loss"])
+    assert 0 < done < 499 and all(np.isfinite(info.value.history["loss"]))
+    kept = [backend.to_numpy(p.value) for p in diverging.parameters()]
+    assert all(np.all(np.isfinite(k)) for k in kept)
+    candidates = []
+    for epochs in (done, done - 1):  # the start of the failing epoch, or the one before
+        reference = model()
+        reference.fit(X, target, epochs=epochs, lr=0.5)
+        candidates.append([backend.to_numpy(p.value) for p in reference.parameters()])
+    assert any(all(np.array_equal(k, c) for k, c in zip(kept, cand)) for cand in candidates)
+
+
+def test_mixing_arrays_from_two_backends(strict, data):
+    model = fastnn.from_layer_dims([2, 4, 1], seed=0, backend="numpy")
+    X = strict.asarray(data[0], strict.dtype("float32"))
+    with pytest.raises(TypeError, match="got a array_api_strict.*array, but this model runs on "
+                                        "the 'numpy' backend"):
+        model.predict(X)

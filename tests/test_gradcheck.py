@@ -1,0 +1,79 @@
+"""Backprop against float64 central differences: every trainable activation with every
+loss it fits, Dropout with a fixed mask, and a check that a wrong gradient fails."""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import Dense, Dropout, Sequential
+
+HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax"]
+# (loss, output activation, output units, targets)
+RNG = np.random.default_rng(7)
+X = RNG.normal(size=(12, 3))
+OUTPUTS = [
+    ("binary_crossentropy", "sigmoid", 1, (RNG.random(12) > 0.5).astype(int)),
+    ("binary_crossentropy", "sigmoid", 2, (RNG.random((12, 2)) > 0.5).astype(int)),
+    ("categorical_crossentropy", "softmax", 3, RNG.integers(0, 3, 12)),
+    ("mse", "identity", 2, RNG.normal(size=(12, 2))),
+    ("mse", "sigmoid", 1, RNG.random(12)),
+    ("mae", "tanh", 2, RNG.normal(size=(12, 2)) * 3),
+    ("huber", "identity", 2, RNG.normal(size=(12, 2)) * 3),
+    ("huber", "leaky_relu", 1, RNG.normal(size=12) * 3),
+    ("mse", "softplus", 1, RNG.random(12) * 2),
+    ("mse", "relu", 2, RNG.random((12, 2)) * 2),
+    ("mse", "softmax", 3, RNG.dirichlet(np.ones(3), 12)),
+]
+
+
+def small_model(hidden, loss, output, n_out, dropout=0.0, dtype="float32"):
+    layers = [Dense(3, 5, hidden), Dense(5, 4, hidden)]
+    if dropout:
+        layers.insert(1, Dropout(dropout))
+    return Sequential(layers + [Dense(4, n_out, output)], loss=loss, dtype=dtype, seed=3)
+
+
+@pytest.mark.parametrize("loss, output, n_out, y", OUTPUTS,
+                         ids=[f"{o[0]}-{o[1]}-{o[2]}" for o in OUTPUTS])
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_backprop_matches_numerical_gradient(backend, hidden, loss, output, n_out, y):
+    model = small_model(hidden, loss, output, n_out)
+    result = fastnn.gradcheck(model, X, y)
+    assert result.passed, result
+    assert result.max_rel_error < 1e-6
+    assert len(result.errors) == 6  # W and b of all three layers
+
+
+def test_dropout_with_fixed_mask(backend):
+    model = small_model("tanh", "binary_crossentropy", "sigmoid", 1, dropout=0.4)
+    result = fastnn.gradcheck(model, X, OUTPUTS[0][3])
+    assert result.passed, result
+    assert model.dtype_name == "float32"  # the check ran on a float64 copy
+
+
+def test_a_wrong_gradient_fails(backend, monkeypatch):
+    model = small_model("tanh", "mse", "identity", 2)
+    good = backend.ops.dense_backward
+
+    def off_by_a_bit(X_, W, dZ, need_dx):
+        dW, dX = good(X_, W, dZ, need_dx)
+        return dW * 1.001, dX
+
+    monkeypatch.setattr(backend.ops, "dense_backward", off_by_a_bit)
+    result = fastnn.gradcheck(model, X, OUTPUTS[3][3])
+    assert not result.passed and not bool(result)
+    assert 1e-4 < result.max_rel_error < 1e-2 and "FAILED" in repr(result)
+
+
+def test_sampled_entries_and_result_fields():
+    model = small_model("relu", "categorical_crossentropy", "softmax", 3)
+    result = fastnn.gradcheck(model, X, OUTPUTS[2][3], max_entries=4)
+    assert result.passed and set(result.errors) == {
+        f"layer {i} {n}" for i in range(3) for n in "Wb"}
+    assert result.worst_param in result.errors and "passed" in repr(result)
+
+
+def test_step_cannot_be_gradient_checked():
+    model = Sequential([Dense(3, 2, "step"), Dense(2, 1, "sigmoid")])
+    with pytest.raises(fastnn.NotDifferentiable, match="layer 0.*'step'"):
+        fastnn.gradcheck(model, X, OUTPUTS[0][3])

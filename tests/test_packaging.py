@@ -1,0 +1,74 @@
+"""Packaging and project hygiene: kernels ship as fastnn.kernels, the README's commands
+are the ones CI runs, versions agree, and the code is ruff-clean."""
+
+import importlib
+import importlib.metadata
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fastnn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands():
+    text = (ROOT / "README.md").read_text()
+    block = re.match(r"# fastnn\n+(?:[^\n`]*\n+)?```(?:bash|sh)\n(.*?)```", text, re.S)
+    assert block, "README.md must open with a fenced block of commands"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_opens_with_exactly_two_commands():
+    install_and_run, install_and_test = readme_commands()
+    assert "pip install" in install_and_run and "python -m fastnn" in install_and_run
+    assert "pip install" in install_and_test and "[test]" in install_and_test
+    assert install_and_test.rstrip().endswith("pytest")
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert readme_commands()[1] in ci
+
+
+def test_kernels_install_as_a_subpackage_only(tmp_path):
+    """Away from the checkout (so only the installed package is visible), fastnn.kernels
+    imports and no top-level module called ``kernels`` exists."""
+    code = (
+        "import importlib.util, fastnn.kernels as k; "
+        "print(k.__name__, importlib.util.find_spec('kernels') is None, 'hot-path' in k.__doc__)"
+    )
+    run = subprocess.run([sys.executable, "-I", "-c", code], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["fastnn.kernels", "True", "True"]
+    top_level = importlib.metadata.distribution("fastnn").read_text("top_level.txt")
+    assert top_level is None or top_level.split() == ["fastnn"]
+
+
+def test_version_matches_pyproject():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^version = "([^"]+)"', text, re.M).group(1) == fastnn.__version__
+    assert importlib.metadata.version("fastnn") == fastnn.__version__
+
+
+def test_the_main_job_runs_on_the_selected_backend():
+    run = subprocess.run([sys.executable, "-m", "fastnn", "--iterations", "3000"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT / "tests")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("fastnn 0.") and "'numpy' backend" in lines[0]
+    accuracy = float(re.search(r"test accuracy ([\d.]+)%", lines[2]).group(1))
+    assert accuracy >= 93.0
+
+
+def test_code_is_ruff_clean():
+    if importlib.util.find_spec("ruff") is None:
+        pytest.fail("ruff is not installed; pip install 'fastnn[test]'")
+    run = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
