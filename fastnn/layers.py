@@ -26,6 +26,7 @@ class Parameter:
 class Layer:
     params = ()
     backend = None
+    cache = None  # what forward kept for backward
 
     def build(self, backend, dtype, rng):
         """Create parameters on ``backend`` with ``dtype``, drawing from NumPy ``rng``."""
@@ -33,7 +34,7 @@ class Layer:
 
     def to(self, backend, convert):
         """Move parameters to ``backend`` with ``convert`` (old array -> new array)."""
-        self.backend = backend
+        self.backend, self.cache = backend, None
         for p in self.params:
             p.value = convert(p.value)
             p.grad = None if p.grad is None else convert(p.grad)
@@ -54,8 +55,6 @@ class Dense(Layer):
         self.activation = activations.get(activation)
         self.init = initializers.get(init, self.activation)
         self.needs_input_grad = True
-        self.params = ()
-        self.cache = None
 
     def __repr__(self):
         return f"Dense({self.n_in}, {self.n_out}, activation={self.activation.name!r})"

@@ -110,13 +110,7 @@ class BinaryCrossEntropy(Loss):
     task = "binary"
 
     def check_output(self, activation, n_out):
-        if activation.name != "sigmoid":
-            raise ValueError(
-                f"binary_crossentropy needs a sigmoid output layer (it is computed from the "
-                f"logits for stability), but the last layer's activation is "
-                f"{activation.name!r}; use activation='sigmoid' on the output layer"
-                + (", or categorical_crossentropy" if activation.name == "softmax" else "")
-            )
+        _require_output(self.name, "sigmoid", activation, "softmax", "categorical_crossentropy")
 
     def prepare_targets(self, backend, y, n_out, dtype):
         Y = super().prepare_targets(backend, y, n_out, dtype)
@@ -141,13 +135,7 @@ class CategoricalCrossEntropy(Loss):
     task = "multiclass"
 
     def check_output(self, activation, n_out):
-        if activation.name != "softmax":
-            raise ValueError(
-                f"categorical_crossentropy needs a softmax output layer (it is computed from "
-                f"the logits for stability), but the last layer's activation is "
-                f"{activation.name!r}; use activation='softmax' on the output layer"
-                + (", or binary_crossentropy" if activation.name == "sigmoid" else "")
-            )
+        _require_output(self.name, "softmax", activation, "sigmoid", "binary_crossentropy")
         if n_out < 2:
             raise ValueError(
                 "categorical_crossentropy needs at least 2 output units (one per class); for "
@@ -190,6 +178,17 @@ class CategoricalCrossEntropy(Loss):
     def value_and_grad(self, backend, Z, A, Y, activation, need_grad=True):
         loss, dZ = backend.ops.softmax_xent(Z, Y, need_grad)
         return loss, dZ, None
+
+
+def _require_output(loss, wanted, activation, sibling, sibling_loss):
+    """A cross-entropy is computed from the logits of its own output activation only."""
+    if activation.name != wanted:
+        raise ValueError(
+            f"{loss} needs a {wanted} output layer (it is computed from the logits for "
+            f"stability), but the last layer's activation is {activation.name!r}; use "
+            f"activation='{wanted}' on the output layer"
+            + (f", or {sibling_loss}" if activation.name == sibling else "")
+        )
 
 
 TABLE = {cls.name: cls for cls in (MSE, MAE, Huber, BinaryCrossEntropy, CategoricalCrossEntropy)}

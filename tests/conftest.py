@@ -68,6 +68,17 @@ def no_float_warnings():
         yield
 
 
+def central_difference(f, z, eps=1e-6):
+    """d f(z) / dz for a scalar function f of a float64 array z, entry by entry."""
+    grad = np.zeros_like(z)
+    for index in np.ndindex(*z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[index] += eps
+        zm[index] -= eps
+        grad[index] = (f(zp) - f(zm)) / (2 * eps)
+    return grad
+
+
 def host(backend, x):
     """A backend array as float64 NumPy, for comparisons."""
     return np.asarray(backend.to_numpy(x), dtype=np.float64)
