@@ -24,6 +24,21 @@ def test_activation_forward_4096x1024(benchmark, name):
         float(z.max()) if name == "relu" else 1.0)
 
 
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh"])
+def test_activation_backward_with_bias_grad_4096x1024(benchmark, name):
+    backend = fastnn.get_backend()
+    rng = np.random.default_rng(0)
+    f32 = backend.dtype("float32")
+    z = backend.asarray(rng.normal(size=(4096, 1024)), f32)
+    dA = backend.asarray(rng.normal(size=(4096, 1024)), f32)
+    act = activations.get(name)
+    a = act.forward(backend.xp, z)
+    dZ, db = benchmark(backend.ops.activation_backward, dA, z, a, act)
+    assert dZ.shape == z.shape and db.shape == (1024,)
+    np.testing.assert_allclose(backend.to_numpy(db), backend.to_numpy(dZ).sum(axis=0),
+                               rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("batch", [128, 1024])
 def test_mlp_784_256_256_10_train_step(benchmark, batch):
     rng = np.random.default_rng(0)

@@ -96,8 +96,8 @@ class Huber(_ElementwiseLoss):
 
     def elementwise(self, xp, r):
         a = xp.abs(r)
-        d = self.delta
-        return xp.where(a <= d, 0.5 * r * r, d * (a - 0.5 * d))
+        c = xp.minimum(a, self.delta)  # a^2/2 below delta, delta*(a - delta/2) above
+        return c * (a - 0.5 * c)
 
     def derivative(self, xp, r):
         return xp.clip(r, -self.delta, self.delta)
@@ -124,7 +124,7 @@ class BinaryCrossEntropy(Loss):
         return Y
 
     def value_and_grad(self, backend, Z, A, Y, activation, need_grad=True):
-        loss, dZ = backend.ops.sigmoid_bce(Z, Y, need_grad)
+        loss, dZ = backend.ops.sigmoid_bce(Z, A, Y, need_grad)
         return loss, dZ, None
 
 
@@ -176,7 +176,7 @@ class CategoricalCrossEntropy(Loss):
         return xp.astype(xp.astype(y, classes.dtype)[:, None] == classes, dtype)
 
     def value_and_grad(self, backend, Z, A, Y, activation, need_grad=True):
-        loss, dZ = backend.ops.softmax_xent(Z, Y, need_grad)
+        loss, dZ = backend.ops.softmax_xent(Z, A, Y, need_grad)
         return loss, dZ, None
 
 

@@ -11,8 +11,6 @@ Optimizer updates work in place on the parameter and its state arrays.
 
 import functools
 
-from fastnn.activations import stable_sigmoid
-
 
 def dense_forward(xp, X, W, b, activation):
     """Z = X @ W + b and A = f(Z); returns (Z, A)."""
@@ -32,22 +30,22 @@ def dense_backward(xp, X, W, dZ, need_dx):
     return dW, (xp.matmul(dZ, W.T) if need_dx else None)
 
 
-def sigmoid_bce(xp, Z, Y, need_grad):
-    """Binary cross-entropy of sigmoid(Z) against Y in [0, 1], from the logits Z.
+def sigmoid_bce(xp, Z, A, Y, need_grad):
+    """Binary cross-entropy of A = sigmoid(Z) against Y in [0, 1], from the logits Z.
 
     loss = mean(max(z, 0) - z*y + log1p(exp(-|z|))), exact and finite for any z;
-    dZ = (sigmoid(z) - y) / N with N the number of elements.
+    dZ = (a - y) / N with N the number of elements (A is the forward pass's output).
     """
     loss = xp.mean(xp.maximum(Z, 0.0) - Z * Y + xp.log1p(xp.exp(-xp.abs(Z))))
     if not need_grad:
         return loss, None
-    return loss, (stable_sigmoid(xp, Z) - Y) / (Z.shape[0] * Z.shape[1])
+    return loss, (A - Y) / (Z.shape[0] * Z.shape[1])
 
 
-def softmax_xent(xp, Z, Y, need_grad):
-    """Categorical cross-entropy of softmax(Z) against one-hot (or soft) rows Y.
+def softmax_xent(xp, Z, A, Y, need_grad):
+    """Categorical cross-entropy of A = softmax(Z) against one-hot (or soft) rows Y.
 
-    Uses log-softmax = (z - max) - log(sum(exp(z - max))); dZ = (softmax - y) / m.
+    loss from log-softmax = (z - max) - log(sum(exp(z - max))); dZ = (a - y) / m.
     """
     shifted = Z - xp.max(Z, axis=1, keepdims=True)
     log_p = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
@@ -55,7 +53,7 @@ def softmax_xent(xp, Z, Y, need_grad):
     loss = -xp.sum(Y * log_p) / m
     if not need_grad:
         return loss, None
-    return loss, (xp.exp(log_p) - Y) / m
+    return loss, (A - Y) / m
 
 
 def _decayed(g, p, weight_decay):
