@@ -19,6 +19,7 @@ EVAL_BATCH = 8192  # rows per forward pass in predict/evaluate, to bound memory
 class Sequential:
     """Layers applied in order; the last must be a Dense layer (the output layer).
 
+    The layers are built in place (their parameters created on the backend).
     ``loss='auto'`` picks binary cross-entropy for a sigmoid output, categorical
     cross-entropy for softmax, and MSE otherwise. ``seed`` fixes the initial weights
     (identical on every backend) and the default shuffling and dropout streams.

@@ -43,8 +43,7 @@ def as_device_array(backend, data, what):
     """``data`` as a numeric, non-empty, finite array on ``backend``."""
     xp = backend.xp
     if isinstance(data, np.ndarray) or not backend.is_array(data):
-        if hasattr(data, "__array_namespace__") and not isinstance(data, np.ndarray):
-            return backend.asarray(data)  # raises the clear mixed-backend error
+        backend.reject_foreign(data)
         try:
             host = np.asarray(data)
         except (ValueError, TypeError) as error:

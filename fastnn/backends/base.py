@@ -59,13 +59,17 @@ class Backend:
         """Host data (or an array of this backend) as an array of this backend."""
         if self.is_array(x):
             return x if dtype is None or x.dtype == dtype else self.xp.astype(x, dtype)
+        self.reject_foreign(x)
+        return self._from_host(np.asarray(x), dtype)
+
+    def reject_foreign(self, x):
+        """Raise a clear TypeError for an array of another backend (never convert it)."""
         if hasattr(x, "__array_namespace__") and not isinstance(x, np.ndarray):
             raise TypeError(
                 f"got a {type(x).__module__}.{type(x).__name__} array, but this model runs on "
                 f"the {self.name!r} backend; pass NumPy data, or move the model with "
                 f"model.to(...) to the backend that owns the array"
             )
-        return self._from_host(np.asarray(x), dtype)
 
     def _from_host(self, host, dtype):
         return self.xp.asarray(host, dtype=dtype, device=self.device)
