@@ -82,22 +82,13 @@ def _float64_copy(model):
     return checked
 
 
-def _loss(model, X, Y):
-    A = model.forward(X, training=True)
-    _, Z, _ = model.output.cache
-    loss, _, _ = model.loss.value_and_grad(
-        model.backend, Z, A, Y, model.output.activation, need_grad=False
-    )
-    return float(loss)
-
-
 def _central_difference(model, p, index, X, Y, eps):
     index = tuple(int(i) for i in index)
     original = float(p.value[index])
     p.value[index] = original + eps
-    plus = _loss(model, X, Y)
+    plus = float(model.loss_value(X, Y, training=True)[0])
     p.value[index] = original - eps
-    minus = _loss(model, X, Y)
+    minus = float(model.loss_value(X, Y, training=True)[0])
     p.value[index] = original
     return (plus - minus) / (2.0 * eps)
 

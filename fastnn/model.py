@@ -87,6 +87,15 @@ class Sequential:
             grad = layer.backward(grad)
         return loss, A
 
+    def loss_value(self, X, Y, training=False):
+        """(loss, output activations) for backend arrays, without gradients."""
+        A = self.forward(X, training)
+        _, Z, _ = self.output.cache
+        loss, _, _ = self.loss.value_and_grad(
+            self.backend, Z, A, Y, self.output.activation, need_grad=False
+        )
+        return loss, A
+
     def check_trainable(self):
         """Raise NotDifferentiable if a layer's activation has no gradient."""
         for i, layer in enumerate(self.layers):
@@ -154,11 +163,7 @@ class Sequential:
         loss_sum, score_sum = 0.0, 0.0
         for rows in _chunks(X, batch_size):
             Xb, Yb = X[rows, ...], Y[rows, ...]
-            A = self.forward(Xb)
-            _, Z, _ = self.output.cache
-            loss, _, _ = self.loss.value_and_grad(
-                self.backend, Z, A, Yb, self.output.activation, need_grad=False
-            )
+            loss, A = self.loss_value(Xb, Yb)
             loss_sum = loss_sum + loss * Xb.shape[0]
             score_sum = score_sum + metrics.batch_score(self.backend.xp, self.task, A, Yb)
         m = X.shape[0]
