@@ -10,7 +10,7 @@ row maximum.
 """
 
 from fastnn.errors import NotDifferentiable
-from fastnn.names import lookup
+from fastnn.names import lookup, normalize
 
 
 class Activation:
@@ -184,8 +184,8 @@ def get(activation="identity", **params):
     if isinstance(activation, dict):
         params = {k: v for k, v in activation.items() if k != "name"}
         activation = activation.get("name", "identity")
-    if isinstance(activation, str) and activation.strip().lower() in ALIASES:
-        activation = ALIASES[activation.strip().lower()]
+    if isinstance(activation, str):
+        activation = ALIASES.get(normalize(activation), activation)
     cls = lookup("activation", activation, TABLE)
     try:
         return cls(**params)

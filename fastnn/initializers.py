@@ -5,7 +5,7 @@ on every backend. Biases start at zero.
 
 import math
 
-from fastnn.names import lookup
+from fastnn.names import lookup, normalize
 from fastnn.validation import positive_number
 
 
@@ -73,7 +73,7 @@ def get(init="auto", activation=None, **params):
     if isinstance(init, dict):
         params = {k: v for k, v in init.items() if k != "name"}
         init = init.get("name")
-    if isinstance(init, str) and init.strip().lower() == "auto":
+    if isinstance(init, str) and normalize(init) == "auto":
         return He() if activation is not None and activation.name in RELU_LIKE else Xavier()
     cls = lookup("initializer", init, {**TABLE, "auto": None})
     try:

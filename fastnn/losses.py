@@ -7,7 +7,7 @@ backward op. All losses are means over the batch (and over outputs for the
 elementwise ones).
 """
 
-from fastnn.names import lookup
+from fastnn.names import lookup, normalize
 from fastnn.validation import in_range
 
 
@@ -213,7 +213,7 @@ def get(loss, **params):
         params = {k: v for k, v in loss.items() if k != "name"}
         loss = loss.get("name")
     if isinstance(loss, str):
-        loss = ALIASES.get(loss.strip().lower().replace("-", "_"), loss)
+        loss = ALIASES.get(normalize(loss), loss)
     cls = lookup("loss", loss, TABLE)
     try:
         return cls(**params)
