@@ -85,9 +85,12 @@ class Dense(Layer):
         return A
 
     def backward(self, dA):
-        _, Z, A = self.cache
-        dZ, db = self.backend.ops.activation_backward(dA, Z, A, self.activation)
-        return self.backward_from_z(dZ, db)
+        X, Z, A = self.cache
+        dW, db, dX = self.backend.ops.layer_backward(
+            X, self.W.value, dA, Z, A, self.activation, self.needs_input_grad
+        )
+        self.W.grad, self.b.grad = dW, db
+        return dX
 
     def backward_from_z(self, dZ, db=None):
         """Backward from the pre-activation gradient (the output layer's loss gives it)."""

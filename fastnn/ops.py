@@ -124,7 +124,8 @@ GENERIC = {
         adam_update,
     )
 }
-NAMES = tuple(GENERIC)
+COMPOSED = ("layer_backward",)  # built from the table's own ops unless overridden
+NAMES = tuple(GENERIC) + COMPOSED
 
 
 class Ops:
@@ -132,9 +133,18 @@ class Ops:
     ``overrides`` (already-bound callables) taking the place of any of them."""
 
     def __init__(self, xp, **overrides):
-        unknown = set(overrides) - set(GENERIC)
+        unknown = set(overrides) - set(NAMES)
         if unknown:
             raise ValueError(f"unknown ops {sorted(unknown)}; the ops are {', '.join(NAMES)}")
         for name, op in GENERIC.items():
             setattr(self, name, overrides.get(name) or functools.partial(op, xp))
+        self.layer_backward = overrides.get("layer_backward") or self._layer_backward
         self.overridden = tuple(sorted(overrides))
+
+    def _layer_backward(self, X, W, dA, Z, A, activation, need_dx):
+        """A dense layer's whole backward, (dW, db, dX or None), from its output gradient
+        dA: this table's activation_backward then dense_backward. A backend may
+        override it to fuse both into one kernel for small layers."""
+        dZ, db = self.activation_backward(dA, Z, A, activation)
+        dW, dX = self.dense_backward(X, W, dZ, need_dx)
+        return dW, db, dX

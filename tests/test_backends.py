@@ -13,12 +13,15 @@ from fastnn import backends
 from fastnn.errors import BackendUnavailable
 
 
-def import_with(value):
-    """Import fastnn in a fresh interpreter with FASTNN_BACKEND=value (None: unset)."""
+def import_with(value, hide=None):
+    """Import fastnn in a fresh interpreter with FASTNN_BACKEND=value (None: unset),
+    with the package ``hide`` made unimportable as if it were not installed."""
     env = {k: v for k, v in os.environ.items() if k != "FASTNN_BACKEND"}
     if value is not None:
         env["FASTNN_BACKEND"] = value
     code = "import fastnn; print(fastnn.get_backend().name)"
+    if hide:
+        code = f"import sys; sys.modules[{hide!r}] = None; {code}"
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 
 
@@ -41,15 +44,20 @@ def test_unknown_env_value_fails_at_import_and_lists_names():
     ("numba", "numba", "pip install 'fastnn[numba]'"),
     ("cupy", "cupy", "fastnn[cuda12]"),
 ])
-def test_unavailable_backend_fails_at_import_with_reason(name, package, hint):
-    run = import_with(name.upper())
+def test_backend_without_its_package_fails_at_import_with_install_hint(name, package, hint):
+    run = import_with(name.upper(), hide=package)
     assert run.returncode != 0
     last = run.stderr.strip().splitlines()[-1]
     assert last.startswith(f"fastnn.errors.BackendUnavailable: the '{name}' backend")
-    if importlib.util.find_spec(package) is None:
-        assert "not installed here" in last and hint in last
-    else:
-        assert "no usable CUDA device" in last or "not built yet" in last
+    assert "not installed here" in last and hint in last
+
+
+def test_numba_backend_selected_by_environment():
+    if importlib.util.find_spec("numba") is None:
+        pytest.skip("numba is not installed here: pip install 'fastnn[numba]'")
+    run = import_with("numba")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "numba"
 
 
 def test_set_get_and_use_backend():

@@ -82,6 +82,10 @@ class Backend:
         """A seeded random generator that makes arrays on this backend."""
         return self.rng_class(self, seed)
 
+    def warmup(self, dtypes=("float32",)):
+        """Compile this backend's kernels ahead of use; returns seconds (none to compile)."""
+        return 0.0
+
     def copy(self, x):
         """A device-side copy of ``x``."""
         return self.xp.asarray(x, copy=True)

@@ -1,20 +1,55 @@
-"""The Numba backend: NumPy arrays with JIT-fused hot-path kernels from ``fastnn.kernels``.
+"""The Numba backend: NumPy arrays, with the hot-path ops replaced by JIT-fused kernels
+from ``fastnn.kernels`` (see ``numba_ops`` for which kernel runs when).
 
-Not built yet in this version: selecting it says so instead of silently running NumPy.
+Creating it chooses the threading layer and the kernel cache directory, then imports
+the kernels; nothing compiles until a kernel is first called or ``warmup`` runs.
+Threads: Numba's OpenMP layer spins its workers, and so does OpenBLAS after a matmul;
+on a 2-core machine the two pools then stall each other (6-40x measured). fastnn
+therefore selects the ``workqueue`` layer unless NUMBA_THREADING_LAYER says otherwise,
+and keeps small kernels on one thread (see bench/ for the measurements).
 """
 
 import importlib.util
+import os
 
+import numpy as np
+
+from fastnn.backends.numpy_backend import NumpyBackend
 from fastnn.errors import BackendUnavailable
+from fastnn.ops import Ops
+
+
+class NumbaBackend(NumpyBackend):
+    name = "numba"
+
+    def __init__(self, numba_ops, jit):
+        super().__init__()
+        self.ops = Ops(np, **numba_ops.OVERRIDES)
+        self._numba_ops = numba_ops
+        self.cache_dir = jit.CACHE_DIR
+
+    def warmup(self, dtypes=("float32",)):
+        """Compile (or load from the cache) every kernel for ``dtypes``; returns seconds."""
+        return self._numba_ops.warmup([np.dtype(self.dtype(d)) for d in dtypes])
 
 
 def create():
-    if importlib.util.find_spec("numba") is None:
+    try:
+        import numba
+    except ImportError as error:
+        if importlib.util.find_spec("numba") is None or "numba" in str(error).split("'"):
+            raise BackendUnavailable(
+                "the 'numba' backend needs the numba package, which is not installed here; "
+                "install it with: pip install 'fastnn[numba]'"
+            ) from None
         raise BackendUnavailable(
-            "the 'numba' backend needs the numba package, which is not installed here; "
-            "install it with: pip install 'fastnn[numba]'"
-        )
-    raise BackendUnavailable(
-        "the 'numba' backend is not built yet in this version of fastnn (its fused kernels "
-        "are still to come); use FASTNN_BACKEND=numpy meanwhile"
-    )
+            f"the 'numba' backend cannot start: importing numba failed ({error}); "
+            "reinstall it with: pip install --force-reinstall 'fastnn[numba]'"
+        ) from error
+
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        numba.config.THREADING_LAYER = "workqueue"
+    from fastnn.backends import numba_ops
+    from fastnn.kernels import numba_jit
+
+    return NumbaBackend(numba_ops, numba_jit)

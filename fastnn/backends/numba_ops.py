@@ -1,0 +1,205 @@
+"""The Numba backend's ops: size rules that pick a kernel, and the outputs they fill.
+
+- Elementwise work (bias + activation, activation backward, optimizer updates) runs
+  on one thread below ``PARALLEL_MIN`` elements and across Numba's threads above it.
+- A dense layer whose product is small (``m * n_in * n_out <= SMALL_LAYER_MAX``) runs
+  as one JIT kernel, product included; larger products go to BLAS (``np.matmul``) and
+  the bias and activation are fused into one pass over its output.
+Both thresholds come from bench/ measurements (see the README's Numba section).
+Activations or layouts no kernel covers fall back to the generic op, which is exact.
+"""
+
+import numba
+import numpy as np
+
+from fastnn import ops as generic
+from fastnn.kernels import numba_dense as dense
+from fastnn.kernels import numba_losses as losses
+from fastnn.kernels import numba_optimizers as rules
+from fastnn.kernels.numba_activations import IDENTITY, STEP, kind_of
+
+PARALLEL_MIN = 1 << 18
+SMALL_LAYER_MAX = 1 << 14
+_EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32),
+          np.dtype(np.float64): np.empty((0, 0), np.float64)}
+
+
+def _fits(*arrays):
+    """True if the kernels take these arrays: one float dtype, all C-contiguous."""
+    dtype = arrays[0].dtype
+    return dtype in _EMPTY and all(
+        a.dtype == dtype and a.flags.c_contiguous for a in arrays
+    )
+
+
+def _kernel_kind(activation, *arrays):
+    """(kind, alpha) if a kernel covers this activation and these arrays, else None."""
+    spec = kind_of(activation)
+    if spec is None or not _fits(*arrays):
+        return None
+    return spec[0], arrays[0].dtype.type(spec[1])
+
+
+def _small(X, W):
+    return X.shape[0] * W.shape[0] * W.shape[1] <= SMALL_LAYER_MAX
+
+
+def _threads():
+    return numba.get_num_threads()
+
+
+def dense_forward(X, W, b, activation):
+    spec = _kernel_kind(activation, X, W, b)
+    if spec is None:
+        return generic.dense_forward(np, X, W, b, activation)
+    kind, alpha = spec
+    if _small(X, W):
+        Z = np.empty((X.shape[0], W.shape[1]), X.dtype)
+        A = Z if kind == IDENTITY else np.empty_like(Z)
+        dense.small_dense_forward(kind, X, W, b, Z, A, alpha)
+        return Z, A
+    Z = np.matmul(X, W)
+    A = Z if kind == IDENTITY else np.empty_like(Z)
+    if Z.size >= PARALLEL_MIN:
+        dense.bias_activation_parallel(kind, Z, b, A, alpha, _threads())
+    else:
+        dense.bias_activation(kind, Z, b, A, alpha)
+    return Z, A
+
+
+def activation_backward(dA, Z, A, activation):
+    spec = _kernel_kind(activation, dA, Z, A)
+    if spec is None or spec[0] == STEP:
+        return generic.activation_backward(np, dA, Z, A, activation)
+    kind, alpha = spec
+    dZ = np.empty_like(Z)
+    db = np.empty(Z.shape[1], Z.dtype)
+    if Z.size >= PARALLEL_MIN:
+        partial = np.empty((_threads(), Z.shape[1]), Z.dtype)
+        dense.activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial)
+    else:
+        dense.activation_grad(kind, dA, Z, A, dZ, db, alpha)
+    return dZ, db
+
+
+def dense_backward(X, W, dZ, need_dx):
+    if not (_fits(X, W, dZ) and _small(X, W)):
+        return generic.dense_backward(np, X, W, dZ, need_dx)
+    dW = np.empty_like(W)
+    dX = np.empty_like(X) if need_dx else _EMPTY[X.dtype]
+    dense.small_dense_backward(X, W, dZ, dW, dX, need_dx)
+    return dW, (dX if need_dx else None)
+
+
+def layer_backward(X, W, dA, Z, A, activation, need_dx):
+    spec = _kernel_kind(activation, X, W, dA, Z, A)
+    if spec is None or spec[0] == STEP or not _small(X, W):
+        dZ, db = activation_backward(dA, Z, A, activation)
+        dW, dX = dense_backward(X, W, dZ, need_dx)
+        return dW, db, dX
+    kind, alpha = spec
+    dW, db = np.empty_like(W), np.empty(W.shape[1], W.dtype)
+    dX = np.empty_like(X) if need_dx else _EMPTY[X.dtype]
+    dense.small_layer_backward(kind, X, W, dA, Z, A, dW, db, dX, alpha, need_dx)
+    return dW, db, (dX if need_dx else None)
+
+
+def _loss(kernel, generic_op, Z, A, Y, need_grad, count):
+    if not _fits(Z, A, Y):
+        return generic_op(np, Z, A, Y, need_grad)
+    dZ = np.empty_like(Z) if need_grad else _EMPTY[Z.dtype]
+    loss = kernel(Z, A, Y, dZ, 1.0 / max(count, 1), need_grad)
+    return Z.dtype.type(loss), (dZ if need_grad else None)
+
+
+def sigmoid_bce(Z, A, Y, need_grad):
+    return _loss(losses.sigmoid_bce, generic.sigmoid_bce, Z, A, Y, need_grad, Z.size)
+
+
+def softmax_xent(Z, A, Y, need_grad):
+    return _loss(losses.softmax_xent, generic.softmax_xent, Z, A, Y, need_grad, Z.shape[0])
+
+
+def _update(rule, fallback, p, g, s1, s2, hyper):
+    """Run ``rule`` over p (and its state arrays) flattened; generic op if it cannot."""
+    arrays = [a for a in (p, g, s1, s2) if a is not None]
+    if not _fits(*arrays):
+        return fallback()
+    flat = [a.reshape(-1) for a in arrays]  # views: every array is C-contiguous
+    s1 = flat[2] if s1 is not None else flat[0]
+    s2 = flat[3] if s2 is not None else flat[0]
+    hp = tuple(float(h) for h in hyper) + (0.0,) * (9 - len(hyper))
+    if p.size >= PARALLEL_MIN:
+        rules.update_parallel(rule, flat[0], flat[1], s1, s2, hp, _threads())
+    else:
+        rules.update(rule, flat[0], flat[1], s1, s2, hp)
+    return None
+
+
+def sgd_update(p, g, lr, weight_decay):
+    _update(rules.SGD, lambda: generic.sgd_update(np, p, g, lr, weight_decay),
+            p, g, None, None, (lr, weight_decay))
+
+
+def momentum_update(p, g, v, lr, momentum, weight_decay):
+    _update(rules.MOMENTUM,
+            lambda: generic.momentum_update(np, p, g, v, lr, momentum, weight_decay),
+            p, g, v, None, (lr, weight_decay, momentum))
+
+
+def nesterov_update(p, g, v, lr, momentum, weight_decay):
+    _update(rules.NESTEROV,
+            lambda: generic.nesterov_update(np, p, g, v, lr, momentum, weight_decay),
+            p, g, v, None, (lr, weight_decay, momentum))
+
+
+def adagrad_update(p, g, h, lr, eps, weight_decay):
+    _update(rules.ADAGRAD, lambda: generic.adagrad_update(np, p, g, h, lr, eps, weight_decay),
+            p, g, h, None, (lr, weight_decay, eps))
+
+
+def rmsprop_update(p, g, h, lr, rho, eps, weight_decay):
+    _update(rules.RMSPROP,
+            lambda: generic.rmsprop_update(np, p, g, h, lr, rho, eps, weight_decay),
+            p, g, h, None, (lr, weight_decay, rho, 1.0 - rho, eps))
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay):
+    _update(rules.ADAM,
+            lambda: generic.adam_update(np, p, g, m, v, lr, beta1, beta2, eps, t, weight_decay),
+            p, g, m, v,
+            (lr, weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps,
+             1.0 - beta1**t, 1.0 - beta2**t))
+
+
+OVERRIDES = {
+    name: globals()[name]
+    for name in ("dense_forward", "activation_backward", "dense_backward", "layer_backward",
+                 "sigmoid_bce", "softmax_xent", "sgd_update", "momentum_update",
+                 "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update")
+}
+
+
+def warmup(dtypes):
+    """Compile (or load from the cache) every kernel for each dtype; returns seconds."""
+    import time
+
+    start = time.perf_counter()
+    for dtype in dtypes:
+        one = dtype.type(0.0)
+        X, W, b = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.ones(2, dtype)
+        Z, A, dZ = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.empty((2, 2), dtype)
+        dense.small_dense_forward(0, X, W, b, Z, A, one)
+        dense.bias_activation(0, Z, b, A, one)
+        dense.bias_activation_parallel(0, Z, b, A, one, 1)
+        dense.activation_grad(0, A, Z, A, dZ, b.copy(), one)
+        dense.activation_grad_parallel(0, A, Z, A, dZ, b.copy(), one, np.empty((1, 2), dtype))
+        dense.small_dense_backward(X, W, dZ, W.copy(), X.copy(), True)
+        dense.small_layer_backward(0, X, W, A, Z, A, W.copy(), b.copy(), X.copy(), one, True)
+        losses.sigmoid_bce(Z, A, A, dZ, 0.25, True)
+        losses.softmax_xent(Z, A, A, dZ, 0.5, True)
+        p, s = np.zeros(4, dtype), np.zeros(4, dtype)
+        hp = (0.1, 0.0, 0.9, 0.1, 0.9, 0.1, 1e-8, 0.1, 0.1)
+        rules.update(rules.ADAM, p, p.copy(), s, s.copy(), hp)
+        rules.update_parallel(rules.ADAM, p, p.copy(), s, s.copy(), hp, 1)
+    return time.perf_counter() - start

@@ -1,0 +1,61 @@
+"""How fastnn compiles its Numba kernels: one decorator, and where compiled code is cached.
+
+Kernels compile lazily on first use (never at import) with ``cache=True``, so a later
+process loads machine code from disk instead of compiling again. Numba caches next to
+the source file, else in the user-wide cache directory, and fails at import if neither
+is writable (a read-only site-packages and HOME). ``cache_directory()`` checks this
+first: it respects ``NUMBA_CACHE_DIR``, keeps Numba's own choice when that works, else
+falls back to a per-user folder in the temp directory, else compiles without caching.
+
+``error_model="numpy"`` lets float division by zero give inf instead of raising, so
+loops with divisions vectorize; ``fastmath={"contract"}`` allows fused multiply-adds
+and nothing else (no reassociation, so range reductions stay exact).
+"""
+
+import os
+import tempfile
+
+import numba
+from numba.misc.appdirs import AppDirs
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NUMBA_DEFAULT = "numba default"
+
+
+def writable(directory):
+    """True if files can be created in ``directory`` (made if missing)."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def cache_directory(environ=os.environ, in_tree=None, user_wide=None, fallback=None,
+                    is_writable=writable):
+    """Where compiled kernels go: a path, NUMBA_DEFAULT, or None (no caching possible)."""
+    if environ.get("NUMBA_CACHE_DIR"):
+        path = environ["NUMBA_CACHE_DIR"]
+        return path if is_writable(path) else None
+    in_tree = in_tree or os.path.join(HERE, "__pycache__")
+    user_wide = user_wide or AppDirs(appname="numba", appauthor=False).user_cache_dir
+    if is_writable(in_tree) or is_writable(user_wide):
+        return NUMBA_DEFAULT
+    user = getattr(os, "getuid", lambda: "user")()
+    fallback = fallback or os.path.join(tempfile.gettempdir(), f"fastnn-numba-{user}")
+    return fallback if is_writable(fallback) else None
+
+
+CACHE_DIR = cache_directory()
+if CACHE_DIR not in (None, NUMBA_DEFAULT):
+    numba.config.CACHE_DIR = CACHE_DIR  # read when each kernel below is decorated
+
+OPTIONS = {"cache": CACHE_DIR is not None, "error_model": "numpy", "fastmath": {"contract"}}
+
+
+def kernel(function=None, *, parallel=False):
+    """``numba.njit`` with fastnn's options; ``parallel=True`` for prange kernels."""
+    decorate = numba.njit(parallel=parallel, **OPTIONS)
+    return decorate if function is None else decorate(function)
