@@ -1,8 +1,9 @@
 """Each activation's forward and derivative for the Numba kernels, in one table.
 
 Kernels receive an activation as an integer ``kind`` (and ``alpha`` for leaky ReLU).
-``forward`` and ``grad`` below branch on it; the branch does not depend on the loop
-index, so LLVM unswitches it out of the kernels' inner loops, which then vectorize.
+``forward`` and ``grad`` below branch on it. They are inlined into the kernels before
+compilation, so the branch sits inside each loop body where LLVM can see that it does
+not depend on the loop index: it unswitches it (one vectorized loop per kind).
 Row-wise activations (softmax) are handled by the row functions in ``numba_dense``.
 """
 
@@ -26,7 +27,7 @@ def kind_of(activation):
     return kind, float(getattr(activation, "alpha", 0.0))
 
 
-@njit
+@njit(inline="always")
 def forward(kind, z, alpha):
     """f(z) for the elementwise kinds."""
     zero = typed(z, 0.0)
@@ -45,7 +46,7 @@ def forward(kind, z, alpha):
     return z
 
 
-@njit
+@njit(inline="always")
 def grad(kind, da, z, a, alpha):
     """da * f'(z), given z and a = f(z), for the elementwise kinds."""
     zero = typed(z, 0.0)

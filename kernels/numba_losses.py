@@ -6,28 +6,34 @@ float; the gradient is written in the arrays' dtype.
 
 import math
 
+import numpy as np
+
 from .numba_jit import kernel
-from .numba_math import typed, vexp, vlog1p_unit
+from .numba_math import typed, typed_as, vexp, vlog1p_unit
 
 
 @kernel
 def sigmoid_bce(Z, A, Y, dZ, scale, need_grad):
     """mean(max(z,0) - z*y + log1p(exp(-|z|))); dZ = (a - y) * scale (1/N) if need_grad."""
-    m, n = Z.shape
+    z, a, y = Z.reshape(-1), A.reshape(-1), Y.reshape(-1)
+    terms = np.empty(z.size, Z.dtype)  # a flat loop without a running sum vectorizes
+    for k in range(z.size):
+        terms[k] = max(z[k], typed(z[k], 0.0)) - z[k] * y[k] + vlog1p_unit(vexp(-abs(z[k])))
+    if need_grad:
+        g, step = dZ.reshape(-1), typed_as(dZ, scale)
+        for k in range(z.size):
+            g[k] = (a[k] - y[k]) * step
     total = 0.0
-    for i in range(m):
-        for j in range(n):
-            z = Z[i, j]
-            total += max(z, typed(z, 0.0)) - z * Y[i, j] + vlog1p_unit(vexp(-abs(z)))
-            if need_grad:
-                dZ[i, j] = (A[i, j] - Y[i, j]) * scale
-    return total / (m * n)
+    for k in range(z.size):
+        total += terms[k]
+    return total / z.size
 
 
 @kernel
 def softmax_xent(Z, A, Y, dZ, scale, need_grad):
     """-sum(y * log_softmax(z)) / m from the row max and log-sum-exp; dZ = (a - y) * scale."""
     m, n = Z.shape
+    step = typed_as(dZ, scale)
     total = 0.0
     for i in range(m):
         top = Z[i, 0]
@@ -40,5 +46,5 @@ def softmax_xent(Z, A, Y, dZ, scale, need_grad):
         for j in range(n):
             total -= Y[i, j] * ((Z[i, j] - top) - log_sum)
             if need_grad:
-                dZ[i, j] = (A[i, j] - Y[i, j]) * scale
+                dZ[i, j] = (A[i, j] - Y[i, j]) * step
     return total / m

@@ -100,7 +100,8 @@ def layer_backward(X, W, dA, Z, A, activation, need_dx):
     kind, alpha = spec
     dW, db = np.empty_like(W), np.empty(W.shape[1], W.dtype)
     dX = np.empty_like(X) if need_dx else _EMPTY[X.dtype]
-    dense.small_layer_backward(kind, X, W, dA, Z, A, dW, db, dX, alpha, need_dx)
+    dense.small_layer_backward(kind, X, W, dA, Z, A, np.empty_like(Z), dW, db, dX, alpha,
+                               need_dx)
     return dW, db, (dX if need_dx else None)
 
 
@@ -195,7 +196,8 @@ def warmup(dtypes):
         dense.activation_grad(0, A, Z, A, dZ, b.copy(), one)
         dense.activation_grad_parallel(0, A, Z, A, dZ, b.copy(), one, np.empty((1, 2), dtype))
         dense.small_dense_backward(X, W, dZ, W.copy(), X.copy(), True)
-        dense.small_layer_backward(0, X, W, A, Z, A, W.copy(), b.copy(), X.copy(), one, True)
+        dense.small_layer_backward(0, X, W, A, Z, A, dZ, W.copy(), b.copy(), X.copy(), one,
+                                   True)
         losses.sigmoid_bce(Z, A, A, dZ, 0.25, True)
         losses.softmax_xent(Z, A, A, dZ, 0.5, True)
         p, s = np.zeros(4, dtype), np.zeros(4, dtype)
