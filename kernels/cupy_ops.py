@@ -136,9 +136,10 @@ def sigmoid_bce(xp, launcher, Z, A, Y, need_grad):
     return loss, (dZ if need_grad else None)
 
 
-def _update(kernel, fallback, state_count):
-    """An optimizer op: one kernel pass over p, g and the state arrays, with the
-    Python-side scalars from ``scalars(*hyper)``."""
+def _update(name, kernel, state_count, scalars):
+    """The optimizer op ``name``: one pass of ``kernel`` over p, g and the state arrays,
+    with the Python-side constants ``scalars(*hyperparameters)``."""
+    fallback = generic.GENERIC[name]
 
     def op(xp, launcher, p, g, *rest):
         arrays, hyper = rest[:state_count], rest[state_count:]
@@ -147,31 +148,28 @@ def _update(kernel, fallback, state_count):
             return fallback(xp, p, g, *rest)
         size = math.prod(p.shape)
         launcher.launch(kernel, dtype_name, None, _blocks(size),
-                        (p, g, *arrays, size, *SCALARS[kernel](*hyper)))
+                        (p, g, *arrays, size, *scalars(*hyper)))
 
-    op.__name__ = kernel
+    op.__name__ = name
     op.__doc__ = f"{fallback.__doc__} (one fused kernel pass)"
     return op
 
 
-SCALARS = {  # Python-side constants, computed once per step like the reference does
-    "sgd_update": lambda lr, wd: (lr, wd),
-    "momentum_update": lambda lr, mu, wd: (lr, mu, wd),
-    "nesterov_update": lambda lr, mu, wd: (lr, mu, wd),
-    "adagrad_update": lambda lr, eps, wd: (lr, eps, wd),
-    "rmsprop_update": lambda lr, rho, eps, wd: (lr, rho, 1.0 - rho, eps, wd),
-    "adam_update": lambda lr, b1, b2, eps, t, wd: (
-        lr, b1, 1.0 - b1, b2, 1.0 - b2, 1.0 - b1**t, 1.0 - b2**t, eps, wd),
+UPDATES = {  # op: (kernel, state arrays, constants computed once per step as the reference does)
+    "sgd_update": ("sgd_update", 0, lambda lr, wd: (lr, wd)),
+    "momentum_update": ("momentum_update", 1, lambda lr, mu, wd: (lr, mu, wd, 0)),
+    "nesterov_update": ("momentum_update", 1, lambda lr, mu, wd: (lr, mu, wd, 1)),
+    "adagrad_update": ("rmsprop_update", 1, lambda lr, eps, wd: (lr, 1.0, 1.0, eps, wd)),
+    "rmsprop_update": ("rmsprop_update", 1, lambda lr, rho, eps, wd: (lr, rho, 1.0 - rho, eps, wd)),
+    "adam_update": ("adam_update", 2, lambda lr, b1, b2, eps, t, wd: (
+        lr, b1, 1.0 - b1, b2, 1.0 - b2, 1.0 - b1**t, 1.0 - b2**t, eps, wd)),
 }
-STATE_COUNTS = {"sgd_update": 0, "momentum_update": 1, "nesterov_update": 1,
-                "adagrad_update": 1, "rmsprop_update": 1, "adam_update": 2}
-UPDATES = {name: _update(name, generic.GENERIC[name], n) for name, n in STATE_COUNTS.items()}
 FUSED = {
     "dense_forward": dense_forward,
     "activation_backward": activation_backward,
     "softmax_xent": softmax_xent,
     "sigmoid_bce": sigmoid_bce,
-    **UPDATES,
+    **{name: _update(name, *spec) for name, spec in UPDATES.items()},
 }
 
 

@@ -92,6 +92,11 @@ __device__ __forceinline__ T act_backward(T dA, T z, T a, T alpha, T alpha2) {
     return dA;
 }
 
+/* the gradient with L2 weight decay added (ops._decayed) */
+template <typename T> __device__ __forceinline__ T decayed(T g, T p, T decay) {
+    return decay != T(0) ? g + decay * p : g;
+}
+
 #define THREAD_INDEX ((long long)blockIdx.x * blockDim.x + threadIdx.x)
 #define THREAD_COUNT ((long long)gridDim.x * blockDim.x)
 """
@@ -206,52 +211,30 @@ KERNELS = {k.name: k for k in (
         "T* p, const T* g, long long size, T lr, T decay",
         """
     for (long long i = THREAD_INDEX; i < size; i += THREAD_COUNT) {
-        T gi = decay != T(0) ? g[i] + decay * p[i] : g[i];
+        T gi = decayed(g[i], p[i], decay);
         p[i] = p[i] - lr * gi;
     }""",
     ),
     Kernel(
         "momentum_update", TYPE_TEMPLATE,
-        "T* p, const T* g, T* v, long long size, T lr, T momentum, T decay",
+        "T* p, const T* g, T* v, long long size, T lr, T momentum, T decay, int nesterov",
         """
+    /* classical: p += v; Nesterov's look-ahead: p += momentum*v - lr*g */
     for (long long i = THREAD_INDEX; i < size; i += THREAD_COUNT) {
-        T gi = decay != T(0) ? g[i] + decay * p[i] : g[i];
+        T gi = decayed(g[i], p[i], decay);
         T vi = v[i] * momentum;
         vi = vi - lr * gi;
         v[i] = vi;
-        p[i] = p[i] + vi;
-    }""",
-    ),
-    Kernel(
-        "nesterov_update", TYPE_TEMPLATE,
-        "T* p, const T* g, T* v, long long size, T lr, T momentum, T decay",
-        """
-    for (long long i = THREAD_INDEX; i < size; i += THREAD_COUNT) {
-        T gi = decay != T(0) ? g[i] + decay * p[i] : g[i];
-        T vi = v[i] * momentum;
-        vi = vi - lr * gi;
-        v[i] = vi;
-        p[i] = p[i] + (momentum * vi - lr * gi);
-    }""",
-    ),
-    Kernel(
-        "adagrad_update", TYPE_TEMPLATE,
-        "T* p, const T* g, T* h, long long size, T lr, T eps, T decay",
-        """
-    for (long long i = THREAD_INDEX; i < size; i += THREAD_COUNT) {
-        T gi = decay != T(0) ? g[i] + decay * p[i] : g[i];
-        T hi = h[i] + gi * gi;
-        h[i] = hi;
-        p[i] = p[i] - lr * gi / (fn_sqrt(hi) + eps);
+        p[i] = nesterov ? p[i] + (momentum * vi - lr * gi) : p[i] + vi;
     }""",
     ),
     Kernel(
         "rmsprop_update", TYPE_TEMPLATE,
         "T* p, const T* g, T* h, long long size, T lr, T rho, T rho2, T eps, T decay",
         """
-    /* rho2 = 1 - rho */
+    /* rho2 = 1 - rho; AdaGrad's h += g^2 is rho = rho2 = 1 (multiplying by one is exact) */
     for (long long i = THREAD_INDEX; i < size; i += THREAD_COUNT) {
-        T gi = decay != T(0) ? g[i] + decay * p[i] : g[i];
+        T gi = decayed(g[i], p[i], decay);
         T hi = h[i] * rho;
         hi = hi + rho2 * (gi * gi);
         h[i] = hi;
@@ -265,7 +248,7 @@ KERNELS = {k.name: k for k in (
         """
     /* beta1c = 1 - beta1, beta2c = 1 - beta2, fix1 = 1 - beta1^t, fix2 = 1 - beta2^t */
     for (long long i = THREAD_INDEX; i < size; i += THREAD_COUNT) {
-        T gi = decay != T(0) ? g[i] + decay * p[i] : g[i];
+        T gi = decayed(g[i], p[i], decay);
         T mi = m[i] * beta1;
         mi = mi + beta1c * gi;
         T vi = v[i] * beta2;
