@@ -115,7 +115,7 @@ class BinaryCrossEntropy(Loss):
     def prepare_targets(self, backend, y, n_out, dtype):
         Y = super().prepare_targets(backend, y, n_out, dtype)
         xp = backend.xp
-        if not bool(xp.all((Y >= 0) & (Y <= 1))):
+        if not backend.read_bool(xp.all((Y >= 0) & (Y <= 1)), check=True):
             bad = backend.to_numpy(y)
             raise ValueError(
                 f"y has values outside [0, 1] (e.g. {bad[(bad < 0) | (bad > 1)][0].item()!r}); "
@@ -147,7 +147,7 @@ class CategoricalCrossEntropy(Loss):
         if y.ndim == 2 and y.shape[1] == n_out:  # one-hot or class probabilities
             Y = xp.astype(y, dtype)
             rows_ok = xp.all(xp.abs(xp.sum(Y, axis=1) - 1.0) <= 1e-4)
-            if not bool(xp.all((Y >= 0) & (Y <= 1))) or not bool(rows_ok):
+            if not backend.read_bool(xp.all((Y >= 0) & (Y <= 1)) & rows_ok, check=True):
                 raise ValueError(
                     "y given as a (n_samples, n_classes) array must hold one-hot rows (or "
                     "probabilities that sum to 1); pass integer labels 0..k-1 instead"
@@ -163,7 +163,7 @@ class CategoricalCrossEntropy(Loss):
         in_range = (y >= 0) & (y < n_out)
         if xp.isdtype(y.dtype, "real floating"):
             in_range = in_range & (y == xp.round(y))
-        if not bool(xp.all(in_range)):
+        if not backend.read_bool(xp.all(in_range), check=True):
             host = backend.to_numpy(y)
             bad = (host < 0) | (host >= n_out) | (host != host.round())
             row = int(bad.nonzero()[0][0])

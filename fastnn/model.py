@@ -167,9 +167,10 @@ class Sequential:
             loss_sum = loss_sum + loss * Xb.shape[0]
             score_sum = score_sum + metrics.batch_score(self.backend.xp, self.task, A, Yb)
         m = X.shape[0]
+        loss_total, score_total = self.backend.read_scalars(loss_sum, score_sum)
         return {
-            "loss": float(loss_sum) / m,
-            metrics.name_for(self.task): metrics.finish(self.task, score_sum, m),
+            "loss": loss_total / m,
+            metrics.name_for(self.task): metrics.finish(self.task, score_total, m),
         }
 
     # ---- moving between backends ----

@@ -76,7 +76,8 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 model.optimizer.step(params, backend)
                 loss_sum = loss_sum + loss * Xb.shape[0]
                 score_sum = score_sum + metrics.batch_score(xp, task, A, Yb)
-            epoch_loss = float(loss_sum) / m
+            loss_total, score_total = backend.read_scalars(loss_sum, score_sum)  # one read
+            epoch_loss = loss_total / m
             if not np.isfinite(epoch_loss):
                 _restore(model, params, snapshots, epoch)
                 raise TrainingDiverged(
@@ -86,13 +87,13 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                     history,
                 )
             history["loss"].append(epoch_loss)
-            history[metric].append(metrics.finish(task, score_sum, m))
+            history[metric].append(metrics.finish(task, score_total, m))
             if val is not None:
                 for key, value in model.evaluate_prepared(*val).items():
                     history[f"val_{key}"].append(value)
             if verbose > 0 and (epoch % verbose == 0 or epoch == epochs):
                 print(_progress_line(epoch, epochs, history))
-        if not all(bool(xp.all(xp.isfinite(p.value))) for p in params):
+        if not backend.read_bool(_all_finite(xp, params)):
             _restore(model, params, snapshots, epochs)
             raise TrainingDiverged(
                 "training diverged in its last epoch: the parameters became NaN or infinite; "
@@ -115,10 +116,16 @@ def _restore(model, params, snapshots, epoch):
     before: a finite loss in an epoch's first step shows its start was finite)."""
     xp = model.backend.xp
     for saved in (snapshots[epoch % 2], snapshots[(epoch - 1) % 2]):
-        if all(bool(xp.all(xp.isfinite(s))) for s in saved):
+        if model.backend.read_bool(_all_finite(xp, saved)):
             for s, p in zip(saved, params):
                 p.value[...] = s
             return
+
+
+def _all_finite(xp, arrays):
+    """A device boolean: every value of every array (or Parameter) is finite."""
+    values = [getattr(a, "value", a) for a in arrays]
+    return xp.all(xp.stack([xp.all(xp.isfinite(v)) for v in values]))
 
 
 def _progress_line(epoch, epochs, history):

@@ -1,7 +1,8 @@
 """Input checks that turn bad data into one clear sentence instead of a deep traceback.
 
 They work on any backend: host data is checked as it is turned into a device array,
-and device arrays are checked with ``xp`` reductions (one scalar read each).
+and device arrays are checked with ``xp`` reductions (one counted scalar read each,
+through ``backend.read_bool(..., check=True)``).
 """
 
 import math
@@ -63,7 +64,9 @@ def as_device_array(backend, data, what):
         raise ValueError(
             f"{what} is empty (shape {tuple(data.shape)}); it needs at least one sample"
         )
-    if xp.isdtype(data.dtype, "real floating") and not bool(xp.all(xp.isfinite(data))):
+    if xp.isdtype(data.dtype, "real floating") and not backend.read_bool(
+        xp.all(xp.isfinite(data)), check=True
+    ):
         host = backend.to_numpy(data)
         bad = ~np.isfinite(host)
         first = np.argwhere(bad)[0]

@@ -4,40 +4,65 @@ RNG, and the table of hot-path ops.
 The generic ``Backend`` is complete on its own: given any array-API namespace it
 runs every op from ``fastnn.ops``. Accelerating backends subclass it and replace
 only the ops they speed up.
+
+Every copy between host and device goes through ``Backend._transfer``, which counts
+it in ``backend.transfers`` (see ``Transfers``): uploads through ``asarray``, and
+downloads through ``to_numpy``, ``read_scalars`` and ``read_bool``. Model code never
+reads a device value any other way, so the counts show all host traffic; on the
+NumPy backend they count the same logical crossings, which cost nothing there.
 """
+
+import contextlib
 
 import numpy as np
 
 from fastnn.ops import Ops
+from fastnn.random import CounterRNG
+
+TO_DEVICE, TO_HOST = "to_device", "to_host"
 
 
-class HostRNG:
-    """Seeded random numbers drawn on the host with NumPy's PCG64 and placed on the
-    backend's device, so the same seed gives the same numbers on every backend."""
+class Transfers:
+    """Counts of host<->device copies: how many and how many bytes each way.
 
-    def __init__(self, backend, seed):
-        self.backend = backend
-        self.generator = np.random.default_rng(seed)
+    ``checks`` counts the device->host reads made by input validation (one boolean
+    each, e.g. "is X finite?"); they are included in ``to_host`` too. Bytes are the
+    size of the host-side array.
+    """
 
-    def uniform(self, shape, dtype):
-        """Uniform [0, 1) samples of ``shape`` as a device array of ``dtype``."""
-        return self.backend.asarray(self.generator.random(shape), dtype=dtype)
+    __slots__ = ("to_device", "to_host", "bytes_to_device", "bytes_to_host", "checks")
 
-    def permutation(self, n):
-        """A random permutation of ``range(n)`` as a device index array."""
-        return self.backend.asarray(self.generator.permutation(n))
+    def __init__(self):
+        self.to_device = self.to_host = self.bytes_to_device = self.bytes_to_host = 0
+        self.checks = 0
+
+    def __repr__(self):
+        return (f"Transfers(to_device={self.to_device}, to_host={self.to_host}, "
+                f"bytes_to_device={self.bytes_to_device}, bytes_to_host={self.bytes_to_host}, "
+                f"checks={self.checks})")
+
+    def record(self, direction, nbytes, check=False):
+        if direction == TO_DEVICE:
+            self.to_device += 1
+            self.bytes_to_device += nbytes
+        else:
+            self.to_host += 1
+            self.bytes_to_host += nbytes
+            self.checks += bool(check)
 
 
 class Backend:
     """One array backend. Model code uses only ``xp``, ``ops`` and the methods here."""
 
     name = "generic"
-    rng_class = HostRNG
+    rng_class = CounterRNG
 
     def __init__(self, xp, device=None, ops=None):
         self.xp = xp
         self.device = device
         self.ops = ops if ops is not None else Ops(xp)
+        self.transfers = Transfers()  # since the backend was made
+        self._counters = []  # open count_transfers() blocks
 
     def __repr__(self):
         return f"<fastnn backend {self.name!r}>"
@@ -55,31 +80,80 @@ class Backend:
         """True if ``x`` is an array that already lives on this backend."""
         raise NotImplementedError
 
+    # ---- the transfer guard: every host<->device copy passes here ----
+
+    def _transfer(self, direction, x, dtype=None, check=False):
+        """Copy ``x`` host->device (a NumPy array, cast to ``dtype``) or device->host
+        (to a NumPy array), counting it in ``transfers`` and any open counters."""
+        if direction == TO_DEVICE:
+            out, nbytes = self._from_host(x, dtype), x.nbytes
+        else:
+            out = self._to_host(x)
+            nbytes = out.nbytes
+        for counts in (self.transfers, *self._counters):
+            counts.record(direction, nbytes, check)
+        return out
+
+    @contextlib.contextmanager
+    def count_transfers(self):
+        """``with backend.count_transfers() as t:`` counts the block's copies in ``t``."""
+        counts = Transfers()
+        self._counters.append(counts)
+        try:
+            yield counts
+        finally:
+            self._counters.remove(counts)
+
     def asarray(self, x, dtype=None):
         """Host data (or an array of this backend) as an array of this backend."""
         if self.is_array(x):
             return x if dtype is None or x.dtype == dtype else self.xp.astype(x, dtype)
         self.reject_foreign(x)
-        return self._from_host(np.asarray(x), dtype)
+        return self._transfer(TO_DEVICE, np.asarray(x), dtype)
+
+    def to_numpy(self, x):
+        """A device array (or scalar) copied to a NumPy array on the host."""
+        return self._transfer(TO_HOST, x)
+
+    def read_scalars(self, *values):
+        """Python floats of device scalars (Python numbers pass through), in one transfer."""
+        on_device = [i for i, v in enumerate(values) if type(v) not in (int, float, bool)]
+        out = [None if i in on_device else float(v) for i, v in enumerate(values)]
+        if on_device:
+            xp = self.xp
+            stacked = xp.stack([xp.astype(xp.asarray(values[i]), xp.float64) for i in on_device])
+            for i, v in zip(on_device, self._transfer(TO_HOST, stacked).tolist()):
+                out[i] = v
+        return tuple(out)
+
+    def read_bool(self, condition, check=False):
+        """A device boolean scalar as a Python bool, in one transfer; ``check=True``
+        marks it as an input-validation read (tallied in ``transfers.checks``)."""
+        if type(condition) is bool:
+            return condition
+        return bool(self._transfer(TO_HOST, condition, check=check))
+
+    def _from_host(self, host, dtype):
+        return self.xp.asarray(host, dtype=dtype, device=self.device)
+
+    def _to_host(self, x):
+        return np.asarray(x)
 
     def reject_foreign(self, x):
         """Raise a clear TypeError for an array of another backend (never convert it)."""
-        if hasattr(x, "__array_namespace__") and not isinstance(x, np.ndarray):
+        foreign = hasattr(x, "__array_namespace__") or hasattr(x, "__cuda_array_interface__")
+        if foreign and not isinstance(x, np.ndarray):
             raise TypeError(
                 f"got a {type(x).__module__}.{type(x).__name__} array, but this model runs on "
                 f"the {self.name!r} backend; pass NumPy data, or move the model with "
                 f"model.to(...) to the backend that owns the array"
             )
 
-    def _from_host(self, host, dtype):
-        return self.xp.asarray(host, dtype=dtype, device=self.device)
-
-    def to_numpy(self, x):
-        """A device array (or scalar) copied to a NumPy array on the host."""
-        return np.asarray(x)
+    # ---- device services ----
 
     def rng(self, seed=None):
-        """A seeded random generator that makes arrays on this backend."""
+        """A seeded counter-based generator that makes arrays on this device; the same
+        seed gives the same numbers on every backend (see ``fastnn.random``)."""
         return self.rng_class(self, seed)
 
     def warmup(self, dtypes=("float32",)):
@@ -89,3 +163,7 @@ class Backend:
     def copy(self, x):
         """A device-side copy of ``x``."""
         return self.xp.asarray(x, copy=True)
+
+    def synchronize(self):
+        """Wait until queued device work has finished (a no-op on the host); benchmarks
+        call it before reading the clock."""

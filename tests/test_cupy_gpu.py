@@ -1,0 +1,197 @@
+"""The CuPy backend on a real GPU: every fused op against NumPy (float64 to 1e-12,
+float32 to 1e-5 relative), gradients, 100 training steps, the transfer guard, moving
+models, TF32. Skipped, with the reason, where no usable GPU is present; the kernels'
+arithmetic is also checked without a GPU in test_cupy_kernels.py."""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import Dense, Dropout, Sequential, activations, backends, datasets
+from fastnn.errors import BackendUnavailable
+
+try:
+    GPU = backends.load("cupy")
+    REASON = None
+except BackendUnavailable as error:
+    GPU, REASON = None, str(error)
+
+pytestmark = pytest.mark.skipif(GPU is None, reason=f"no usable GPU: {REASON}")
+TOL = {"float64": 1e-12, "float32": 1e-5}
+FAST = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus")
+
+
+def both(host, dtype):
+    host = np.ascontiguousarray(host, dtype=dtype)
+    return GPU.asarray(host), host
+
+
+def close(device, host, dtype, scale=None):
+    """Equal within the dtype's tolerance; ``scale`` (the sum of the magnitudes that
+    a matmul or a batch sum added up) bounds what summation order alone can move."""
+    atol = TOL[dtype] * (1e-3 if scale is None else scale)
+    a, b = np.asarray(GPU.to_numpy(device), np.float64), np.asarray(host, np.float64)
+    bad = np.abs(a - b) > atol + TOL[dtype] * np.abs(b)
+    assert not bad.any(), f"{bad.sum()} of {bad.size} differ: {a[bad][:3]} vs {b[bad][:3]}"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", [*FAST, "softmax", "step"])
+def test_dense_forward_and_backward_match_numpy(name, dtype):
+    ref = backends.load("numpy").ops
+    rng = np.random.default_rng(0)
+    X, Xh = both(rng.normal(size=(257, 33)) * 3, dtype)
+    W, Wh = both(rng.normal(size=(33, 65)), dtype)
+    b, bh = both(rng.normal(size=65), dtype)
+    act = activations.get(name)
+    Z, A = GPU.ops.dense_forward(X, W, b, act)
+    Zh, Ah = ref.dense_forward(Xh, Wh, bh, act)
+    assert isinstance(A, GPU.cupy.ndarray)
+    scale = np.abs(Xh) @ np.abs(Wh) + np.abs(bh)  # cuBLAS sums in another order than BLAS
+    close(Z, Zh, dtype, scale)
+    close(A, Ah, dtype, scale)  # every activation here has |f'| <= 1
+    if name in FAST:
+        dA, dAh = both(rng.normal(size=Zh.shape), dtype)
+        dZ, db = GPU.ops.activation_backward(dA, GPU.asarray(Zh), GPU.asarray(Ah), act)
+        dZh, dbh = ref.activation_backward(dAh, Zh, Ah, act)
+        close(dZ, dZh, dtype)
+        close(db, dbh, dtype, np.abs(dZh).sum(axis=0))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cross_entropies_match_numpy(dtype):
+    ref = backends.load("numpy").ops
+    rng = np.random.default_rng(1)
+    Zh = np.ascontiguousarray(rng.normal(size=(500, 10)) * 20, dtype)
+    Yh = np.eye(10, dtype=dtype)[rng.integers(0, 10, 500)]
+    for op, act in (("softmax_xent", "softmax"), ("sigmoid_bce", "sigmoid")):
+        Ah = activations.get(act).forward(np, Zh)
+        loss, dZ = getattr(GPU.ops, op)(GPU.asarray(Zh), GPU.asarray(Ah), GPU.asarray(Yh), True)
+        loss_h, dZ_h = getattr(ref, op)(Zh, Ah, Yh, True)
+        assert GPU.read_scalars(loss)[0] == pytest.approx(float(loss_h), rel=TOL[dtype])
+        close(dZ, dZ_h, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name, slots, hyper", [
+    ("sgd_update", 0, (0.1, 0.01)), ("momentum_update", 1, (0.1, 0.9, 0.01)),
+    ("nesterov_update", 1, (0.1, 0.9, 0.0)), ("adagrad_update", 1, (0.1, 1e-7, 0.0)),
+    ("rmsprop_update", 1, (0.01, 0.9, 1e-7, 0.01)),
+    ("adam_update", 2, (0.01, 0.9, 0.999, 1e-8, 3, 0.01)),
+])
+def test_optimizer_updates_match_numpy(name, slots, hyper, dtype):
+    rng = np.random.default_rng(2)
+    p, ph = both(rng.normal(size=(300, 70)), dtype)
+    g, gh = both(rng.normal(size=(300, 70)), dtype)
+    states = [both(np.abs(rng.normal(size=(300, 70))), dtype) for _ in range(slots)]
+    getattr(GPU.ops, name)(p, g, *(s for s, _ in states), *hyper)
+    getattr(backends.load("numpy").ops, name)(ph, gh, *(h for _, h in states), *hyper)
+    close(p, ph, dtype)
+    for s, h in states:
+        close(s, h, dtype)
+
+
+def test_gradcheck_on_the_gpu():
+    X, y = datasets.spirals(40, n_classes=3, seed=0)
+    layers = [Dense(2, 8, "tanh"), Dense(8, 6, "softplus"), Dense(6, 3, "softmax")]
+    result = fastnn.gradcheck(Sequential(layers, seed=0, backend=GPU), X, y)
+    assert result.passed, result
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 1e-4)])
+def test_100_tutorial_steps_match_numpy(dtype, rtol):
+    """float32 gets 1e-4, not the 1e-5 of one op: cuBLAS and OpenBLAS round the matmuls
+    differently and Adam carries the differences through 100 steps."""
+    X, y = datasets.blobs(300, n_classes=3, std=1.5, seed=0)
+
+    def train(on):
+        layers = [Dense(2, 16, "relu"), Dropout(0.1), Dense(16, 3, "softmax")]
+        model = Sequential(layers, seed=1, dtype=dtype, backend=on)
+        model.fit(X, y, epochs=10, batch_size=30, optimizer="adam", lr=0.01, seed=2)
+        return model
+
+    gpu, ref = train(GPU), train("numpy")
+    for p, q in zip(gpu.parameters(), ref.parameters()):
+        np.testing.assert_allclose(GPU.to_numpy(p.value), q.value, rtol=rtol, atol=rtol * 1e-2)
+
+
+def test_training_an_epoch_on_device_data_makes_no_per_step_transfers():
+    X, y = datasets.blobs(4096, n_classes=3, seed=0)
+    Xd, yd = GPU.asarray(X, GPU.xp.float32), GPU.asarray(y)
+    model = Sequential([Dense(2, 64, "relu"), Dropout(0.2), Dense(64, 3, "softmax")], seed=0,
+                       backend=GPU)
+    with GPU.count_transfers() as counted:
+        model.fit(Xd, yd, epochs=2, batch_size=64, optimizer="adam")  # 128 steps
+    assert counted.to_device == 0
+    assert counted.to_host == counted.checks + 2 + 1 and counted.checks == 2
+
+
+def test_a_training_step_never_synchronizes():
+    import cupyx
+
+    model = Sequential([Dense(20, 64, "relu"), Dropout(0.2), Dense(64, 1, "sigmoid")], seed=0,
+                       backend=GPU)
+    rng = np.random.default_rng(0)
+    X, Y = model.prepare(rng.normal(size=(256, 20)), rng.integers(0, 2, 256))
+    opt, params = fastnn.Adam(), model.parameters()
+    model.compute_gradients(X, Y)  # compiles the kernels, allocates
+    opt.step(params, GPU)
+    with cupyx.allow_synchronize(False):  # raises on any implicit device->host wait
+        for _ in range(3):
+            model.compute_gradients(X, Y)
+            opt.step(params, GPU)
+
+
+def test_high_level_api_returns_numpy_and_layer_level_returns_device_arrays():
+    X, y = datasets.moons(200, seed=0)
+    model = fastnn.from_layer_dims([2, 8, 1], seed=0, backend=GPU)
+    model.fit(GPU.asarray(X), y, epochs=3, batch_size=50)  # device X, host y
+    assert isinstance(model.predict(X), np.ndarray)
+    assert isinstance(model.predict_proba(GPU.asarray(X)), np.ndarray)
+    assert isinstance(model.forward(GPU.asarray(X, GPU.xp.float32)), GPU.cupy.ndarray)
+    with pytest.raises(TypeError, match="layer-level API works on CuPy arrays"):
+        model.forward(X.astype(np.float32))
+    numpy_model = fastnn.from_layer_dims([2, 8, 1], seed=0, backend="numpy")
+    with pytest.raises(TypeError, match="cupy.ndarray array, but this model runs on the "
+                                        "'numpy' backend"):
+        numpy_model.predict(GPU.asarray(X))
+
+
+def test_to_moves_parameters_and_optimizer_state_both_ways():
+    X, y = datasets.blobs(300, n_classes=3, seed=0)
+
+    def model():
+        return fastnn.from_layer_dims([2, 6, 3], "relu", "softmax", seed=3, dtype="float64",
+                                      backend="numpy")
+
+    stay, move = model(), model()
+    for m in (stay, move):
+        m.fit(X, y, epochs=3, batch_size=100, optimizer="adam", lr=0.01, seed=0)
+    move.to("cupy")
+    assert all(isinstance(a, GPU.cupy.ndarray) for s in move.optimizer.state for a in s)
+    move.fit(X, y, epochs=3, batch_size=100, seed=0)
+    stay.fit(X, y, epochs=3, batch_size=100, seed=0)
+    move.to("numpy")
+    for a, b in zip(move.parameters(), stay.parameters()):
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-12)
+
+
+def test_tf32_is_off_by_default_and_switchable():
+    from cupy._core import _routines_linalg as linalg
+
+    assert GPU.tf32 is False
+    assert linalg.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_DEFAULT
+    try:
+        GPU.set_tf32(True)
+        assert linalg.get_compute_type(np.float32) in (linalg.COMPUTE_TYPE_TF32,
+                                                       linalg.COMPUTE_TYPE_DEFAULT)  # pre-Ampere
+    finally:
+        GPU.set_tf32(False)
+    assert linalg.get_compute_type(np.float32) == linalg.COMPUTE_TYPE_DEFAULT
+
+
+def test_synchronize_waits_for_queued_work():
+    x = GPU.xp.ones((2048, 2048), dtype=GPU.xp.float32)
+    y = x @ x
+    GPU.synchronize()
+    assert GPU.cupy.cuda.get_current_stream().done and GPU.read_scalars(y[0, 0]) == (2048.0,)
