@@ -6,7 +6,7 @@ imported (numpy by default), or in code with ``set_backend`` / ``use_backend``.
 
 from fastnn import activations, data, datasets, initializers, losses, metrics, optimizers
 from fastnn.backends import availability as available_backends
-from fastnn.backends import get_backend, set_backend, use_backend
+from fastnn.backends import get_backend, set_backend, use_backend, warmup
 from fastnn.backends import select_from_environment as _select_from_environment
 from fastnn.builders import from_architecture, from_layer_dims
 from fastnn.errors import BackendUnavailable, FastnnError, NotDifferentiable, TrainingDiverged
@@ -22,7 +22,7 @@ __all__ = [
     "GradcheckResult", "Momentum", "Nesterov", "NotDifferentiable", "RMSprop", "SGD",
     "Sequential", "TrainingDiverged", "activations", "available_backends", "data",
     "datasets", "from_architecture", "from_layer_dims", "get_backend", "gradcheck",
-    "initializers", "losses", "metrics", "optimizers", "set_backend", "use_backend",
+    "initializers", "losses", "metrics", "optimizers", "set_backend", "use_backend", "warmup",
 ]
 
 _select_from_environment()

@@ -8,13 +8,11 @@ drivers run one chunk; parallel drivers split rows across threads with ``prange`
 give each chunk its own bias-gradient row, summed at the end.
 """
 
-import numpy as np
 from numba import prange
 
 from .numba_activations import SOFTMAX, forward, grad
 from .numba_jit import kernel
 from .numba_math import typed, vexp
-
 
 BLOCK = 2048  # elements per block: a block's rows stay in L1 between its two loops
 

@@ -82,6 +82,18 @@ def availability():
     return report
 
 
+def warmup(target=None):
+    """Compile ahead of use the kernels that ``target`` will run; returns the seconds taken.
+
+    ``target`` is a model (its backend and dtype), a backend or backend name (float32
+    and float64), or None for the current backend. Only JIT backends (numba) have
+    anything to compile; later processes load the compiled kernels from the cache.
+    """
+    if target is None or isinstance(target, (str, Backend)):
+        return load(target or _current).warmup(("float32", "float64"))
+    return target.backend.warmup((target.dtype_name,))
+
+
 def select_from_environment():
     """Set the current backend from FASTNN_BACKEND (called when fastnn is imported)."""
     return set_backend(canonical_name(os.environ.get(ENV_VAR, ""), source=ENV_VAR))

@@ -1,0 +1,402 @@
+"""The Numba backend against the NumPy reference: its math functions over the whole
+input range, every op on every code path (small fused layer, BLAS + fused pass, one
+thread or many), 100 training steps of each tutorial model, and how it compiles
+(lazily, cached, with a fallback cache directory, on the workqueue threading layer).
+
+gradcheck on this backend runs in test_gradcheck.py through the ``backend`` fixture.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn
+import fastnn.__main__
+from fastnn import activations, backends, datasets
+from fastnn.errors import BackendUnavailable
+
+try:
+    NUMBA = backends.load("numba")
+except BackendUnavailable as error:
+    pytest.skip(str(error), allow_module_level=True)
+
+from numba import njit  # noqa: E402  (only once the backend is known to load)
+
+from fastnn.backends import numba_ops  # noqa: E402
+from fastnn.kernels import (  # noqa: E402
+    numba_dense,
+    numba_jit,
+    numba_losses,
+    numba_math,
+    numba_optimizers,  # noqa: E402
+)
+
+NUMPY = backends.load("numpy")
+RTOL = {"float32": 1e-5, "float64": 1e-12}
+ELEMENTWISE = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus"]
+
+
+# ---------------------------------------------------------------- math functions
+
+
+def _mapped(function):
+    @njit(error_model="numpy", fastmath={"contract"})
+    def run(x, out):
+        for i in range(x.size):
+            out[i] = function(x[i])
+
+    return run
+
+
+MATH = {
+    "exp": (_mapped(numba_math.vexp), np.exp),
+    "tanh": (_mapped(numba_math.vtanh), np.tanh),
+    "sigmoid": (_mapped(numba_math.vsigmoid), lambda x: 1.0 / (1.0 + np.exp(-x))),
+    "log1p_unit": (_mapped(numba_math.vlog1p_unit), np.log1p),
+}
+ULP_BOUND = {  # documented in kernels/numba_math.py
+    ("exp", "float32"): 2, ("tanh", "float32"): 4, ("sigmoid", "float32"): 3,
+    ("log1p_unit", "float32"): 4, ("exp", "float64"): 2, ("tanh", "float64"): 2,
+    ("sigmoid", "float64"): 3, ("log1p_unit", "float64"): 4,
+}
+
+
+def _inputs(name, dtype):
+    rng = np.random.default_rng(7)
+    magnitudes = 10.0 ** rng.uniform(-30, 3.2, 200_000)
+    x = np.concatenate([rng.choice([-1.0, 1.0], 200_000) * magnitudes,
+                        np.linspace(-800, 800, 40_001), [0.0, -0.0, 1e-40, -1e-40]])
+    if name == "log1p_unit":
+        x = np.concatenate([np.abs(x) % 1.0, [1.0, 0.0]])
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(MATH))
+def test_math_function_accuracy_in_ulps_over_the_whole_range(name, dtype):
+    kernel, reference = MATH[name]
+    x = _inputs(name, dtype)
+    out = np.empty_like(x)
+    kernel(x, out)
+    with np.errstate(over="ignore"):
+        truth = reference(x.astype(np.longdouble))
+    info = np.finfo(dtype)
+    representable = (np.abs(truth) >= info.tiny) & (np.abs(truth) <= info.max)
+    if name == "sigmoid":  # the reference backend clips z at -87 / -708 (exact to rounding)
+        representable &= x > (-87.0 if dtype == "float32" else -708.0)
+    ulps = np.abs(out[representable] - truth[representable]) / np.spacing(
+        np.abs(truth[representable]).astype(dtype))
+    assert ulps.max() <= ULP_BOUND[name, dtype], (x[representable][np.argmax(ulps)], ulps.max())
+    tail = ~representable & (np.abs(truth) < info.tiny)
+    if name == "sigmoid":  # below the clip: the reference backend's own value
+        expected = activations.stable_sigmoid(np, x[tail])
+        assert np.all(np.abs(out[tail] - expected) <= 3 * np.spacing(expected))
+    else:  # subnormal results flush to zero
+        assert np.all(np.abs(out[tail]) <= info.tiny)
+    assert np.all(np.isfinite(out) | (np.abs(truth) > info.max))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_math_functions_at_nan_and_infinities(dtype):
+    x = np.array([np.nan, np.inf, -np.inf], dtype)
+    expected = {
+        "exp": [np.nan, np.inf, 0.0], "tanh": [np.nan, 1.0, -1.0],
+        "sigmoid": activations.stable_sigmoid(np, x),  # clipped like the reference
+    }
+    for name, values in expected.items():
+        out = np.empty_like(x)
+        MATH[name][0](x, out)
+        np.testing.assert_allclose(out, np.array(values, dtype), rtol=4 * np.finfo(dtype).eps,
+                                   atol=0, err_msg=name)
+
+
+# ---------------------------------------------------------------- ops vs NumPy
+
+
+@pytest.fixture(params=["small", "blas", "parallel"])
+def path(request, monkeypatch):
+    """Force one code path: the small fused layer, BLAS + a serial fused pass, or
+    BLAS + a multi-threaded pass."""
+    if request.param != "small":
+        monkeypatch.setattr(numba_ops, "SMALL_LAYER_MAX", 0)
+    monkeypatch.setattr(numba_ops, "PARALLEL_MIN", 1 if request.param == "parallel" else 1 << 60)
+    return request.param
+
+
+def _data(dtype, m=37, n_in=5, n_out=6, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, n_in)) * 3
+    W = rng.standard_normal((n_in, n_out))
+    b = rng.standard_normal(n_out)
+    dA = rng.standard_normal((m, n_out))
+    return [a.astype(dtype) for a in (X, W, b, dA)]
+
+
+def _close(actual, expected, dtype, scale=None):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = np.abs(expected) if scale is None else scale
+    assert np.all(np.abs(actual - expected) <= RTOL[dtype] * (scale + np.finfo(dtype).tiny)), \
+        np.max(np.abs(actual - expected) / (scale + 1e-300))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ELEMENTWISE + ["softmax", "step"])
+def test_dense_forward_matches_numpy(name, dtype, path):
+    X, W, b, _ = _data(dtype)
+    act = activations.get(name)
+    Z, A = NUMBA.ops.dense_forward(X, W, b, act)
+    Z_ref, A_ref = NUMPY.ops.dense_forward(X, W, b, act)
+    scale = np.abs(X) @ np.abs(W) + np.abs(b)  # the product's own rounding scale
+    _close(Z, Z_ref, dtype, scale)
+    _close(A, A_ref, dtype, np.abs(A_ref) + (scale if name == "identity" else 0))
+    assert Z.dtype == A.dtype == np.dtype(dtype)
+
+
+def _dz_scale(dA, Z, A, act):
+    """|dZ| plus the rounding scales of 1 - a*a (tanh) and of softmax's inner sum."""
+    dZ = NUMPY.ops.activation_backward(dA, Z, A, act)[0].astype(np.float64)
+    a, da = np.abs(A.astype(np.float64)), np.abs(dA.astype(np.float64))
+    return np.abs(dZ) + da * a * a + a * np.sum(da * a, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ELEMENTWISE + ["softmax"])
+def test_layer_backward_matches_numpy(name, dtype, path):
+    X, W, b, dA = _data(dtype)
+    act = activations.get(name)
+    Z, A = NUMPY.ops.dense_forward(X, W, b, act)
+    for need_dx in (True, False):
+        dW, db, dX = NUMBA.ops.layer_backward(X, W, dA, Z.copy(), A.copy(), act, need_dx)
+        dW_r, db_r, dX_r = NUMPY.ops.layer_backward(X, W, dA, Z, A, act, need_dx)
+        dZ_abs = _dz_scale(dA, Z, A, act)
+        _close(db, db_r, dtype, dZ_abs.sum(axis=0))
+        _close(dW, dW_r, dtype, np.abs(X).T @ dZ_abs)
+        if need_dx:
+            _close(dX, dX_r, dtype, dZ_abs @ np.abs(W).T)
+        else:
+            assert dX is None and dX_r is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ELEMENTWISE + ["softmax"])
+def test_activation_backward_matches_numpy(name, dtype, path):
+    X, W, b, dA = _data(dtype, m=300, n_in=5, n_out=40)
+    act = activations.get(name)
+    Z, A = NUMPY.ops.dense_forward(X, W, b, act)
+    dZ, db = NUMBA.ops.activation_backward(dA, Z, A, act)
+    dZ_r, db_r = NUMPY.ops.activation_backward(dA, Z, A, act)
+    scale = _dz_scale(dA, Z, A, act)
+    _close(dZ, dZ_r, dtype, scale)
+    _close(db, db_r, dtype, scale.sum(axis=0))
+
+
+def test_step_backward_still_refuses_on_numba():
+    X, W, b, dA = _data("float32")
+    act = activations.get("step")
+    Z, A = NUMBA.ops.dense_forward(X, W, b, act)
+    with pytest.raises(fastnn.errors.NotDifferentiable):
+        NUMBA.ops.layer_backward(X, W, dA, Z, A, act, True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss, output", [("sigmoid_bce", "sigmoid"), ("softmax_xent", "softmax")])
+def test_fused_losses_match_numpy_including_extreme_logits(loss, output, dtype):
+    rng = np.random.default_rng(3)
+    Z = (rng.standard_normal((64, 1 if output == "sigmoid" else 7)) * 30).astype(dtype)
+    Z[0, 0], Z[1, 0] = 400.0, -400.0  # exp would overflow without the stable forms
+    A = activations.get(output).forward(np, Z)
+    if output == "sigmoid":
+        Y = (rng.random(Z.shape) < 0.5).astype(dtype)
+    else:
+        Y = np.eye(Z.shape[1], dtype=dtype)[rng.integers(0, Z.shape[1], Z.shape[0])]
+    for need_grad in (True, False):
+        value, dZ = getattr(NUMBA.ops, loss)(Z, A, Y, need_grad)
+        value_r, dZ_r = getattr(NUMPY.ops, loss)(Z, A, Y, need_grad)
+        assert np.isfinite(value) and np.asarray(value).dtype == np.dtype(dtype)
+        assert abs(float(value) - float(value_r)) <= RTOL[dtype] * abs(float(value_r))
+        if need_grad:
+            _close(dZ, dZ_r, dtype)
+        else:
+            assert dZ is None and dZ_r is None
+
+
+UPDATES = {
+    "sgd_update": (0, (0.1, 0.01)),
+    "momentum_update": (1, (0.1, 0.9, 0.01)),
+    "nesterov_update": (1, (0.1, 0.9, 0.01)),
+    "adagrad_update": (1, (0.1, 1e-8, 0.01)),
+    "rmsprop_update": (1, (0.01, 0.9, 1e-8, 0.01)),
+    "adam_update": (2, (0.01, 0.9, 0.999, 1e-8, 3, 0.01)),
+}
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("op", list(UPDATES))
+def test_optimizer_updates_match_numpy_in_place(op, dtype, parallel, monkeypatch):
+    monkeypatch.setattr(numba_ops, "PARALLEL_MIN", 1 if parallel else 1 << 60)
+    n_state, hyper = UPDATES[op]
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal((33, 17)).astype(dtype) for _ in range(2 + n_state)]
+    for i in range(2, 2 + n_state):
+        arrays[i] = np.abs(arrays[i])  # squared-gradient state is non-negative
+    ours = [a.copy() for a in arrays]
+    for _ in range(3):
+        getattr(NUMBA.ops, op)(*ours, *hyper)
+        getattr(NUMPY.ops, op)(*arrays, *hyper)
+    for mine, ref in zip(ours, arrays):  # norm-wise: momentum terms cancel entrywise
+        assert np.max(np.abs(mine - ref)) <= RTOL[dtype] * np.max(np.abs(ref))
+
+
+def test_arrays_the_kernels_do_not_take_fall_back_to_the_exact_generic_op():
+    X, W, b, _ = _data("float32")
+    act = activations.get("tanh")
+    fortran = np.asfortranarray(X)
+    Z, A = NUMBA.ops.dense_forward(fortran, W, b, act)
+    Z_ref, A_ref = NUMPY.ops.dense_forward(X, W, b, act)
+    np.testing.assert_array_equal(A, A_ref)
+    p, g = np.ones((4, 3), np.float32), np.ones((3, 4), np.float32).T  # g is not C-contiguous
+    NUMBA.ops.sgd_update(p, g, 0.5, 0.0)
+    np.testing.assert_array_equal(p, np.full((4, 3), 0.5, np.float32))
+
+
+# ---------------------------------------------------------------- training parity
+
+
+def _tutorial_models():
+    X_planar, y_planar = datasets.planar()
+    X_moons, y_moons = datasets.moons(n_samples=300, noise=0.2, seed=1)
+    X_blobs, y_blobs = datasets.blobs(n_samples=240, n_classes=3, seed=2)
+    return {
+        "planar 2-4-1": (lambda dtype, backend: fastnn.from_layer_dims(
+            [2, 4, 1], hidden_activation="tanh", output_activation="sigmoid", dtype=dtype,
+            seed=1, backend=backend), X_planar, y_planar, dict(optimizer="sgd", lr=1.2)),
+        "layer_dims DNN": (lambda dtype, backend: fastnn.from_layer_dims(
+            [2, 20, 7, 5, 1], hidden_activation="relu", output_activation="sigmoid",
+            dtype=dtype, seed=2, backend=backend), X_moons, y_moons,
+            dict(optimizer="momentum", lr=0.05, batch_size=64)),
+        "nn_architecture moons": (lambda dtype, backend: fastnn.from_architecture(
+            fastnn.__main__.MOONS_ARCHITECTURE, dtype=dtype, seed=3, backend=backend),
+            X_moons, y_moons, dict(optimizer="adam", lr=0.01, batch_size=32)),
+        "TwoLayerNet softmax": (lambda dtype, backend: fastnn.Sequential(
+            [fastnn.Dense(2, 50, "sigmoid"), fastnn.Dense(50, 3, "softmax")], dtype=dtype,
+            seed=4, backend=backend), X_blobs, y_blobs, dict(optimizer="sgd", lr=0.5)),
+    }
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(_tutorial_models()))
+def test_100_training_steps_give_the_numpy_parameters(name, dtype):
+    build, X, y, settings = _tutorial_models()[name]
+    batch = settings.get("batch_size") or len(X)
+    epochs = max(1, 100 * batch // len(X))
+    results = []
+    for backend in ("numpy", "numba"):
+        model = build(dtype, backend)
+        model.fit(X, y, epochs=epochs, seed=11, **settings)
+        results.append([np.asarray(p.value, np.float64) for p in model.parameters()])
+    tolerance = {"float64": 1e-9, "float32": 2e-3}[dtype]
+    for ours, ref in zip(results[1], results[0]):
+        assert np.max(np.abs(ours - ref)) <= tolerance * (np.max(np.abs(ref)) + 1e-12)
+
+
+# ---------------------------------------------------------------- compiling and caching
+
+ALL_KERNELS = [
+    getattr(module, name) for module in (numba_dense, numba_losses, numba_optimizers)
+    for name in dir(module) if not name.startswith("_")
+    and getattr(getattr(module, name), "__module__", None) == module.__name__
+    and hasattr(getattr(module, name), "signatures")
+]
+LIST_KERNELS = (
+    "ks = [getattr(m, n) for m in (d, l, o) for n in dir(m) if not n.startswith('_') "
+    "and getattr(getattr(m, n), '__module__', None) == m.__name__ "
+    "and hasattr(getattr(m, n), 'signatures')]\n"
+)
+
+
+def _run(code, **env):
+    full = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_importing_and_selecting_the_backend_compiles_nothing():
+    code = (
+        "import fastnn; from fastnn.kernels import numba_dense as d, numba_losses as l, "
+        "numba_optimizers as o\n"
+        + LIST_KERNELS +
+        "print(len(ks), sum(len(k.signatures) for k in ks), fastnn.get_backend().name)"
+    )
+    run = _run(code, FASTNN_BACKEND="numba")
+    assert run.returncode == 0, run.stderr
+    kernels, compiled, name = run.stdout.split()
+    assert int(kernels) >= 10 and int(compiled) == 0 and name == "numba"
+
+
+def test_warmup_compiles_every_kernel_and_caches_it(tmp_path):
+    code = (
+        "import fastnn\n"
+        "from fastnn.kernels import numba_dense as d, numba_losses as l, numba_optimizers as o\n"
+        "model = fastnn.from_layer_dims([2, 3, 1], backend='numba', dtype='float64')\n"
+        "fastnn.warmup(model)\n"
+        + LIST_KERNELS +
+        "print(min(len(k.signatures) for k in ks), "
+        "sum(sum(k.stats.cache_hits.values()) for k in ks))"
+    )
+    cache = str(tmp_path / "numba-cache")
+    first = _run(code, NUMBA_CACHE_DIR=cache)
+    assert first.returncode == 0, first.stderr
+    compiled, hits = map(int, first.stdout.split())
+    assert compiled >= 1 and hits == 0
+    assert any(name.endswith(".nbc") for _, _, files in os.walk(cache) for name in files)
+    second = _run(code, NUMBA_CACHE_DIR=cache)
+    compiled, hits = map(int, second.stdout.split())
+    assert compiled >= 1 and hits >= len(ALL_KERNELS) >= 10
+
+
+def test_cache_directory_choice():
+    yes, no = (lambda path: True), (lambda path: False)
+    choose = numba_jit.cache_directory
+    assert choose({"NUMBA_CACHE_DIR": "/x"}, is_writable=yes) == "/x"
+    assert choose({"NUMBA_CACHE_DIR": "/x"}, is_writable=no) is None
+    assert choose({}, is_writable=yes) == numba_jit.NUMBA_DEFAULT
+    only_fallback = lambda path: path == "/tmp/fallback"  # noqa: E731
+    assert choose({}, in_tree="/ro/pkg", user_wide="/ro/home", fallback="/tmp/fallback",
+                  is_writable=only_fallback) == "/tmp/fallback"
+    assert choose({}, in_tree="/ro/pkg", user_wide="/ro/home", fallback="/ro/tmp",
+                  is_writable=no) is None
+
+
+def test_read_only_package_and_home_fall_back_to_the_temp_cache(tmp_path):
+    code = (
+        "import os, tempfile; from fastnn.kernels import numba_jit as j\n"
+        "j.writable = lambda d: d.startswith(tempfile.gettempdir())\n"
+        "print(j.cache_directory(environ={}, is_writable=j.writable).startswith("
+        "tempfile.gettempdir()))"
+    )
+    run = _run(code, TMPDIR=str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "True"
+
+
+def test_threading_layer_is_workqueue_unless_the_user_chose():
+    code = (
+        "import numba, numpy as np, fastnn\n"
+        "from fastnn.kernels import numba_dense as d\n"
+        "Z = np.ones((8, 8)); A = np.empty_like(Z)\n"
+        "d.bias_activation_parallel(1, Z, np.zeros(8), A, 0.0, 2)\n"
+        "print(numba.threading_layer())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    run = subprocess.run([sys.executable, "-c", code], env={**env, "FASTNN_BACKEND": "numba"},
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "workqueue"
+
+
+def test_warmup_on_other_backends_has_nothing_to_compile():
+    assert fastnn.warmup(backends.load("numpy")) == 0.0
