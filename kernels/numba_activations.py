@@ -1,14 +1,15 @@
-"""Each activation's forward and derivative for the Numba kernels, in one table.
+"""Each activation's forward and derivative for the Numba kernels, in one place.
 
 Kernels receive an activation as an integer ``kind`` (and ``alpha`` for leaky ReLU).
-``forward`` and ``grad`` below branch on it. They are inlined into the kernels before
-compilation, so the branch sits inside each loop body where LLVM can see that it does
-not depend on the loop index: it unswitches it (one vectorized loop per kind).
-Row-wise activations (softmax) are handled by the row functions in ``numba_dense``.
+``forward_block`` and ``grad_block`` pick the kind once and then run a flat loop
+that calls only that kind's scalar function, so LLVM inlines it and vectorizes the
+loop (a branch on ``kind`` inside the loop defeats the vectorizer). Softmax is
+row-wise and lives in ``numba_dense``; step has a forward only.
 """
 
 from numba import njit
 
+from .numba_jit import kernel
 from .numba_math import typed, vexp, vlog1p_unit, vsigmoid, vtanh
 
 IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTPLUS, SOFTMAX, STEP = range(8)
@@ -16,7 +17,6 @@ KINDS = {
     "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU, "sigmoid": SIGMOID,
     "tanh": TANH, "softplus": SOFTPLUS, "softmax": SOFTMAX, "step": STEP,
 }
-NEEDS_Z = (LEAKY_RELU, RELU, SOFTPLUS)  # derivatives read z; the others read a = f(z)
 
 
 def kind_of(activation):
@@ -27,37 +27,129 @@ def kind_of(activation):
     return kind, float(getattr(activation, "alpha", 0.0))
 
 
-@njit(inline="always")
-def forward(kind, z, alpha):
-    """f(z) for the elementwise kinds."""
-    zero = typed(z, 0.0)
-    if kind == RELU:
-        return max(z, zero) if z == z else z
-    if kind == LEAKY_RELU:
-        return max(z, alpha * z) if z == z else z
-    if kind == SIGMOID:
-        return vsigmoid(z)
-    if kind == TANH:
-        return vtanh(z)
-    if kind == SOFTPLUS:
-        return max(z, zero) + vlog1p_unit(vexp(-abs(z))) if z == z else z
-    if kind == STEP:
-        return typed(z, 1.0) if z > zero else zero
-    return z
+# forward f(z) and gradient da * f'(z) given z and a = f(z), one pair per kind;
+# NaN inputs stay NaN (max() would drop them).
+
+@njit
+def relu(z, alpha):
+    return max(z, typed(z, 0.0)) if z == z else z
 
 
-@njit(inline="always")
-def grad(kind, da, z, a, alpha):
-    """da * f'(z), given z and a = f(z), for the elementwise kinds."""
-    zero = typed(z, 0.0)
+@njit
+def relu_grad(da, z, a, alpha):
+    return da if z > typed(z, 0.0) else typed(z, 0.0) * da
+
+
+@njit
+def leaky_relu(z, alpha):
+    return max(z, alpha * z) if z == z else z
+
+
+@njit
+def leaky_relu_grad(da, z, a, alpha):
+    return da if z > typed(z, 0.0) else alpha * da
+
+
+@njit
+def sigmoid_grad(da, z, a, alpha):
+    return da * a * (typed(a, 1.0) - a)
+
+
+@njit
+def tanh_grad(da, z, a, alpha):
+    return da * (typed(a, 1.0) - a * a)
+
+
+@njit
+def softplus(z, alpha):
+    return max(z, typed(z, 0.0)) + vlog1p_unit(vexp(-abs(z))) if z == z else z
+
+
+@njit
+def softplus_grad(da, z, a, alpha):
+    return da * vsigmoid(z)
+
+
+@njit
+def step(z, alpha):
+    return typed(z, 1.0) if z > typed(z, 0.0) else typed(z, 0.0)
+
+
+@kernel
+def forward_block(kind, z, bias, a, alpha):
+    """a = f(z + bias) over equal-length 1-D arrays, storing the biased z back.
+
+    Indices are plain loop counters: a computed index (base + k) gets Numba's
+    negative-index check, which stops LLVM from vectorizing the loop."""
+    count = z.shape[0]
     if kind == RELU:
-        return da if z > zero else zero * da
-    if kind == LEAKY_RELU:
-        return da if z > zero else alpha * da
-    if kind == SIGMOID:
-        return da * a * (typed(z, 1.0) - a)
-    if kind == TANH:
-        return da * (typed(z, 1.0) - a * a)
-    if kind == SOFTPLUS:
-        return da * vsigmoid(z)
-    return da
+        for k in range(count):
+            v = z[k] + bias[k]
+            z[k] = v
+            a[k] = relu(v, alpha)
+    elif kind == LEAKY_RELU:
+        for k in range(count):
+            v = z[k] + bias[k]
+            z[k] = v
+            a[k] = leaky_relu(v, alpha)
+    elif kind == SIGMOID:
+        for k in range(count):
+            v = z[k] + bias[k]
+            z[k] = v
+            a[k] = vsigmoid(v)
+    elif kind == TANH:
+        for k in range(count):
+            v = z[k] + bias[k]
+            z[k] = v
+            a[k] = vtanh(v)
+    elif kind == SOFTPLUS:
+        for k in range(count):
+            v = z[k] + bias[k]
+            z[k] = v
+            a[k] = softplus(v, alpha)
+    elif kind == STEP:
+        for k in range(count):
+            v = z[k] + bias[k]
+            z[k] = v
+            a[k] = step(v, alpha)
+    else:  # identity
+        for k in range(count):
+            v = z[k] + bias[k]
+            z[k] = v
+            a[k] = v
+
+
+@kernel
+def grad_block(kind, da, z, a, dz, acc, alpha):
+    """dz = da * f'(z) and acc += dz over equal-length 1-D arrays."""
+    count = z.shape[0]
+    if kind == RELU:
+        for k in range(count):
+            g = relu_grad(da[k], z[k], a[k], alpha)
+            dz[k] = g
+            acc[k] += g
+    elif kind == LEAKY_RELU:
+        for k in range(count):
+            g = leaky_relu_grad(da[k], z[k], a[k], alpha)
+            dz[k] = g
+            acc[k] += g
+    elif kind == SIGMOID:
+        for k in range(count):
+            g = sigmoid_grad(da[k], z[k], a[k], alpha)
+            dz[k] = g
+            acc[k] += g
+    elif kind == TANH:
+        for k in range(count):
+            g = tanh_grad(da[k], z[k], a[k], alpha)
+            dz[k] = g
+            acc[k] += g
+    elif kind == SOFTPLUS:
+        for k in range(count):
+            g = softplus_grad(da[k], z[k], a[k], alpha)
+            dz[k] = g
+            acc[k] += g
+    else:  # identity
+        for k in range(count):
+            g = da[k]
+            dz[k] = g
+            acc[k] += g

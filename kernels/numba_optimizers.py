@@ -1,10 +1,10 @@
 """Optimizer updates, each one pass over a parameter and its state, in place.
 
-Every update is written once as a body over the flat index range [lo, hi) and run by
-a serial driver or split across threads (``prange`` over chunks) for large
-parameters. ``hp`` is a tuple of floats (lr, weight_decay, h1, ..., h7), with the h's
-as listed for each rule below; each is cast to the parameter's dtype first, so the
-arithmetic rounds like the NumPy reference's float32.
+Every update is written once as a body over flat arrays and run by a serial driver,
+or split across threads (``prange`` over chunks) for large parameters. ``hp`` is a
+tuple of floats (lr, weight_decay, h1, ..., h7), with the h's as listed for each rule
+below; each is cast to the parameter's dtype first, so the arithmetic rounds like
+the NumPy reference's float32.
 """
 
 import math
@@ -20,40 +20,42 @@ RULES = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adagrad": ADAG
 
 
 @kernel
-def _update_range(rule, p, g, s1, s2, hp, lo, hi):
-    """One rule over p[lo:hi] (g + weight_decay * p is the decayed gradient)."""
+def _apply(rule, p, g, s1, s2, hp):
+    """One rule over flat arrays (g + weight_decay * p is the decayed gradient). Loops
+    count from 0 so indices skip Numba's negative-index check and vectorize."""
+    n = p.shape[0]
     lr, wd, h1, h2 = typed_as(p, hp[0]), typed_as(p, hp[1]), typed_as(p, hp[2]), typed_as(p, hp[3])
     h3, h4, h5 = typed_as(p, hp[4]), typed_as(p, hp[5]), typed_as(p, hp[6])
     h6, h7 = typed_as(p, hp[7]), typed_as(p, hp[8])
     if rule == SGD:
-        for i in range(lo, hi):
+        for i in range(n):
             p[i] -= lr * (g[i] + wd * p[i])
     elif rule == MOMENTUM:  # h1 = momentum
-        for i in range(lo, hi):
+        for i in range(n):
             v = s1[i] * h1 - lr * (g[i] + wd * p[i])
             s1[i] = v
             p[i] += v
     elif rule == NESTEROV:  # h1 = momentum
-        for i in range(lo, hi):
+        for i in range(n):
             step = lr * (g[i] + wd * p[i])
             v = s1[i] * h1 - step
             s1[i] = v
             p[i] += h1 * v - step
     elif rule == ADAGRAD:  # h1 = eps
-        for i in range(lo, hi):
+        for i in range(n):
             gi = g[i] + wd * p[i]
             h = s1[i] + gi * gi
             s1[i] = h
             p[i] -= lr * gi / (math.sqrt(h) + h1)
     elif rule == RMSPROP:  # h1 = rho, h2 = 1 - rho, h3 = eps
-        for i in range(lo, hi):
+        for i in range(n):
             gi = g[i] + wd * p[i]
             h = s1[i] * h1 + h2 * (gi * gi)
             s1[i] = h
             p[i] -= lr * gi / (math.sqrt(h) + h3)
     else:  # ADAM: h1, h2 = beta1, 1 - beta1; h3, h4 = beta2, 1 - beta2; h5 = eps;
         # h6, h7 = 1 - beta1**t, 1 - beta2**t (bias corrections at step t)
-        for i in range(lo, hi):
+        for i in range(n):
             gi = g[i] + wd * p[i]
             m = s1[i] * h1 + h2 * gi
             v = s2[i] * h3 + h4 * (gi * gi)
@@ -64,12 +66,14 @@ def _update_range(rule, p, g, s1, s2, hp, lo, hi):
 
 @kernel
 def update(rule, p, g, s1, s2, hp):
-    """Apply ``rule`` to the whole flat parameter ``p`` with gradient ``g``."""
-    _update_range(rule, p, g, s1, s2, hp, 0, p.shape[0])
+    """Apply ``rule`` to the whole parameter ``p`` (any shape, C-contiguous) in place."""
+    _apply(rule, p.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1), hp)
 
 
 @kernel(parallel=True)
 def update_parallel(rule, p, g, s1, s2, hp, chunks):
+    p, g, s1, s2 = p.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1)
     n = p.shape[0]
     for c in prange(chunks):
-        _update_range(rule, p, g, s1, s2, hp, c * n // chunks, (c + 1) * n // chunks)
+        lo, hi = c * n // chunks, (c + 1) * n // chunks
+        _apply(rule, p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi], hp)

@@ -16,10 +16,10 @@ from fastnn import ops as generic
 from fastnn.kernels import numba_dense as dense
 from fastnn.kernels import numba_losses as losses
 from fastnn.kernels import numba_optimizers as rules
-from fastnn.kernels.numba_activations import IDENTITY, STEP, kind_of
+from fastnn.kernels.numba_activations import IDENTITY, KINDS, STEP
 
 PARALLEL_MIN = 1 << 18
-SMALL_LAYER_MAX = 1 << 14
+SMALL_LAYER_MAX = 1 << 13
 _EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32),
           np.dtype(np.float64): np.empty((0, 0), np.float64)}
 
@@ -27,17 +27,20 @@ _EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32),
 def _fits(*arrays):
     """True if the kernels take these arrays: one float dtype, all C-contiguous."""
     dtype = arrays[0].dtype
-    return dtype in _EMPTY and all(
-        a.dtype == dtype and a.flags.c_contiguous for a in arrays
-    )
+    if dtype not in _EMPTY:
+        return False
+    for a in arrays:
+        if a.dtype != dtype or not a.flags.c_contiguous:
+            return False
+    return True
 
 
 def _kernel_kind(activation, *arrays):
     """(kind, alpha) if a kernel covers this activation and these arrays, else None."""
-    spec = kind_of(activation)
-    if spec is None or not _fits(*arrays):
+    kind = KINDS.get(activation.name)
+    if kind is None or not _fits(*arrays):
         return None
-    return spec[0], arrays[0].dtype.type(spec[1])
+    return kind, arrays[0].dtype.type(getattr(activation, "alpha", 0.0))
 
 
 def _small(X, W):
@@ -121,56 +124,49 @@ def softmax_xent(Z, A, Y, need_grad):
     return _loss(losses.softmax_xent, generic.softmax_xent, Z, A, Y, need_grad, Z.shape[0])
 
 
-def _update(rule, fallback, p, g, s1, s2, hyper):
-    """Run ``rule`` over p (and its state arrays) flattened; generic op if it cannot."""
-    arrays = [a for a in (p, g, s1, s2) if a is not None]
-    if not _fits(*arrays):
-        return fallback()
-    flat = [a.reshape(-1) for a in arrays]  # views: every array is C-contiguous
-    s1 = flat[2] if s1 is not None else flat[0]
-    s2 = flat[3] if s2 is not None else flat[0]
-    hp = tuple(float(h) for h in hyper) + (0.0,) * (9 - len(hyper))
+def _update(rule, p, g, s1, s2, hyper):
+    """Run ``rule`` over p and its state in one kernel call; False if the kernels cannot
+    take these arrays (the caller then runs the generic op)."""
+    if not _fits(p, g, s1, s2):
+        return False
+    hp = hyper + (0.0,) * (9 - len(hyper))
     if p.size >= PARALLEL_MIN:
-        rules.update_parallel(rule, flat[0], flat[1], s1, s2, hp, _threads())
+        rules.update_parallel(rule, p, g, s1, s2, hp, _threads())
     else:
-        rules.update(rule, flat[0], flat[1], s1, s2, hp)
-    return None
+        rules.update(rule, p, g, s1, s2, hp)
+    return True
 
 
 def sgd_update(p, g, lr, weight_decay):
-    _update(rules.SGD, lambda: generic.sgd_update(np, p, g, lr, weight_decay),
-            p, g, None, None, (lr, weight_decay))
+    if not _update(rules.SGD, p, g, p, p, (lr, weight_decay)):
+        generic.sgd_update(np, p, g, lr, weight_decay)
 
 
 def momentum_update(p, g, v, lr, momentum, weight_decay):
-    _update(rules.MOMENTUM,
-            lambda: generic.momentum_update(np, p, g, v, lr, momentum, weight_decay),
-            p, g, v, None, (lr, weight_decay, momentum))
+    if not _update(rules.MOMENTUM, p, g, v, p, (lr, weight_decay, momentum)):
+        generic.momentum_update(np, p, g, v, lr, momentum, weight_decay)
 
 
 def nesterov_update(p, g, v, lr, momentum, weight_decay):
-    _update(rules.NESTEROV,
-            lambda: generic.nesterov_update(np, p, g, v, lr, momentum, weight_decay),
-            p, g, v, None, (lr, weight_decay, momentum))
+    if not _update(rules.NESTEROV, p, g, v, p, (lr, weight_decay, momentum)):
+        generic.nesterov_update(np, p, g, v, lr, momentum, weight_decay)
 
 
 def adagrad_update(p, g, h, lr, eps, weight_decay):
-    _update(rules.ADAGRAD, lambda: generic.adagrad_update(np, p, g, h, lr, eps, weight_decay),
-            p, g, h, None, (lr, weight_decay, eps))
+    if not _update(rules.ADAGRAD, p, g, h, p, (lr, weight_decay, eps)):
+        generic.adagrad_update(np, p, g, h, lr, eps, weight_decay)
 
 
 def rmsprop_update(p, g, h, lr, rho, eps, weight_decay):
-    _update(rules.RMSPROP,
-            lambda: generic.rmsprop_update(np, p, g, h, lr, rho, eps, weight_decay),
-            p, g, h, None, (lr, weight_decay, rho, 1.0 - rho, eps))
+    if not _update(rules.RMSPROP, p, g, h, p, (lr, weight_decay, rho, 1.0 - rho, eps)):
+        generic.rmsprop_update(np, p, g, h, lr, rho, eps, weight_decay)
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay):
-    _update(rules.ADAM,
-            lambda: generic.adam_update(np, p, g, m, v, lr, beta1, beta2, eps, t, weight_decay),
-            p, g, m, v,
-            (lr, weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps,
-             1.0 - beta1**t, 1.0 - beta2**t))
+    hyper = (lr, weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps,
+             1.0 - beta1**t, 1.0 - beta2**t)
+    if not _update(rules.ADAM, p, g, m, v, hyper):
+        generic.adam_update(np, p, g, m, v, lr, beta1, beta2, eps, t, weight_decay)
 
 
 OVERRIDES = {
@@ -200,8 +196,8 @@ def warmup(dtypes):
                                    True)
         losses.sigmoid_bce(Z, A, A, dZ, 0.25, True)
         losses.softmax_xent(Z, A, A, dZ, 0.5, True)
-        p, s = np.zeros(4, dtype), np.zeros(4, dtype)
         hp = (0.1, 0.0, 0.9, 0.1, 0.9, 0.1, 1e-8, 0.1, 0.1)
-        rules.update(rules.ADAM, p, p.copy(), s, s.copy(), hp)
-        rules.update_parallel(rules.ADAM, p, p.copy(), s, s.copy(), hp, 1)
+        for p in (np.zeros(4, dtype), np.zeros((2, 2), dtype)):  # biases and weights
+            rules.update(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp)
+            rules.update_parallel(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp, 1)
     return time.perf_counter() - start
