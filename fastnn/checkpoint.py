@@ -150,11 +150,11 @@ def _fsync_folder(folder):
 def _read(path):
     """All arrays of the .npz at ``path`` by key, or CheckpointError."""
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"{path} is not a fastnn checkpoint: it holds a single "
-                                  f"array, not an .npz archive")
-        with data:
+        with open(path, "rb") as file:  # ours to close, even when np.load fails half-way
+            data = np.load(file, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise CheckpointError(f"{path} is not a fastnn checkpoint: it holds a single "
+                                      f"array, not an .npz archive")
             return {key: data[key] for key in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         if isinstance(error, CheckpointError):

@@ -172,16 +172,21 @@ class Sequential:
         X, Y = self.prepare(X, y)
         return self.evaluate_prepared(X, Y, positive_int("batch_size", batch_size))
 
+    def new_sums(self):
+        """A device vector for the running (loss, metric) sums of a pass over the data,
+        read back in one transfer at its end."""
+        return self.backend.xp.zeros(2, dtype=self.dtype, device=self.backend.device)
+
     def evaluate_prepared(self, X, Y, batch_size=EVAL_BATCH):
         """``evaluate`` for data already passed through ``prepare``."""
-        loss_sum, score_sum = 0.0, 0.0
+        sums = self.new_sums()
         for rows in _chunks(X, batch_size):
             Xb, Yb = X[rows, ...], Y[rows, ...]
             loss, A = self.loss_value(Xb, Yb)
-            loss_sum = loss_sum + loss * Xb.shape[0]
-            score_sum = score_sum + metrics.batch_score(self.backend.xp, self.task, A, Yb)
+            sums[0] += loss * Xb.shape[0]
+            sums[1] += metrics.batch_score(self.backend.xp, self.task, A, Yb)
         m = X.shape[0]
-        loss_sum, score_sum = host_scalars(self.backend, loss_sum, score_sum)
+        loss_sum, score_sum = self.backend.to_numpy(sums).tolist()
         return {
             "loss": loss_sum / m,
             metrics.name_for(self.task): metrics.finish(self.task, score_sum, m),
@@ -204,12 +209,6 @@ class Sequential:
         self.backend = target
         self.dtype = target.dtype(self.dtype_name)
         return self
-
-
-def host_scalars(backend, *scalars):
-    """Device scalars as Python floats, read back in one transfer."""
-    xp = backend.xp
-    return [float(v) for v in backend.to_numpy(xp.stack(list(scalars)))]
 
 
 def _chunks(X, size):

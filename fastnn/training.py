@@ -21,7 +21,6 @@ import numpy as np
 from fastnn import callbacks as callback_lists
 from fastnn import metrics, optimizers
 from fastnn.errors import TrainingDiverged
-from fastnn.model import host_scalars
 from fastnn.schedules import Schedule
 from fastnn.validation import positive_int, positive_number
 
@@ -60,6 +59,12 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     clip_norm = None if clip_norm is None else positive_number("clip_norm", clip_norm)
     clip_value = None if clip_value is None else positive_number("clip_value", clip_value)
     callbacks = callback_lists.prepare(callbacks, progress)
+    if lr_schedule is not None and not isinstance(lr_schedule, Schedule):
+        raise TypeError(
+            f"lr_schedule must be a fastnn.schedules schedule such as StepDecay(10, 0.5) or "
+            f"CosineDecay(100); got {type(lr_schedule).__name__}"
+        )
+    seed = _choose_seed(model, seed)
     model.check_trainable()
     X, Y = model.prepare(X, y)
     val = None
@@ -69,13 +74,15 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
         val = model.prepare(*validation_data, names=("X_val", "y_val"))
     model.optimizer = _choose_optimizer(model.optimizer, optimizer, lr)
     model.lr_schedule = _choose_schedule(model, lr_schedule, lr)
-    seed = model.train_seed = _choose_seed(model, seed)
+    model.train_seed = seed
 
     backend, xp, task = model.backend, model.backend.xp, model.task
     m = X.shape[0]
     step = m if batch_size is None else min(batch_size, m)
     params = model.parameters()
     state = params + model.buffers()
+    dropouts = [(i, layer) for i, layer in enumerate(model.layers) if hasattr(layer, "reseed")]
+    clipping = clip_norm is not None or clip_value is not None
     snapshots = [[backend.copy(p.value) for p in state] for _ in range(2)]
     snapshot_epochs = [model.epochs_trained] * 2  # epochs trained when each was taken
     metric = metrics.name_for(task)
@@ -101,11 +108,12 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 for saved, p in zip(snapshots[local % 2], state):
                     saved[...] = p.value
                 snapshot_epochs[local % 2] = model.epochs_trained
-                _reseed_dropout(model, seed, epoch)
+                for i, layer in dropouts:
+                    layer.reseed([seed, i + 1, epoch])
                 order = None
                 if shuffle and step < m:
                     order = backend.rng([seed, SHUFFLE_STREAM, epoch]).permutation(m)
-                loss_sum, score_sum = 0.0, 0.0
+                sums = model.new_sums()
                 for start in range(0, m, step):
                     stop = min(start + step, m)  # out-of-range slice ends are not portable
                     if order is None:
@@ -114,11 +122,12 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                         idx = order[start:stop]
                         Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
                     loss, A = model.compute_gradients(Xb, Yb)
-                    _clip(xp, params, clip_norm, clip_value)
+                    if clipping:
+                        _clip(xp, params, clip_norm, clip_value)
                     model.optimizer.step(params, backend)
-                    loss_sum = loss_sum + loss * Xb.shape[0]
-                    score_sum = score_sum + metrics.batch_score(xp, task, A, Yb)
-                loss_sum, score_sum = host_scalars(backend, loss_sum, score_sum)
+                    sums[0] += loss * Xb.shape[0]
+                    sums[1] += metrics.batch_score(xp, task, A, Yb)
+                loss_sum, score_sum = backend.to_numpy(sums).tolist()  # one transfer
                 epoch_loss = loss_sum / m
                 if not np.isfinite(epoch_loss):
                     _restore(model, state, snapshots, snapshot_epochs, local)
@@ -135,11 +144,12 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                     for key, value in model.evaluate_prepared(*val).items():
                         history[f"val_{key}"].append(value)
                 model.epochs_trained = epoch
-                logs = {key: values[-1] for key, values in history.items()}
                 if verbose > 0 and (local % verbose == 0 or local == epochs):
                     print(_progress_line(local, epochs, history))
-                for callback in callbacks:
-                    callback.on_epoch_end(epoch, logs)
+                if callbacks:
+                    logs = {key: values[-1] for key, values in history.items()}
+                    for callback in callbacks:
+                        callback.on_epoch_end(epoch, logs)
                 if model.stop_training:
                     break
             if not _all_finite(backend, [p.value for p in state]):
@@ -172,11 +182,6 @@ def _choose_schedule(model, schedule, lr):
         if model.lr_schedule is not None and lr is not None:
             model.lr_schedule.start(model.optimizer.lr, model.lr_schedule.start_epoch)
         return model.lr_schedule
-    if not isinstance(schedule, Schedule):
-        raise TypeError(
-            f"lr_schedule must be a fastnn.schedules schedule such as StepDecay(10, 0.5) or "
-            f"CosineDecay(100); got {type(schedule).__name__}"
-        )
     schedule = type(schedule)(**schedule.settings())  # the model gets its own copy
     schedule.start(model.optimizer.lr, model.epochs_trained)
     return schedule
@@ -190,12 +195,6 @@ def _choose_seed(model, seed):
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
     return int(seed)
-
-
-def _reseed_dropout(model, seed, epoch):
-    for i, layer in enumerate(model.layers):
-        if hasattr(layer, "reseed"):
-            layer.reseed([seed, i + 1, epoch])
 
 
 def _clip(xp, params, clip_norm, clip_value):
