@@ -50,15 +50,14 @@ class BatchNorm(Layer):
 
     def build(self, backend, dtype, rng):
         super().build(backend, dtype, rng)
-        ones, zeros = np.ones(self.n_features), np.zeros(self.n_features)
 
-        def array(values):
-            return backend.asarray(values, dtype=dtype)
+        def filled(value):  # a new host array each time: asarray may keep it without a copy
+            return backend.asarray(np.full(self.n_features, value), dtype=dtype)
 
-        self.params = (Parameter("gamma", array(ones), decay=False),
-                       Parameter("beta", array(zeros), decay=False))
-        self.buffers = (Parameter("running_mean", array(zeros), decay=False),
-                        Parameter("running_var", array(ones), decay=False))
+        self.params = (Parameter("gamma", filled(1.0), decay=False),
+                       Parameter("beta", filled(0.0), decay=False))
+        self.buffers = (Parameter("running_mean", filled(0.0), decay=False),
+                        Parameter("running_var", filled(1.0), decay=False))
 
     def forward(self, X, training=False):
         xp = self.backend.xp

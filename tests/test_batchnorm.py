@@ -166,3 +166,15 @@ def test_gradcheck_catches_a_batchnorm_backward_that_ignores_batch_statistics(mo
     monkeypatch.setattr(BatchNorm, "backward", as_if_constant)
     result = fastnn.gradcheck(model, X, y)
     assert not result.passed and result.worst_param.startswith("layer 0")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_statistics_never_share_memory_with_gamma_and_beta(backend, dtype):
+    """Updating the running statistics must not touch the parameters (NumPy's asarray
+    keeps a float64 array without copying, so each needs its own)."""
+    model = Sequential([Dense(3, 4, "tanh"), BatchNorm(4), Dense(4, 1)], dtype=dtype, seed=0)
+    model.forward(model.prepare_inputs(X), training=True)
+    bn = model.layers[1]
+    assert not np.allclose(host(backend, bn.running_mean.value), 0.0)
+    np.testing.assert_array_equal(host(backend, bn.gamma.value), np.ones(4))
+    np.testing.assert_array_equal(host(backend, bn.beta.value), np.zeros(4))
