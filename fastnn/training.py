@@ -213,7 +213,7 @@ def global_norm(xp, arrays):
     """sqrt(sum of squares) over all ``arrays`` as a device scalar, scaled by the
     largest magnitude first so the squares cannot overflow."""
     peak = functools.reduce(xp.maximum, [xp.max(xp.abs(a)) for a in arrays])
-    peak = xp.maximum(peak, xp.finfo(peak.dtype).tiny)
+    peak = xp.maximum(peak, xp.finfo(peak.dtype).smallest_normal)
     total = functools.reduce(lambda s, a: s + xp.sum(xp.square(a / peak)), arrays, 0.0)
     return peak * xp.sqrt(total)
 

@@ -43,8 +43,8 @@ def test_evaluation_uses_the_running_statistics(backend):
     layer = built_layer(backend)
     for rows in (slice(0, 6), slice(6, 12), slice(0, 12)):
         layer.forward(dev(backend, X[rows]), training=True)
-    running_mean = host(backend, layer.running_mean.value)
-    running_var = host(backend, layer.running_var.value)
+    running_mean = host(backend, layer.running_mean.value).copy()
+    running_var = host(backend, layer.running_var.value).copy()
     out = host(backend, layer.forward(dev(backend, X), training=False))
     np.testing.assert_allclose(out, reference(X, running_mean, running_var), rtol=1e-12)
     # evaluation leaves the statistics alone, and a row's output ignores the other rows
@@ -101,7 +101,7 @@ STACKS = {  # (a BatchNorm right after an identity Dense would zero that bias's 
 def test_gradcheck_in_training_mode(backend, stack):
     model = Sequential(STACKS[stack](), seed=2)
     y = (X[:, 0] > 0).astype(int)
-    buffers = [host(backend, b.value) for b in model.buffers()]
+    buffers = [host(backend, b.value).copy() for b in model.buffers()]
     result = fastnn.gradcheck(model, X, y)
     assert result.passed, result
     assert {name for name in result.errors if "gamma" in name or "beta" in name}
