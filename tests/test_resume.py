@@ -1,6 +1,9 @@
 """Resuming: training interrupted by a checkpoint continues exactly as if it never
 stopped, because each epoch's randomness comes from (seed, global epoch number)."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import host, make_backend
@@ -110,3 +113,17 @@ def test_different_seeds_train_differently():
 def test_bad_seeds(seed):
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         model().fit(X, Y, seed=seed)
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's "Checkpoints, resuming and training extras" example, as written."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Checkpoints, resuming and training extras", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "40"
+    stopped, best = (int(v) for v in printed[1].split()[:2])
+    assert 0 < best < stopped < 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.csv", "spirals.npz"]
