@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def save(model, path):
         raise FileNotFoundError(f"cannot save a checkpoint to {path}: the folder {folder} "
                                 f"does not exist")
     arrays = _arrays(model)
-    header = json.dumps(_header(model, arrays)).encode("utf-8")
+    header = json.dumps(_header(model, arrays), default=_plain).encode("utf-8")
     arrays["header"] = np.frombuffer(header, dtype=np.uint8)
     _write_atomically(path, folder, arrays)
     return path
@@ -116,11 +117,19 @@ def _header(model, arrays):
     }
 
 
+def _plain(value):
+    """NumPy numbers and arrays (a seed given as np.int64, say) as JSON-ready values."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint header")
+
+
 def _write_atomically(path, folder, arrays):
     """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``;
     on any error (or interrupt) remove the temporary file and leave ``path`` untouched."""
     temp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(temp, flags, 0o666)  # 0o666 less the umask, as for any new file
     try:
         with os.fdopen(fd, "wb") as file:
             np.savez(file, **arrays)
@@ -156,7 +165,8 @@ def _read(path):
                 raise CheckpointError(f"{path} is not a fastnn checkpoint: it holds a single "
                                       f"array, not an .npz archive")
             return {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile,
+            zlib.error) as error:
         if isinstance(error, CheckpointError):
             raise
         raise CheckpointError(

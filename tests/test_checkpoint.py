@@ -355,3 +355,17 @@ def test_an_unbuildable_architecture(saved):
 def test_a_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint file at .*nothing.npz"):
         fastnn.load(tmp_path / "nothing.npz")
+
+
+def test_numpy_integer_seeds_are_stored_as_plain_numbers(tmp_path):
+    model = Sequential([Dense(2, 3, "softmax")], seed=np.int64(3))
+    model.fit(X, Y, seed=np.uint32(8))
+    model.save(tmp_path / "m.npz")
+    loaded = fastnn.load(tmp_path / "m.npz")
+    assert (loaded.seed, loaded.train_seed) == (3, 8)
+    np.testing.assert_array_equal(loaded.layers[0].W.value, model.layers[0].W.value)
+
+
+def test_an_empty_file(tmp_path):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    assert_refused(tmp_path / "empty.npz", "cannot be read as a fastnn checkpoint")
