@@ -160,9 +160,10 @@ def _terminals():
 
 
 class CSVLogger(Callback):
-    """Append one row per epoch (``epoch`` and the logs) to a CSV file, flushed as it
+    """Write one row per epoch (``epoch`` and the logs) to a CSV file, flushed as it
     goes, so a crash loses at most the epoch in progress. ``append=False`` starts the
-    file afresh at each ``fit`` call; ``append=True`` continues it (for resumed runs)."""
+    file afresh at each ``fit`` call; ``append=True`` continues it under its existing
+    header (for resumed runs)."""
 
     def __init__(self, path, append=False):
         self.path, self.append = os.fspath(path), bool(append)
@@ -174,17 +175,27 @@ class CSVLogger(Callback):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"CSVLogger cannot write {self.path}: the folder {folder} "
                                     f"does not exist")
-        self.fresh = not (self.append and os.path.exists(self.path)
-                          and os.path.getsize(self.path) > 0)
-        self.file = open(self.path, "w" if not self.append else "a", newline="")
+        self.columns = None
+        if self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+            with open(self.path, newline="") as file:
+                self.columns = next(csv.reader(file))
+        self.file = open(self.path, "a" if self.columns else "w", newline="")
         self.writer = None
 
     def on_epoch_end(self, epoch, logs):
         if self.writer is None:
-            self.writer = csv.DictWriter(self.file, fieldnames=["epoch", *logs])
-            if self.fresh:
+            fresh = self.columns is None
+            self.writer = csv.DictWriter(self.file, self.columns or ["epoch", *logs])
+            if fresh:
                 self.writer.writeheader()
-        self.writer.writerow({"epoch": epoch, **logs})
+        row = {"epoch": epoch, **logs}
+        new = sorted(set(row) - set(self.writer.fieldnames))
+        if new:
+            raise ValueError(
+                f"CSVLogger: {self.path} has the columns {', '.join(self.writer.fieldnames)}, "
+                f"but this run also logs {', '.join(new)}; log to a new file or use append=False"
+            )
+        self.writer.writerow(row)
         self.file.flush()
 
     def close(self):

@@ -329,5 +329,8 @@ def test_csv_logger_writes_one_row_per_epoch(tmp_path):
     model.fit(X, Y, epochs=1, callbacks=[CSVLogger(path)])  # append=False starts afresh
     with open(path, newline="") as file:
         assert [r["epoch"] for r in csv.DictReader(file)] == ["6"]
+    with pytest.raises(ValueError, match="has the columns epoch, loss, accuracy, but this run "
+                                         "also logs val_accuracy, val_loss"):
+        model.fit(X, Y, validation_data=(X, Y), callbacks=[CSVLogger(path, append=True)])
     with pytest.raises(FileNotFoundError, match="folder .* does not exist"):
         model.fit(X, Y, callbacks=[CSVLogger(tmp_path / "no" / "log.csv")])
