@@ -8,12 +8,16 @@ from fastnn import activations, data, datasets, initializers, losses, metrics, o
 from fastnn.backends import availability as available_backends
 from fastnn.backends import get_backend, set_backend, use_backend, warmup
 from fastnn.backends import select_from_environment as _select_from_environment
+from fastnn.batchnorm import BatchNorm
 from fastnn.builders import from_architecture, from_layer_dims
+from fastnn.callbacks import Callback, CSVLogger, EarlyStopping, ProgressBar
+from fastnn.checkpoint import CheckpointError, load
 from fastnn.errors import BackendUnavailable, FastnnError, NotDifferentiable, TrainingDiverged
 from fastnn.gradcheck import GradcheckResult, gradcheck
 from fastnn.layers import Dense, Dropout
 from fastnn.model import Sequential
 from fastnn.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from fastnn.schedules import CosineDecay, StepDecay
 
 __version__ = "0.1.0"
 
@@ -23,6 +27,9 @@ __all__ = [
     "Sequential", "TrainingDiverged", "activations", "available_backends", "data",
     "datasets", "from_architecture", "from_layer_dims", "get_backend", "gradcheck",
     "initializers", "losses", "metrics", "optimizers", "set_backend", "use_backend", "warmup",
+    # checkpoints and training extras (fastnn.checkpoint, callbacks, schedules, batchnorm)
+    "BatchNorm", "CSVLogger", "Callback", "CheckpointError", "CosineDecay", "EarlyStopping",
+    "ProgressBar", "StepDecay", "callbacks", "load", "schedules",
 ]
 
 _select_from_environment()

@@ -24,3 +24,9 @@ class TrainingDiverged(FastnnError, ArithmeticError):
     def __init__(self, message, history=None):
         super().__init__(message)
         self.history = history
+
+
+class CheckpointError(FastnnError, ValueError):
+    """A checkpoint file cannot be loaded: it is truncated, corrupt, not a fastnn
+    checkpoint, from a newer format, or its header does not match its arrays. The
+    message names the file and the problem."""

@@ -1,7 +1,8 @@
 """Gradient checking: backprop against a float64 central-difference gradient.
 
 ``gradcheck`` works on a float64 copy of the model (the original is untouched),
-freezes dropout masks so every forward pass sees the same network, and compares,
+freezes dropout masks and BatchNorm's running statistics so every forward pass sees
+the same network (BatchNorm runs in training mode, on batch statistics), and compares,
 for each parameter, the analytic gradient g with the numerical one n by the
 relative error ||g - n|| / (||g|| + ||n||). It passes when the worst one is below
 ``threshold``.
@@ -75,9 +76,8 @@ def gradcheck(model, X, y, eps=1e-4, threshold=1e-6, max_entries=None, seed=0):
 def _float64_copy(model):
     checked = copy.deepcopy(model)
     xp = checked.backend.xp
-    for layer in checked.layers:
-        for p in layer.params:
-            p.value = xp.astype(p.value, xp.float64)
+    for p in checked.parameters() + checked.buffers():
+        p.value = xp.astype(p.value, xp.float64)
     checked.dtype_name, checked.dtype = "float64", xp.float64
     return checked
 

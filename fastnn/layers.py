@@ -1,4 +1,5 @@
-"""Layers: Dense (affine + activation) and Dropout, batch-first.
+"""Layers: Dense (affine + activation) and Dropout, batch-first (BatchNorm is in
+``fastnn.batchnorm``).
 
 A layer is built onto a backend (``build``) before use; ``Sequential`` does this.
 ``forward`` keeps what ``backward`` needs; ``backward(dA)`` stores parameter
@@ -12,7 +13,9 @@ from fastnn.validation import in_range, positive_int
 
 
 class Parameter:
-    """A trainable array and its gradient. ``decay`` marks it for weight decay."""
+    """A layer's array: trainable (in ``params``, with its gradient in ``grad``) or a
+    buffer (in ``buffers``: state such as running statistics, never trained).
+    ``decay`` marks it for weight decay."""
 
     __slots__ = ("name", "value", "grad", "decay")
 
@@ -25,6 +28,7 @@ class Parameter:
 
 class Layer:
     params = ()
+    buffers = ()  # non-trainable state that moves and saves with the parameters
     backend = None
     cache = None  # what forward kept for backward
 
@@ -33,9 +37,9 @@ class Layer:
         self.backend = backend
 
     def to(self, backend, convert):
-        """Move parameters to ``backend`` with ``convert`` (old array -> new array)."""
+        """Move parameters and buffers to ``backend`` with ``convert`` (old -> new array)."""
         self.backend, self.cache = backend, None
-        for p in self.params:
+        for p in (*self.params, *self.buffers):
             p.value = convert(p.value)
             p.grad = None if p.grad is None else convert(p.grad)
 

@@ -35,8 +35,8 @@ class Sequential:
         rng = np.random.default_rng(seed)
         for layer in self.layers:
             layer.build(self.backend, self.dtype, rng)
-        dense = [i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)]
-        self.first = dense[0]
+        # backprop stops at the first layer with parameters; it needs no input gradient
+        self.first = next(i for i, layer in enumerate(self.layers) if layer.params)
         self.layers[self.first].needs_input_grad = False
         self.output = self.layers[-1]
         out = self.output.activation
@@ -44,6 +44,10 @@ class Sequential:
         self.loss.check_output(out, self.output.n_out)
         self.optimizer = None
         self.history = {}
+        self.epochs_trained = 0  # across fit calls and checkpoints; seeds each epoch's randomness
+        self.train_seed = None  # the seed fit used last (see fastnn.training.fit)
+        self.lr_schedule = None
+        self.stop_training = False  # a callback sets it to end fit after the current epoch
 
     def __repr__(self):
         inner = ", ".join(repr(layer) for layer in self.layers)
@@ -65,6 +69,10 @@ class Sequential:
     def parameters(self):
         """All trainable Parameters, layer by layer (the optimizer's state follows this order)."""
         return [p for layer in self.layers for p in layer.params]
+
+    def buffers(self):
+        """All non-trainable state arrays (BatchNorm running statistics), layer by layer."""
+        return [b for layer in self.layers for b in layer.buffers]
 
     # ---- layer-level API: backend arrays in, backend arrays out ----
 
@@ -123,15 +131,21 @@ class Sequential:
 
     # ---- high-level API: NumPy in, NumPy out ----
 
-    def fit(self, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle=True,
-            seed=None, validation_data=None, verbose=0):
+    def fit(self, X, y, epochs=1, **options):
         """Train; returns the history ``{'loss': [...], 'accuracy' or 'rmse': [...],
-        'val_loss': [...], ...}`` with one entry per epoch. See ``fastnn.training.fit``."""
+        'val_loss': [...], ...}`` with one entry per epoch. The options (batch_size,
+        optimizer, lr, shuffle, seed, validation_data, verbose, callbacks, lr_schedule,
+        clip_norm, clip_value, progress) are described in ``fastnn.training.fit``."""
         from fastnn.training import fit
 
-        return fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                   lr=lr, shuffle=shuffle, seed=seed, validation_data=validation_data,
-                   verbose=verbose)
+        return fit(self, X, y, epochs=epochs, **options)
+
+    def save(self, path):
+        """Write the model, its optimizer state and training position to ``path`` (.npz),
+        atomically; ``fastnn.load(path)`` reads it back. See ``fastnn.checkpoint``."""
+        from fastnn.checkpoint import save
+
+        return save(self, path)
 
     def predict_proba(self, X, batch_size=EVAL_BATCH):
         """The output layer's activations (probabilities for classifiers), as NumPy."""
@@ -158,19 +172,24 @@ class Sequential:
         X, Y = self.prepare(X, y)
         return self.evaluate_prepared(X, Y, positive_int("batch_size", batch_size))
 
+    def new_sums(self):
+        """A device vector for the running (loss, metric) sums of a pass over the data,
+        read back in one transfer at its end."""
+        return self.backend.xp.zeros(2, dtype=self.dtype, device=self.backend.device)
+
     def evaluate_prepared(self, X, Y, batch_size=EVAL_BATCH):
         """``evaluate`` for data already passed through ``prepare``."""
-        loss_sum, score_sum = 0.0, 0.0
+        sums = self.new_sums()
         for rows in _chunks(X, batch_size):
             Xb, Yb = X[rows, ...], Y[rows, ...]
             loss, A = self.loss_value(Xb, Yb)
-            loss_sum = loss_sum + loss * Xb.shape[0]
-            score_sum = score_sum + metrics.batch_score(self.backend.xp, self.task, A, Yb)
+            sums[0] += loss * Xb.shape[0]
+            sums[1] += metrics.batch_score(self.backend.xp, self.task, A, Yb)
         m = X.shape[0]
-        loss_total, score_total = self.backend.read_scalars(loss_sum, score_sum)
+        loss_sum, score_sum = self.backend.to_numpy(sums).tolist()
         return {
-            "loss": loss_total / m,
-            metrics.name_for(self.task): metrics.finish(self.task, score_total, m),
+            "loss": loss_sum / m,
+            metrics.name_for(self.task): metrics.finish(self.task, score_sum, m),
         }
 
     # ---- moving between backends ----
@@ -206,7 +225,7 @@ def _check_stack(layers):
         if not isinstance(layer, Layer):
             raise TypeError(
                 f"layer {i} is a {type(layer).__name__}, not a fastnn layer "
-                f"(Dense or Dropout)"
+                f"(Dense, Dropout or BatchNorm)"
             )
     if not isinstance(layers[-1], Dense):
         raise ValueError(
@@ -214,7 +233,7 @@ def _check_stack(layers):
         )
     width = None
     for i, layer in enumerate(layers):
-        if isinstance(layer, Dense):
+        if hasattr(layer, "n_in"):  # layers with a fixed width: Dense, BatchNorm
             if width is not None and layer.n_in != width:
                 raise ValueError(
                     f"layer {i} ({layer!r}) takes {layer.n_in} inputs but the layer before it "

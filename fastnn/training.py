@@ -1,29 +1,53 @@
 """The training loop behind ``Sequential.fit``.
 
-Per epoch: optionally shuffle (on the device), run mini-batch steps, and read one
-scalar back to the host, the epoch's loss, to log it and to check that training has
-not diverged. The loss and metric are summed on the device meanwhile, so there is no
-per-step synchronisation.
+Per epoch: set the learning rate from the schedule, optionally shuffle (on the
+device), run mini-batch steps (with gradient clipping done on the device), then read
+the epoch's loss and metric sums back together in one transfer, to log them and to
+check that training has not diverged. There is no per-step synchronisation.
+
+Randomness is derived per epoch from (seed, global epoch number): the shuffle from
+``backend.rng([seed, 0, epoch])`` and the dropout layer at index i from
+``[seed, i + 1, epoch]``. ``model.epochs_trained`` counts epochs across ``fit`` calls
+and checkpoints, so 2 epochs, save, load and 2 more epochs give exactly the
+parameters of 4 epochs in one call, and a second ``fit`` continues the streams
+instead of replaying them.
 """
+
+import functools
+import numbers
 
 import numpy as np
 
+from fastnn import callbacks as callback_lists
 from fastnn import metrics, optimizers
 from fastnn.errors import TrainingDiverged
+from fastnn.schedules import Schedule
 from fastnn.validation import positive_int, positive_number
+
+SHUFFLE_STREAM = 0  # the second seed word of the shuffle; dropout layer i uses i + 1
 
 
 def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle=True,
-        seed=None, validation_data=None, verbose=0):
-    """Train ``model`` on (X, y) and return the per-epoch history.
+        seed=None, validation_data=None, verbose=0, callbacks=None, lr_schedule=None,
+        clip_norm=None, clip_value=None, progress=False):
+    """Train ``model`` on (X, y) and return this call's per-epoch history.
 
     batch_size: rows per step; None trains full-batch (the tutorials' gradient descent).
     optimizer: a name ('sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam') or an
         Optimizer; None keeps the model's current optimizer, else plain SGD. ``lr`` sets
-        the learning rate for a named (or kept) optimizer.
-    seed: fixes shuffling and dropout masks; None uses the model's seed.
+        the learning rate for a named (or kept) optimizer, and a kept schedule's base.
+    seed: a non-negative int fixing shuffling and dropout masks; None continues with
+        the seed of the model's previous training (``model.train_seed``), else the
+        model's seed, else a fresh random one (kept in ``model.train_seed``).
     validation_data: (X_val, y_val), evaluated after each epoch.
     verbose: 0 is silent; k > 0 prints every k-th epoch and the last.
+    callbacks: a list of ``fastnn.callbacks.Callback`` objects (EarlyStopping, ...).
+    lr_schedule: a ``fastnn.schedules`` schedule (StepDecay, CosineDecay) starting from
+        the optimizer's learning rate; None keeps the model's current one.
+    clip_norm: rescale the gradients so their global L2 norm is at most this.
+    clip_value: clip every gradient entry to [-clip_value, clip_value] (before clip_norm).
+    progress: True shows a tqdm bar over the epochs, None shows it only when stdout and
+        stderr are terminals, False (the default) never.
 
     If the loss or the parameters become NaN or infinite, training stops with
     TrainingDiverged and the model keeps the last finite parameters.
@@ -32,6 +56,15 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     if batch_size is not None:
         batch_size = positive_int("batch_size", batch_size)
     verbose = int(verbose)
+    clip_norm = None if clip_norm is None else positive_number("clip_norm", clip_norm)
+    clip_value = None if clip_value is None else positive_number("clip_value", clip_value)
+    callbacks = callback_lists.prepare(callbacks, progress)
+    if lr_schedule is not None and not isinstance(lr_schedule, Schedule):
+        raise TypeError(
+            f"lr_schedule must be a fastnn.schedules schedule such as StepDecay(10, 0.5) or "
+            f"CosineDecay(100); got {type(lr_schedule).__name__}"
+        )
+    seed = _choose_seed(model, seed)
     model.check_trainable()
     X, Y = model.prepare(X, y)
     val = None
@@ -40,66 +73,98 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         val = model.prepare(*validation_data, names=("X_val", "y_val"))
     model.optimizer = _choose_optimizer(model.optimizer, optimizer, lr)
+    model.lr_schedule = _choose_schedule(model, lr_schedule, lr)
+    model.train_seed = seed
 
-    seed = model.seed if seed is None else seed
     backend, xp, task = model.backend, model.backend.xp, model.task
-    rng = backend.rng(seed)
-    for i, layer in enumerate(model.layers):
-        if hasattr(layer, "reseed"):
-            layer.reseed(None if seed is None else [seed, i + 1])
-
     m = X.shape[0]
     step = m if batch_size is None else min(batch_size, m)
     params = model.parameters()
-    snapshots = [[backend.copy(p.value) for p in params] for _ in range(2)]
+    state = params + model.buffers()
+    dropouts = [(i, layer) for i, layer in enumerate(model.layers) if hasattr(layer, "reseed")]
+    clipping = clip_norm is not None or clip_value is not None
+    snapshots = [[backend.copy(p.value) for p in state] for _ in range(2)]
+    snapshot_epochs = [model.epochs_trained] * 2  # epochs trained when each was taken
     metric = metrics.name_for(task)
     history = {"loss": [], metric: []}
     if val is not None:
         history.update({"val_loss": [], f"val_{metric}": []})
     model.history = history
+    model.stop_training = False
+    for callback in callbacks:
+        callback.model, callback.params = model, {"epochs": epochs, "steps": -(-m // step)}
 
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for epoch in range(1, epochs + 1):
-            start_of_epoch = snapshots[epoch % 2]
-            for saved, p in zip(start_of_epoch, params):
-                saved[...] = p.value
-            order = rng.permutation(m) if shuffle and step < m else None
-            loss_sum, score_sum = 0.0, 0.0
-            for start in range(0, m, step):
-                stop = min(start + step, m)  # out-of-range slice ends are not portable
-                if order is None:
-                    Xb, Yb = X[start:stop, ...], Y[start:stop, ...]
-                else:
-                    idx = order[start:stop]
-                    Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-                loss, A = model.compute_gradients(Xb, Yb)
-                model.optimizer.step(params, backend)
-                loss_sum = loss_sum + loss * Xb.shape[0]
-                score_sum = score_sum + metrics.batch_score(xp, task, A, Yb)
-            loss_total, score_total = backend.read_scalars(loss_sum, score_sum)  # one read
-            epoch_loss = loss_total / m
-            if not np.isfinite(epoch_loss):
-                _restore(model, params, snapshots, epoch)
+    logs = {}
+    try:
+        for callback in callbacks:
+            callback.on_train_begin(logs)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for local in range(1, epochs + 1):
+                epoch = model.epochs_trained + 1
+                if model.lr_schedule is not None:
+                    model.optimizer.lr = model.lr_schedule.lr(model.epochs_trained)
+                for callback in callbacks:
+                    callback.on_epoch_begin(epoch, logs)
+                for saved, p in zip(snapshots[local % 2], state):
+                    saved[...] = p.value
+                snapshot_epochs[local % 2] = model.epochs_trained
+                for i, layer in dropouts:
+                    layer.reseed([seed, i + 1, epoch])
+                order = None
+                if shuffle and step < m:
+                    order = backend.rng([seed, SHUFFLE_STREAM, epoch]).permutation(m)
+                sums = model.new_sums()
+                for start in range(0, m, step):
+                    stop = min(start + step, m)  # out-of-range slice ends are not portable
+                    if order is None:
+                        Xb, Yb = X[start:stop, ...], Y[start:stop, ...]
+                    else:
+                        idx = order[start:stop]
+                        Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+                    loss, A = model.compute_gradients(Xb, Yb)
+                    if clipping:
+                        _clip(xp, params, clip_norm, clip_value)
+                    model.optimizer.step(params, backend)
+                    sums[0] += loss * Xb.shape[0]
+                    sums[1] += metrics.batch_score(xp, task, A, Yb)
+                loss_sum, score_sum = backend.to_numpy(sums).tolist()  # one transfer
+                epoch_loss = loss_sum / m
+                if not np.isfinite(epoch_loss):
+                    _restore(model, state, snapshots, snapshot_epochs, local)
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch}: the loss became {epoch_loss}; "
+                        f"the model keeps the last finite parameters. Lower the learning rate "
+                        f"(lr={model.optimizer.lr}), clip gradients (clip_norm=...), "
+                        f"standardize the inputs, or use 'adam'",
+                        history,
+                    )
+                history["loss"].append(epoch_loss)
+                history[metric].append(metrics.finish(task, score_sum, m))
+                if val is not None:
+                    for key, value in model.evaluate_prepared(*val).items():
+                        history[f"val_{key}"].append(value)
+                model.epochs_trained = epoch
+                if verbose > 0 and (local % verbose == 0 or local == epochs):
+                    print(_progress_line(local, epochs, history))
+                if callbacks:
+                    logs = {key: values[-1] for key, values in history.items()}
+                    for callback in callbacks:
+                        callback.on_epoch_end(epoch, logs)
+                if model.stop_training:
+                    break
+            if not _all_finite(backend, [p.value for p in state]):
+                _restore(model, state, snapshots, snapshot_epochs, local)
                 raise TrainingDiverged(
-                    f"training diverged at epoch {epoch}: the loss became {epoch_loss}; the "
-                    f"model keeps the last finite parameters. Lower the learning rate "
-                    f"(lr={model.optimizer.lr}), standardize the inputs, or use 'adam'",
+                    "training diverged in its last epoch: the parameters became NaN or "
+                    "infinite; the model keeps the last finite parameters. Lower the learning "
+                    "rate or clip gradients (clip_norm=...)",
                     history,
                 )
-            history["loss"].append(epoch_loss)
-            history[metric].append(metrics.finish(task, score_total, m))
-            if val is not None:
-                for key, value in model.evaluate_prepared(*val).items():
-                    history[f"val_{key}"].append(value)
-            if verbose > 0 and (epoch % verbose == 0 or epoch == epochs):
-                print(_progress_line(epoch, epochs, history))
-        if not backend.read_bool(_all_finite(xp, params)):
-            _restore(model, params, snapshots, epochs)
-            raise TrainingDiverged(
-                "training diverged in its last epoch: the parameters became NaN or infinite; "
-                "the model keeps the last finite parameters. Lower the learning rate",
-                history,
-            )
+        for callback in callbacks:
+            callback.on_train_end(logs)
+    finally:
+        for callback in callbacks:
+            callback.close()
     return history
 
 
@@ -111,21 +176,65 @@ def _choose_optimizer(current, optimizer, lr):
     return optimizers.get("sgd" if optimizer is None else optimizer, lr=lr)
 
 
-def _restore(model, params, snapshots, epoch):
-    """Put back the newest snapshot whose values are all finite (epoch start or the one
-    before: a finite loss in an epoch's first step shows its start was finite)."""
-    xp = model.backend.xp
-    for saved in (snapshots[epoch % 2], snapshots[(epoch - 1) % 2]):
-        if model.backend.read_bool(_all_finite(xp, saved)):
-            for s, p in zip(saved, params):
-                p.value[...] = s
+def _choose_schedule(model, schedule, lr):
+    """A new schedule starts from the optimizer's lr now; ``lr=`` resets a kept one's base."""
+    if schedule is None:
+        if model.lr_schedule is not None and lr is not None:
+            model.lr_schedule.start(model.optimizer.lr, model.lr_schedule.start_epoch)
+        return model.lr_schedule
+    schedule = type(schedule)(**schedule.settings())  # the model gets its own copy
+    schedule.start(model.optimizer.lr, model.epochs_trained)
+    return schedule
+
+
+def _choose_seed(model, seed):
+    if seed is None:
+        seed = model.train_seed if model.train_seed is not None else model.seed
+    if seed is None:
+        return int(np.random.default_rng().integers(2**63))
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
+    return int(seed)
+
+
+def _clip(xp, params, clip_norm, clip_value):
+    """Clip gradients in place on the device: entries to +-clip_value, then the global
+    L2 norm to clip_norm. No value is read back to the host."""
+    if clip_value is not None:
+        for p in params:
+            p.grad = xp.clip(p.grad, min=-clip_value, max=clip_value)
+    if clip_norm is not None:
+        scale = xp.minimum(clip_norm / global_norm(xp, [p.grad for p in params]), 1.0)
+        for p in params:
+            p.grad = p.grad * scale
+
+
+def global_norm(xp, arrays):
+    """sqrt(sum of squares) over all ``arrays`` as a device scalar, scaled by the
+    largest magnitude first so the squares cannot overflow."""
+    peak = functools.reduce(xp.maximum, [xp.max(xp.abs(a)) for a in arrays])
+    peak = xp.maximum(peak, xp.finfo(peak.dtype).smallest_normal)
+    total = functools.reduce(lambda s, a: s + xp.sum(xp.square(a / peak)), arrays, 0.0)
+    return peak * xp.sqrt(total)
+
+
+def _all_finite(backend, arrays):
+    """True if every array is finite, in one read from the device."""
+    xp = backend.xp
+    flags = xp.stack([xp.all(xp.isfinite(a)) for a in arrays])
+    return bool(backend.to_numpy(xp.all(flags)))
+
+
+def _restore(model, state, snapshots, snapshot_epochs, local):
+    """Put back the newest snapshot whose values are all finite (the start of epoch
+    ``local`` of this call, or of the one before: a finite loss in an epoch's first step
+    shows its start was finite), and the epoch count that goes with it."""
+    for i in (local % 2, (local - 1) % 2):
+        if _all_finite(model.backend, snapshots[i]):
+            for saved, p in zip(snapshots[i], state):
+                p.value[...] = saved
+            model.epochs_trained = snapshot_epochs[i]
             return
-
-
-def _all_finite(xp, arrays):
-    """A device boolean: every value of every array (or Parameter) is finite."""
-    values = [getattr(a, "value", a) for a in arrays]
-    return xp.all(xp.stack([xp.all(xp.isfinite(v)) for v in values]))
 
 
 def _progress_line(epoch, epochs, history):
