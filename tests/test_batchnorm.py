@@ -114,12 +114,15 @@ def test_model_with_batchnorm_trains_and_moves(backend, strict):
     X = X * 50.0 + 200.0  # badly scaled inputs: the first BatchNorm fixes them
     model = Sequential([BatchNorm(2), Dense(2, 16, "relu"), BatchNorm(16),
                         Dense(16, 3, "softmax")], seed=0)
-    history = model.fit(X, y, epochs=15, batch_size=32, optimizer="adam", lr=0.01, seed=0)
+    history = model.fit(X, y, epochs=15, batch_size=30, optimizer="adam", lr=0.01, seed=0)
     assert history["accuracy"][-1] > 0.9 and model.evaluate(X, y)["accuracy"] > 0.9
     gamma = host(backend, model.layers[0].gamma.value)
     assert not np.allclose(gamma, 1.0)  # the first layer is trained too
     mean = host(backend, model.layers[0].running_mean.value)
-    np.testing.assert_allclose(mean, X.mean(axis=0), rtol=0.05)
+    # an EMA (momentum 0.9) of shuffled batch means of 30: its standard error is
+    # std / sqrt(30) * sqrt(0.1 / 1.9); allow three of them
+    spread = X.std(axis=0) / np.sqrt(30) * np.sqrt(0.1 / 1.9)
+    assert np.all(np.abs(mean - X.mean(axis=0)) <= 3 * spread)
     proba = model.predict_proba(X)
     model.to(strict if backend.name != "strict" else "numpy")
     assert all(model.backend.is_array(b.value) for b in model.buffers())

@@ -97,7 +97,9 @@ def test_a_model_saved_on_one_backend_loads_on_another(backend, target, tmp_path
             *[p.value for p in loaded.parameters() + loaded.buffers()],
             *[a for s in loaded.optimizer.state for a in s]))
         assert_same_model(model, loaded)
-        np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+        # the same parameters; fused kernels (numba) may round the forward pass differently
+        np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X),
+                                   rtol=1e-5, atol=1e-7)
 
 
 def test_the_header_describes_the_model(saved):
