@@ -26,6 +26,7 @@ from fastnn.names import lookup, normalize
 BUILTIN = {f.__name__: f for f in (*datasets.GENERATED, datasets.digits)}
 FILE_DATASETS = {"mnist": "DIR", "fashion_mnist": "DIR", "csv": "PATH"}
 OPTIMIZER_SETTINGS = ("momentum", "beta1", "beta2", "rho", "eps", "weight_decay")
+DEFAULT_TEST_SIZE = 0.2
 SIZES = re.compile(r"\d+(-\d+)+")
 
 
@@ -42,11 +43,11 @@ def add_parser(commands):
     data.add_argument("--data-seed", type=int,
                       help="seed of a generated dataset (default: --seed; planar keeps the "
                            "course's data)")
-    data.add_argument("--label", default="label",
+    data.add_argument("--label",
                       help="CSV label column: a header name or an index such as -1 "
                            "(default 'label')")
     data.add_argument("--delimiter", help="CSV delimiter (default: detected)")
-    data.add_argument("--test-size", type=_fraction, default=0.2,
+    data.add_argument("--test-size", type=_fraction,
                       help="fraction held out for testing; 0 trains on everything "
                            "(default 0.2; MNIST uses its own test files)")
     data.add_argument("--standardize", action="store_true",
@@ -148,17 +149,20 @@ def load_data(args):
         if not argument:
             raise ValueError(f"--dataset {name} needs a {FILE_DATASETS[key]}: "
                              f"--dataset {name}:{FILE_DATASETS[key]}")
-        _refuse_generator_options(args, name)
+        _refuse(args, name, ("n_samples", "noise", "data_seed"), "generated datasets")
         if key == "csv":
-            X, y = datasets.load_csv(argument, label=_column(args.label),
-                                     delimiter=args.delimiter)
+            label = "label" if args.label is None else _column(args.label)
+            X, y = datasets.load_csv(argument, label=label, delimiter=args.delimiter)
             return _split(args, X, y)
+        _refuse(args, name, ("label", "delimiter"), "CSV files")
+        _refuse(args, name, ("test_size",), "datasets without their own test part")
         X_train, y_train = datasets.mnist(argument, "train")
         X_test, y_test = datasets.mnist(argument, "test")
         return X_train, X_test, y_train, y_test
     generator = lookup("dataset", name, {**BUILTIN, **{k: None for k in FILE_DATASETS}})
     if argument:
         raise ValueError(f"--dataset {name} takes no ':' argument; got {args.dataset!r}")
+    _refuse(args, name, ("label", "delimiter"), "CSV files")
     options = _generator_options(args, generator)
     X, y = generator(**options)
     return _split(args, X, y)
@@ -181,17 +185,18 @@ def _generator_options(args, generator):
     return options
 
 
-def _refuse_generator_options(args, name):
-    for flag, value in (("--n-samples", args.n_samples), ("--noise", args.noise),
-                        ("--data-seed", args.data_seed)):
-        if value is not None:
-            raise ValueError(f"{flag} applies to generated datasets, not to {name}")
+def _refuse(args, name, options, applies_to):
+    for option in options:
+        if getattr(args, option) is not None:
+            flag = "--" + option.replace("_", "-")
+            raise ValueError(f"{flag} applies to {applies_to}, not to --dataset {name}")
 
 
 def _split(args, X, y):
-    if args.test_size == 0:
+    test_size = DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
+    if test_size == 0:
         return X, None, y, None
-    return train_test_split(X, y, test_size=args.test_size, seed=args.seed)
+    return train_test_split(X, y, test_size=test_size, seed=args.seed)
 
 
 def _column(label):
