@@ -431,6 +431,31 @@ def test_parity_catches_a_backend_that_trains_differently():
     assert all(r["parity"] > 1 and r["result"] == "FAIL" for r in rows)
 
 
+class Crashing(NumpyBackend):
+    """A backend whose forward pass fails, as a broken GPU driver would."""
+
+    name = "crashing"
+
+    def __init__(self):
+        super().__init__()
+
+        def dense_forward(*args):
+            raise RuntimeError("cudaErrorLaunchFailure")
+
+        self.ops.dense_forward = dense_forward
+
+
+def test_a_crashing_backend_fails_its_rows_and_the_table_goes_on(capsys):
+    rows = check.check([Crashing(), "numpy"])
+    crashed = [r for r in rows if r["backend"] == "crashing"]
+    assert len(crashed) == 10 and all(r["result"] == "FAIL" for r in crashed)
+    assert crashed[0]["note"] == "RuntimeError: cudaErrorLaunchFailure"
+    assert all(r["result"] == "pass" for r in rows if r["backend"] == "numpy")
+    check.print_table(rows)
+    out = capsys.readouterr().out
+    assert "FAIL: RuntimeError: cudaErrorLaunchFailure" in out
+
+
 @pytest.mark.skipif(array_api_strict is None, reason="array-api-strict is not installed")
 def test_parity_holds_on_another_array_namespace():
     rows = [r for r in check.check([StrictBackend()]) if r["backend"] == "strict"]

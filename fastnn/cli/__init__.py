@@ -26,7 +26,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    parser = Parser(prog="fastnn", description=__doc__.split("\n")[0])
+    parser = Parser(prog="fastnn", description="fastnn's command line: see what can run here "
+                                               "(info), train a network (train), and check "
+                                               "gradients and backends (check).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(commands)

@@ -307,8 +307,9 @@ def write_outputs(args, model, split, results, seconds, scaling):
     one_label = model.task == "multiclass" or (model.task == "binary" and model.n_out == 1)
     if model.n_in == 2 and one_label:
         X, y = _everything(*split, scaling)
+        title = args.dataset + (" (standardized inputs)" if scaling else "")
         written.append(plots.plot_decision_boundary(model, X, y, out / "decision_boundary.png",
-                                                    title=args.dataset))
+                                                    title=title))
     return written
 
 
