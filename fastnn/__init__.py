@@ -4,6 +4,9 @@ The backend is chosen by the FASTNN_BACKEND environment variable when fastnn is
 imported (numpy by default), or in code with ``set_backend`` / ``use_backend``.
 """
 
+import sys as _sys
+from pathlib import Path as _Path
+
 from fastnn import activations, data, datasets, initializers, losses, metrics, optimizers
 from fastnn.backends import availability as available_backends
 from fastnn.backends import get_backend, set_backend, use_backend, warmup
@@ -32,4 +35,10 @@ __all__ = [
     "ProgressBar", "StepDecay", "callbacks", "load", "schedules",
 ]
 
-_select_from_environment()
+try:
+    _select_from_environment()
+except (ValueError, BackendUnavailable):
+    # The `fastnn` command reports a bad FASTNN_BACKEND in one line, and its --backend
+    # overrides it; everywhere else the import fails here.
+    if _Path((getattr(_sys, "argv", None) or [""])[0]).name not in ("fastnn", "fastnn.exe"):
+        raise

@@ -1,11 +1,18 @@
-"""Toy datasets generated from a seed (no downloads), as NumPy arrays.
+"""Datasets as NumPy arrays, never downloaded: toy sets generated from a seed, the
+handwritten digits bundled with scikit-learn, and files the user already has (MNIST
+IDX files, CSV tables).
 
-Each returns (X, y): X float64 of shape (n_samples, 2) (``blobs`` may have more
-features) and y int64 class labels of shape (n_samples,).
+Each returns (X, y): X of shape (n_samples, n_features) and y int64 class labels of
+shape (n_samples,). The generated sets have two float64 features (``blobs`` may have
+more).
 """
+
+import importlib.util
 
 import numpy as np
 
+from fastnn.csvdata import load_csv
+from fastnn.idx import mnist
 from fastnn.names import lookup
 from fastnn.validation import in_range, positive_int
 
@@ -96,11 +103,32 @@ def blobs(n_samples=300, n_classes=3, n_features=2, std=1.0, seed=None):
     return _shuffled(X, y, rng)
 
 
-TABLE = {f.__name__: f for f in (planar, moons, circles, xor, spirals, blobs)}
+def digits():
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, classes 0..9).
+
+    X is float64 of shape (1797, 64), pixels scaled from 0..16 to [0, 1]. Needs
+    scikit-learn (``pip install 'fastnn[datasets]'``); nothing is downloaded.
+    """
+    if importlib.util.find_spec("sklearn") is None:
+        raise ModuleNotFoundError(
+            "the digits dataset comes bundled with scikit-learn, which is not installed "
+            "here; install it with: pip install 'fastnn[datasets]'"
+        )
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.data / 16.0, bunch.target.astype(np.int64)
+
+
+GENERATED = (planar, moons, circles, xor, spirals, blobs)
+TABLE = {f.__name__: f for f in (*GENERATED, digits, mnist)}
+TABLE["csv"] = load_csv
 
 
 def load(name, **options):
-    """A dataset by name, e.g. ``load('moons', n_samples=1000, noise=0.2, seed=0)``."""
+    """A dataset by name, e.g. ``load('moons', n_samples=1000, noise=0.2, seed=0)``,
+    ``load('digits')``, ``load('mnist', directory='data/mnist', kind='test')`` or
+    ``load('csv', path='table.csv', label='label')``."""
     return lookup("dataset", name, TABLE)(**options)
 
 

@@ -135,7 +135,7 @@ def test_lr_must_be_positive(binary, data, lr):
                                           "auto, glorot, he, normal, xavier"),
     (lambda: fastnn.optimizers.get("adamax"), "unknown optimizer 'adamax'; valid names: "
                                               "adagrad, adam, momentum, nesterov, rmsprop, sgd"),
-    (lambda: fastnn.datasets.load("mnist"), "unknown dataset 'mnist'; valid names: blobs"),
+    (lambda: fastnn.datasets.load("cifar10"), "unknown dataset 'cifar10'; valid names: blobs"),
 ])
 def test_unknown_names(build, message):
     with pytest.raises(ValueError, match=message):

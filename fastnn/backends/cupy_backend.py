@@ -93,8 +93,13 @@ def create():
             f"the 'cupy' backend needs CuPy, which is not installed here; install it with: "
             f"{INSTALL_HINT}"
         )
-    import cupy
-
+    try:
+        import cupy
+    except ImportError as error:  # installed but broken (e.g. for another CUDA version)
+        raise BackendUnavailable(
+            f"the 'cupy' backend cannot start: importing CuPy failed ({error}); reinstall "
+            f"it with: {INSTALL_HINT}"
+        ) from error
     if not cupy.cuda.is_available():
         raise BackendUnavailable(
             "the 'cupy' backend needs an NVIDIA GPU, but CuPy finds no usable CUDA device "
@@ -105,6 +110,11 @@ def create():
             f"the 'cupy' backend needs array-api-compat, which is not installed here; "
             f"install it with: {INSTALL_HINT}"
         )
-    import array_api_compat.cupy as xp
-
+    try:
+        import array_api_compat.cupy as xp
+    except ImportError as error:
+        raise BackendUnavailable(
+            f"the 'cupy' backend cannot start: array-api-compat could not wrap this CuPy "
+            f"({error}); reinstall both with: {INSTALL_HINT}"
+        ) from error
     return CupyBackend(cupy, xp)

@@ -1,0 +1,130 @@
+"""``fastnn check``: gradient checks and cross-backend parity on this machine.
+
+For every backend that can run here and a set of small models (each trainable hidden
+activation; each loss with its output layer): backprop against float64 central
+differences (``fastnn.gradcheck``), and a few Adam steps in float64 compared with the
+NumPy reference backend. Prints a pass/fail table; exit status 1 if anything fails.
+"""
+
+import numpy as np
+
+import fastnn
+from fastnn import backends
+from fastnn.errors import BackendUnavailable
+
+PARITY_RTOL = 1e-7  # float64 steps on two backends differ by round-off only
+PARITY_ATOL = 1e-10
+
+
+def _cases():
+    """(case name, hidden activation, output activation, output units, loss, targets) on
+    fixed inputs X (12, 3): the configurations tests/test_gradcheck.py also proves."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(12, 3))
+    binary = (rng.random(12) > 0.5).astype(int)
+    cases = [(f"hidden {h}", h, "sigmoid", 1, "binary_crossentropy", binary)
+             for h in ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus")]
+    cases += [
+        ("loss categorical_crossentropy", "tanh", "softmax", 3, "categorical_crossentropy",
+         rng.integers(0, 3, 12)),
+        ("loss mse", "tanh", "identity", 2, "mse", rng.normal(size=(12, 2))),
+        ("loss mae", "tanh", "tanh", 2, "mae", rng.normal(size=(12, 2)) * 3),
+        ("loss huber", "tanh", "identity", 2, "huber", rng.normal(size=(12, 2)) * 3),
+    ]
+    return X, cases
+
+
+def add_parser(commands):
+    parser = commands.add_parser(
+        "check", help="run gradient checks and cross-backend parity; print a pass/fail table",
+        description=__doc__.split("\n\n")[1].replace("\n", " "))
+    parser.add_argument("--backends", metavar="NAMES",
+                        help="comma-separated backends to check (default: every one that can "
+                             "run here; a named one that cannot is an error)")
+    parser.set_defaults(run=run)
+
+
+def run(args):
+    if args.backends is None:
+        chosen = list(backends.NAMES)
+    else:
+        chosen = [backends.canonical_name(n, source="--backends")
+                  for n in args.backends.split(",") if n.strip()]
+        if not chosen:
+            raise ValueError("--backends needs at least one name, e.g. --backends numpy,numba")
+        for name in chosen:
+            backends.load(name)  # a named backend that cannot run here is an error
+    rows = check(chosen)
+    print_table(rows)
+    failed = sum(row["result"] == "FAIL" for row in rows)
+    print(f"{failed} of {sum(row['result'] != 'skipped' for row in rows)} checks failed"
+          if failed else "all checks passed")
+    return 1 if failed else 0
+
+
+def check(chosen):
+    """One row per (backend, case): gradcheck error, parity difference, result. A backend
+    that cannot run here gives one 'skipped' row with the reason. ``chosen`` holds
+    backend names or Backend objects."""
+    X, cases = _cases()
+    reference = backends.load("numpy")
+    rows = []
+    for item in chosen:
+        try:
+            backend = backends.load(item)
+        except BackendUnavailable as error:
+            rows.append({"backend": item, "case": "-", "gradcheck": None, "parity": None,
+                         "result": "skipped", "note": str(error)})
+            continue
+        for name, *spec, y in cases:
+            rows.append({"backend": backend.name, "case": name,
+                         **_check_case(backend, reference, spec, X, y)})
+    return rows
+
+
+def _check_case(backend, reference, spec, X, y):
+    try:
+        grad = fastnn.gradcheck(_model(backend, *spec), X, y)
+        parity = None if backend is reference else _parity(backend, reference, spec, X, y)
+    except Exception as error:  # a backend that crashes fails its row; the others still run
+        return {"gradcheck": None, "parity": None, "result": "FAIL",
+                "note": f"{type(error).__name__}: {error}"}
+    ok = grad.passed and (parity is None or parity <= 1.0)
+    return {"gradcheck": grad.max_rel_error, "parity": parity,
+            "result": "pass" if ok else "FAIL", "note": None}
+
+
+def _model(backend, hidden, output, n_out, loss, dtype="float64"):
+    return fastnn.from_layer_dims([3, 5, 4, n_out], hidden, output, loss=loss, dtype=dtype,
+                                  seed=3, backend=backend)
+
+
+def _parity(backend, reference, spec, X, y):
+    """The largest parameter difference after 3 epochs of Adam (batches of 4, shuffled),
+    in units of the tolerance: at most 1 passes."""
+    trained = []
+    for target in (reference, backend):
+        model = _model(target, *spec)
+        model.fit(X, y, epochs=3, batch_size=4, optimizer="adam", lr=0.01, seed=0)
+        trained.append([target.to_numpy(p.value) for p in model.parameters()])
+    return max(float(np.max(np.abs(b - a) / (PARITY_ATOL + PARITY_RTOL * np.abs(a))))
+               for a, b in zip(*trained))
+
+
+def print_table(rows):
+    header = ("backend", "case", "gradcheck error", "parity vs numpy", "result")
+    lines = [header]
+    for row in rows:
+        grad = "-" if row["gradcheck"] is None else f"{row['gradcheck']:.1e}"
+        if row["result"] == "skipped" or row["note"]:
+            parity = "-"
+        elif row["parity"] is None:
+            parity = "reference"
+        else:
+            parity = f"{row['parity']:.2g} tol"
+        result = row["result"] + (f": {row['note']}" if row["note"] else "")
+        lines.append((row["backend"], row["case"], grad, parity, result))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+
