@@ -18,6 +18,7 @@ class Activation:
 
     name = "activation"
     differentiable = True
+    derivative_from_output = True  # f'(z) is computable from a = f(z) (relu: a > 0 iff z > 0)
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -125,6 +126,7 @@ class Softplus(Activation):
     """log(1 + exp(z)), a smooth ReLU; its derivative is the sigmoid."""
 
     name = "softplus"
+    derivative_from_output = False
 
     def forward(self, xp, z):
         return xp.logaddexp(z, 0.0)

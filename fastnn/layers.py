@@ -59,6 +59,7 @@ class Dense(Layer):
         self.activation = activations.get(activation)
         self.init = initializers.get(init, self.activation)
         self.needs_input_grad = True
+        self.keep_z = True  # Sequential clears it for hidden layers: only the loss reads Z
 
     def __repr__(self):
         return f"Dense({self.n_in}, {self.n_out}, activation={self.activation.name!r})"
@@ -84,7 +85,8 @@ class Dense(Layer):
         self.params = (Parameter("W", W, decay=True), Parameter("b", b, decay=False))
 
     def forward(self, X, training=False):
-        Z, A = self.backend.ops.dense_forward(X, self.W.value, self.b.value, self.activation)
+        Z, A = self.backend.ops.dense_forward(X, self.W.value, self.b.value, self.activation,
+                                              self.keep_z)
         self.cache = (X, Z, A)
         return A
 

@@ -39,6 +39,9 @@ class Sequential:
         self.first = next(i for i, layer in enumerate(self.layers) if layer.params)
         self.layers[self.first].needs_input_grad = False
         self.output = self.layers[-1]
+        for layer in self.layers[:-1]:  # only the output layer's Z (the logits) is read later
+            if hasattr(layer, "keep_z"):
+                layer.keep_z = False
         out = self.output.activation
         self.loss = losses.for_output(out) if loss == "auto" else losses.get(loss)
         self.loss.check_output(out, self.output.n_out)

@@ -12,8 +12,13 @@ Optimizer updates work in place on the parameter and its state arrays.
 import functools
 
 
-def dense_forward(xp, X, W, b, activation):
-    """Z = X @ W + b and A = f(Z); returns (Z, A)."""
+def dense_forward(xp, X, W, b, activation, keep_z=True):
+    """Z = X @ W + b and A = f(Z); returns (Z, A).
+
+    ``keep_z=False`` says only A is needed later (a hidden layer whose activation's
+    derivative reads its output): a backend may then skip storing Z and return A in
+    its place. The generic version always keeps Z.
+    """
     Z = xp.matmul(X, W) + b
     return Z, activation.forward(xp, Z)
 

@@ -66,7 +66,7 @@ def _fused_name(activation, table):
     return name if known and name in table else None
 
 
-def dense_forward(xp, launcher, X, W, b, activation):
+def dense_forward(xp, launcher, X, W, b, activation, keep_z=True):
     """Z = X @ W (cuBLAS), then one kernel: Z += b and A = f(Z)."""
     _require_arrays(launcher, X=X, W=W, b=b)
     Z = xp.matmul(X, W)

@@ -36,7 +36,7 @@ def _tiled(b, rows):
 
 
 @kernel
-def _activate_rows(kind, Z, b, A, alpha, lo, hi):
+def _activate_rows(kind, Z, b, A, alpha, lo, hi, keep_z):
     """Z[i] += b and A[i] = f(Z[i]) for rows lo..hi-1 (softmax: max, exp, sum, scale).
 
     Elementwise kinds run one flat loop per block of rows, adding the bias from a tiled
@@ -67,7 +67,7 @@ def _activate_rows(kind, Z, b, A, alpha, lo, hi):
     for start in range(lo, hi, rows):
         base, count = start * n, (min(start + rows, hi) - start) * n
         stop = base + count
-        forward_block(kind, flat_z[base:stop], tile[:count], flat_a[base:stop], alpha)
+        forward_block(kind, flat_z[base:stop], tile[:count], flat_a[base:stop], alpha, keep_z)
 
 
 @kernel
@@ -108,15 +108,15 @@ def _grad_rows(kind, dA, Z, A, dZ, db, alpha, lo, hi):
 
 
 @kernel
-def bias_activation(kind, Z, b, A, alpha):
-    _activate_rows(kind, Z, b, A, alpha, 0, Z.shape[0])
+def bias_activation(kind, Z, b, A, alpha, keep_z):
+    _activate_rows(kind, Z, b, A, alpha, 0, Z.shape[0], keep_z)
 
 
 @kernel(parallel=True)
-def bias_activation_parallel(kind, Z, b, A, alpha, chunks):
+def bias_activation_parallel(kind, Z, b, A, alpha, keep_z, chunks):
     m = Z.shape[0]
     for c in prange(chunks):
-        _activate_rows(kind, Z, b, A, alpha, c * m // chunks, (c + 1) * m // chunks)
+        _activate_rows(kind, Z, b, A, alpha, c * m // chunks, (c + 1) * m // chunks, keep_z)
 
 
 @kernel
@@ -137,7 +137,7 @@ def activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial):
 
 
 @kernel
-def small_dense_forward(kind, X, W, b, Z, A, alpha):
+def small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z):
     """Z = X @ W + b and A = f(Z), for layers too small for a BLAS call to pay off.
 
     The loops run over the batch innermost (one long loop per weight), which measured
@@ -150,7 +150,7 @@ def small_dense_forward(kind, X, W, b, Z, A, alpha):
             w = W[k, j]
             for i in range(m):
                 Z[i, j] += X[i, k] * w
-    _activate_rows(kind, Z, b, A, alpha, 0, m)
+    _activate_rows(kind, Z, b, A, alpha, 0, m, keep_z)
 
 
 @kernel

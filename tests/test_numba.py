@@ -193,6 +193,28 @@ def test_activation_backward_matches_numpy(name, dtype, path):
     _close(db, db_r, dtype, scale.sum(axis=0))
 
 
+@pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax"])
+def test_hidden_layers_need_not_keep_z_and_backward_agrees(name, path):
+    """keep_z=False (hidden layers) may hand back A for Z: the derivatives read A."""
+    X, W, b, dA = _data("float64")
+    act = activations.get(name)
+    Z, A = NUMBA.ops.dense_forward(X, W, b, act, keep_z=False)
+    Z_ref, A_ref = NUMPY.ops.dense_forward(X, W, b, act)
+    _close(A, A_ref, "float64", np.abs(A_ref) + np.abs(X) @ np.abs(W))
+    dW, db, dX = NUMBA.ops.layer_backward(X, W, dA, Z, A, act, True)
+    dW_r, db_r, dX_r = NUMPY.ops.layer_backward(X, W, dA, Z_ref, A_ref, act, True)
+    scale = _dz_scale(dA, Z_ref, A_ref, act)
+    _close(db, db_r, "float64", scale.sum(axis=0))
+    _close(dW, dW_r, "float64", np.abs(X).T @ scale)
+    _close(dX, dX_r, "float64", scale @ np.abs(W).T)
+
+
+def test_softplus_keeps_z_because_its_derivative_needs_it():
+    X, W, b, _ = _data("float64")
+    Z, A = NUMBA.ops.dense_forward(X, W, b, activations.get("softplus"), keep_z=False)
+    np.testing.assert_allclose(Z, X @ W + b, rtol=1e-12)
+
+
 def test_step_backward_still_refuses_on_numba():
     X, W, b, dA = _data("float32")
     act = activations.get("step")
@@ -388,7 +410,7 @@ def test_threading_layer_is_workqueue_unless_the_user_chose():
         "import numba, numpy as np, fastnn\n"
         "from fastnn.kernels import numba_dense as d\n"
         "Z = np.ones((8, 8)); A = np.empty_like(Z)\n"
-        "d.bias_activation_parallel(1, Z, np.zeros(8), A, 0.0, 2)\n"
+        "d.bias_activation_parallel(1, Z, np.zeros(8), A, 0.0, True, 2)\n"
         "print(numba.threading_layer())"
     )
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}

@@ -51,23 +51,22 @@ def _threads():
     return numba.get_num_threads()
 
 
-def dense_forward(X, W, b, activation):
+def dense_forward(X, W, b, activation, keep_z=True):
     spec = _kernel_kind(activation, X, W, b)
     if spec is None:
         return generic.dense_forward(np, X, W, b, activation)
     kind, alpha = spec
-    if _small(X, W):
-        Z = np.empty((X.shape[0], W.shape[1]), X.dtype)
-        A = Z if kind == IDENTITY else np.empty_like(Z)
-        dense.small_dense_forward(kind, X, W, b, Z, A, alpha)
-        return Z, A
-    Z = np.matmul(X, W)
+    keep_z = keep_z or not activation.derivative_from_output
+    small = _small(X, W)
+    Z = np.empty((X.shape[0], W.shape[1]), X.dtype) if small else np.matmul(X, W)
     A = Z if kind == IDENTITY else np.empty_like(Z)
-    if Z.size >= PARALLEL_MIN:
-        dense.bias_activation_parallel(kind, Z, b, A, alpha, _threads())
+    if small:
+        dense.small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z)
+    elif Z.size >= PARALLEL_MIN:
+        dense.bias_activation_parallel(kind, Z, b, A, alpha, keep_z, _threads())
     else:
-        dense.bias_activation(kind, Z, b, A, alpha)
-    return Z, A
+        dense.bias_activation(kind, Z, b, A, alpha, keep_z)
+    return (Z if keep_z else A), A
 
 
 def activation_backward(dA, Z, A, activation):
@@ -186,9 +185,9 @@ def warmup(dtypes):
         one = dtype.type(0.0)
         X, W, b = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.ones(2, dtype)
         Z, A, dZ = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.empty((2, 2), dtype)
-        dense.small_dense_forward(0, X, W, b, Z, A, one)
-        dense.bias_activation(0, Z, b, A, one)
-        dense.bias_activation_parallel(0, Z, b, A, one, 1)
+        dense.small_dense_forward(0, X, W, b, Z, A, one, True)
+        dense.bias_activation(0, Z, b, A, one, True)
+        dense.bias_activation_parallel(0, Z, b, A, one, True, 1)
         dense.activation_grad(0, A, Z, A, dZ, b.copy(), one)
         dense.activation_grad_parallel(0, A, Z, A, dZ, b.copy(), one, np.empty((1, 2), dtype))
         dense.small_dense_backward(X, W, dZ, W.copy(), X.copy(), True)
