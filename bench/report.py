@@ -104,10 +104,11 @@ def summary(report):
     if env["environment"]:
         lines.append("environment: " + ", ".join(f"{k}={v}" for k, v in env["environment"].items()))
     plan = report["plan"]
+    noisy = sum("noisy" in r["flags"] for r in report["rows"])
     lines.append(f"timing: median of up to {plan['rounds']} rounds per target (at least "
                  f"{plan['min_rounds']}), each sample >= {plan['sample_seconds'] * 1e3:g} ms, "
-                 f"targets alternating round by round; 'noisy' = IQR/median above "
-                 f"{report['max_spread']:.0%}")
+                 f"targets alternating round by round; {noisy} of {len(report['rows'])} rows "
+                 f"'noisy' (IQR/median above {report['max_spread']:.0%}: do not trust them)")
     return lines
 
 

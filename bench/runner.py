@@ -211,8 +211,8 @@ def run_workload(workload, targets, plan, ceilings, max_spread):
         _check(workload, row, outputs[target.label], data, outputs.get(REFERENCE))
     for label, timing in measure(steps, plan).items():
         row = rows[label]
-        row.median_s, row.spread = timing.median, timing.spread
-        row.compile_s = max(0.0, row.first_call_s - row.median_s)
+        timing.first_call = row.first_call_s
+        row.median_s, row.spread, row.compile_s = timing.median, timing.spread, timing.compile_time
         if row.spread > max_spread:
             _flag(row, "noisy")
     reference_row = rows[REFERENCE]
