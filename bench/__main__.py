@@ -36,7 +36,10 @@ def parse(argv=None):
                         help="only workloads whose name contains this text")
     parser.add_argument("--dtypes", type=_list, default=None, help="float32 and/or float64")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="samples per target and workload (default 15; --quick 3)")
+                        help="samples per target and workload (default 11; --quick 3)")
+    parser.add_argument("--settle", type=float, default=None,
+                        help="seconds idle before each sample so the previous target's "
+                             "thread pools park (default 0.15; --quick 0)")
     parser.add_argument("--max-spread", type=float, default=0.15,
                         help="flag rows whose IQR/median exceeds this (default 0.15)")
     parser.add_argument("--no-startup", dest="startup", action="store_false",
@@ -58,7 +61,7 @@ def main(argv=None):
     config = runner.Config(
         quick=args.quick, backends=args.backends, torch=args.torch,
         threads=args.threads, groups=args.groups, pattern=args.pattern,
-        dtypes=args.dtypes, rounds=args.rounds, max_spread=args.max_spread,
+        dtypes=args.dtypes, rounds=args.rounds, settle=args.settle, max_spread=args.max_spread,
         startup=args.startup, command=shlex.join(["python", "-m", "bench", *argv]))
     try:
         result = runner.run(config, log=lambda line: print(line, file=sys.stderr, flush=True))

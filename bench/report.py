@@ -106,7 +106,8 @@ def summary(report):
     plan = report["plan"]
     noisy = sum("noisy" in r["flags"] for r in report["rows"])
     lines.append(f"timing: median of up to {plan['rounds']} rounds per target (at least "
-                 f"{plan['min_rounds']}), each sample >= {plan['sample_seconds'] * 1e3:g} ms, "
+                 f"{plan['min_rounds']}), each sample >= {plan['sample_seconds'] * 1e3:g} ms after "
+                 f"{plan['settle_seconds']:g} s idle, "
                  f"targets alternating round by round; {noisy} of {len(report['rows'])} rows "
                  f"'noisy' (IQR/median above {report['max_spread']:.0%}: do not trust them)")
     return lines

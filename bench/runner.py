@@ -21,7 +21,8 @@ from fastnn.backends.base import Backend
 
 REFERENCE = "numpy"
 FULL = Plan()
-QUICK = Plan(rounds=3, min_rounds=3, sample_seconds=0.002, budget_seconds=1.0, warmup_calls=1)
+QUICK = Plan(rounds=3, min_rounds=3, sample_seconds=0.002, budget_seconds=1.0, warmup_calls=1,
+             settle_seconds=0.0)
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Config:
     pattern: str = None
     dtypes: list = None
     rounds: int = None
+    settle: float = None  # seconds idle before each sample; None: the plan's
     max_spread: float = 0.15  # rows whose IQR/median is above this are flagged "noisy"
     startup: bool = True
     command: str = "python -m bench"
@@ -146,6 +148,8 @@ def plan_for(config):
     if config.rounds:
         plan = dataclasses.replace(plan, rounds=config.rounds,
                                    min_rounds=min(plan.min_rounds, config.rounds))
+    if config.settle is not None:
+        plan = dataclasses.replace(plan, settle_seconds=config.settle)
     return plan
 
 
@@ -202,6 +206,7 @@ def run_workload(workload, targets, plan, ceilings, max_spread):
                                        target.label)
         try:
             case = target.build(workload, data)
+            plan.settle()
             row.first_call_s = target.timer(case.step, 1)
             outputs[target.label] = case.result()
         except Exception as error:  # one failing target stops no other

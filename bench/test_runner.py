@@ -31,11 +31,15 @@ class ScriptedTimer:
         return n * (self.per_call.pop(0) if len(self.per_call) > 1 else self.per_call[0])
 
 
-def test_rounds_alternate_targets_in_rotating_order():
+def test_rounds_alternate_targets_in_rotating_order_after_settling(monkeypatch):
     log = []
+    monkeypatch.setattr(timing.time, "sleep", lambda seconds: log.append(seconds))
     targets = {k: (ScriptedTimer(k, [1.0], log), lambda: None) for k in "abc"}
-    plan = Plan(rounds=4, min_rounds=1, sample_seconds=0.0, budget_seconds=1e9, warmup_calls=1)
+    plan = Plan(rounds=4, min_rounds=1, sample_seconds=0.0, budget_seconds=1e9, warmup_calls=1,
+                settle_seconds=0.25)
     timings = timing.measure(targets, plan)
+    assert log[0::2] == [0.25] * 15  # an idle pause before every warm-up and sample
+    log = log[1::2]
     assert log[:3] == ["a", "b", "c"]  # warm-up, one call each
     assert log[3:] == list("abc" "bca" "cab" "abc")
     assert all(len(t.samples) == 4 and t.median == 1.0 and t.spread == 0.0
@@ -45,7 +49,8 @@ def test_rounds_alternate_targets_in_rotating_order():
 def test_budget_cuts_rounds_but_keeps_the_minimum():
     log = []
     targets = {"slow": (ScriptedTimer("slow", [2.0], log), lambda: None)}
-    plan = Plan(rounds=50, min_rounds=3, sample_seconds=0.0, budget_seconds=1.0, warmup_calls=1)
+    plan = Plan(rounds=50, min_rounds=3, sample_seconds=0.0, budget_seconds=1.0, warmup_calls=1,
+                settle_seconds=0.0)
     assert len(timing.measure(targets, plan)["slow"].samples) == 3
 
 
@@ -83,7 +88,8 @@ def test_rows_derive_speedup_rate_ceiling_and_flags():
         assert np.array_equal(outputs[0], 2 * data["x"]), "not doubled"
 
     log, right, wrong = [], 2 * np.arange(4.0), 3 * np.arange(4.0)
-    plan = Plan(rounds=8, min_rounds=8, sample_seconds=0.0, budget_seconds=1e9, warmup_calls=1)
+    plan = Plan(rounds=8, min_rounds=8, sample_seconds=0.0, budget_seconds=1e9, warmup_calls=1,
+                settle_seconds=0.0)
     noisy_times = [1.0, 1.0] + [1.0, 3.0] * 10
     targets = [_target("numpy", right, [4.0], log), _target("fast", right, [2.0], log),
                _target("noisy", right, noisy_times, log), _target("bad", wrong, [1.0], log),

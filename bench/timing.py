@@ -84,30 +84,42 @@ class Timing:
 
 @dataclass(frozen=True)
 class Plan:
-    rounds: int = 15  # samples per target
+    rounds: int = 11  # samples per target
     min_rounds: int = 5  # kept even when the budget is short
     sample_seconds: float = 0.02  # calls per sample are chosen to take at least this long
     budget_seconds: float = 12.0  # for all targets of one workload together
     warmup_calls: int = 2
+    # Idle time before each sample, so the thread pools of the target sampled before
+    # (OpenBLAS spins ~2^28 cycles, 0.1 s here, after a call) are parked and do not
+    # steal the cores from the next one: without it PyTorch's MLP step measured 6x
+    # slower right after NumPy's.
+    settle_seconds: float = 0.15
+
+    def settle(self):
+        if self.settle_seconds:
+            time.sleep(self.settle_seconds)
 
 
 def measure(targets, plan):
     """Time each target's ``step`` with its timer; ``targets`` maps a label to
     (timer, step). After a warm-up that also sets how many calls make one sample, each
     round takes one sample of every target, in an order that rotates from round to
-    round, so slow drift of the machine hits all targets alike. Returns {label: Timing}."""
+    round, so slow drift of the machine hits all targets alike; ``plan.settle()`` runs
+    before each sample. Returns {label: Timing}."""
     labels = list(targets)
     calls, per_round = {}, 0.0
     for label in labels:
         timer, step = targets[label]
+        plan.settle()
         warm = max(timer(step, plan.warmup_calls) / plan.warmup_calls, 1e-9)
         calls[label] = max(1, round(plan.sample_seconds / warm))
-        per_round += calls[label] * warm
+        per_round += calls[label] * warm + plan.settle_seconds
     rounds = max(plan.min_rounds, min(plan.rounds, int(plan.budget_seconds / per_round)))
     timings = {label: Timing() for label in labels}
     for r in range(rounds):
         shift = r % len(labels)
         for label in labels[shift:] + labels[:shift]:
             timer, step = targets[label]
+            plan.settle()
             timings[label].samples.append(timer(step, calls[label]) / calls[label])
     return timings
