@@ -1,0 +1,67 @@
+"""This machine's ceilings, measured in the same run as the workloads: a large GEMM
+(GFLOP/s) and a same-size copy into a preallocated array (GB/s, read + write counted),
+each on the array library of the backend being compared (NumPy for CPU backends and
+PyTorch CPU, CuPy for the GPU)."""
+
+import math
+
+import numpy as np
+
+from bench.timing import measure
+
+GEMM_SIZE = 2048
+
+
+class Ceilings:
+    """Measures each ceiling once per (library, shape, dtype), on first request."""
+
+    def __init__(self, plan, gemm_size=GEMM_SIZE):
+        self.plan, self.gemm_size = plan, gemm_size
+        self.measured = {}  # (library, kind, shape, dtype) -> GFLOP/s or GB/s
+
+    def gemm(self, library, dtype):
+        """GFLOP/s of an (n, n) @ (n, n) matmul with the library's ``xp.matmul``."""
+        n = self.gemm_size
+
+        def run(backend, timer):
+            A, B = (backend.asarray(np.random.default_rng(s).standard_normal((n, n)),
+                                    dtype=backend.dtype(dtype)) for s in (0, 1))
+            return 2.0 * n**3 / _median(timer, lambda: backend.xp.matmul(A, B), self.plan) / 1e9
+
+        return self._get(library, "gemm", (n, n), dtype, run)
+
+    def copy(self, library, shape, dtype):
+        """GB/s of copying an array of ``shape`` into a preallocated one (2 x its bytes)."""
+
+        def run(backend, timer):
+            src = backend.asarray(np.ones(shape), dtype=backend.dtype(dtype))
+            dst = backend.copy(src)
+
+            def step():
+                dst[...] = src
+
+            nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+            return 2.0 * nbytes / _median(timer, step, self.plan) / 1e9
+
+        return self._get(library, "copy", tuple(shape), dtype, run)
+
+    def _get(self, library, kind, shape, dtype, run):
+        key = (library.name, kind, shape, dtype)
+        if key not in self.measured:
+            self.measured[key] = run(library.backend, library.timer)
+        return self.measured[key]
+
+    def rows(self):
+        """[(library, 'gemm' or 'copy', shape, dtype, rate)] in the order measured."""
+        return [(*key, rate) for key, rate in self.measured.items()]
+
+
+class Library:
+    """The array library a ceiling is measured with: a fastnn backend and its timer."""
+
+    def __init__(self, name, backend, timer):
+        self.name, self.backend, self.timer = name, backend, timer
+
+
+def _median(timer, step, plan):
+    return measure({"ceiling": (timer, step)}, plan)["ceiling"].median

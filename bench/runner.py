@@ -1,0 +1,276 @@
+"""The report runner behind ``python -m bench``: every workload on every target in one
+process, targets alternating round by round, compared with NumPy, this machine's
+ceilings and (when installed) PyTorch eager.
+
+A target is a fastnn backend (by name, or a Backend instance) or a PyTorch peer.
+"""
+
+import dataclasses
+import functools
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench import environment, startup, workloads
+from bench.ceilings import Ceilings, Library
+from bench.reference import relative_error
+from bench.timing import Plan, backend_timer, measure, torch_timer
+from fastnn import backends
+from fastnn.backends.base import Backend
+
+REFERENCE = "numpy"
+FULL = Plan()
+QUICK = Plan(rounds=3, min_rounds=3, sample_seconds=0.002, budget_seconds=1.0, warmup_calls=1,
+             settle_seconds=0.0)
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    backends: list = None  # names or Backend instances; None: every backend that runs here
+    torch: bool = True  # add the PyTorch eager peers when torch imports
+    threads: int = None  # set every thread pool (BLAS, OpenMP, PyTorch, Numba) to this
+    groups: list = None
+    pattern: str = None
+    dtypes: list = None
+    rounds: int = None
+    settle: float = None  # seconds idle before each sample; None: the plan's
+    max_spread: float = 0.15  # rows whose IQR/median is above this are flagged "noisy"
+    startup: bool = True
+    command: str = "python -m bench"
+
+
+@dataclass
+class Target:
+    label: str
+    build: Callable  # (workload, inputs) -> Case
+    timer: Callable
+    library: Library  # whose ceilings this target is compared with
+    backend_name: str = None  # for start-up runs; None for instances and peers
+
+
+@dataclass
+class Row:
+    workload: str
+    group: str
+    dtype: str
+    target: str
+    median_s: float = None
+    spread: float = None
+    first_call_s: float = None
+    compile_s: float = None
+    speedup: float = None  # NumPy's median / this median
+    rate: float = None  # work per second, in ``unit`` per second
+    unit: str = None
+    ceiling_kind: str = None  # "GEMM" or "copy"
+    ceiling_rate: float = None
+    ceiling_pct: float = None
+    baseline: str = None
+    baseline_ratio: float = None  # this median / the baseline workload's median
+    max_error: float = None  # relative to the NumPy backend's result
+    flags: list = field(default_factory=list)
+    problem: str = None  # why the row is flagged WRONG, DIFF or ERROR
+
+
+def resolve_backends(chosen):
+    """[(backend, its name or None for an instance)] to run, NumPy (the reference)
+    first. ``chosen`` lists names and/or Backend instances; None means every backend
+    that can run here."""
+    if chosen is None:
+        chosen = [name for name, reason in backends.availability().items() if reason is None]
+    resolved = [(backends.load(REFERENCE), REFERENCE)]
+    for item in chosen:
+        if isinstance(item, Backend):
+            resolved.append((item, None))
+        elif backends.canonical_name(item) != REFERENCE:
+            resolved.append((backends.load(item), backends.canonical_name(item)))
+    return resolved
+
+
+def make_targets(config, torch=None):
+    """A target per backend (labels made unique: 'numpy', 'numpy#2', ...), then the
+    PyTorch peers: CPU, and CUDA when a CuPy backend runs and torch sees a GPU."""
+    targets, libraries, labels = [], {}, set()
+    for backend, name in resolve_backends(config.backends):
+        label, n = backend.name, 2
+        while label in labels:
+            label, n = f"{backend.name}#{n}", n + 1
+        labels.add(label)
+        timer = backend_timer(backend)
+        library = libraries.setdefault(backend.xp.__name__,
+                                       Library(backend.xp.__name__, backend, timer))
+        targets.append(Target(label, functools.partial(_fastnn_case, backend), timer, library,
+                              name))
+    if torch is not None:
+        devices = [("cpu", libraries["numpy"])]
+        if "cupy" in libraries and torch.cuda.is_available():
+            devices.append(("cuda", libraries["cupy"]))
+        for device, library in devices:
+            targets.append(Target(f"torch-{device}", functools.partial(_torch_case, torch, device),
+                                  torch_timer(torch, device), library))
+    return targets
+
+
+def _fastnn_case(backend, workload, data):
+    return workload.fastnn(backend, data)
+
+
+def _torch_case(torch, device, workload, data):
+    return workload.torch(torch, device, data)
+
+
+def import_torch(config):
+    if not config.torch or importlib.util.find_spec("torch") is None:
+        return None
+    import torch
+
+    return torch
+
+
+def limit_threads(n, torch=None):
+    """Every thread pool loaded so far to ``n`` threads: BLAS and OpenMP through
+    threadpoolctl, and PyTorch's and Numba's own settings."""
+    if importlib.util.find_spec("threadpoolctl") is None:
+        raise RuntimeError("setting the thread count needs threadpoolctl; "
+                           "pip install 'fastnn[bench]'")
+    import threadpoolctl
+
+    threadpoolctl.threadpool_limits(n)  # stays in force: never restored during the run
+    if torch is not None:
+        torch.set_num_threads(n)
+    if "numba" in sys.modules:
+        sys.modules["numba"].set_num_threads(n)
+
+
+def plan_for(config):
+    plan = QUICK if config.quick else FULL
+    if config.rounds:
+        plan = dataclasses.replace(plan, rounds=config.rounds,
+                                   min_rounds=min(plan.min_rounds, config.rounds))
+    if config.settle is not None:
+        plan = dataclasses.replace(plan, settle_seconds=config.settle)
+    return plan
+
+
+def run(config, log=print):
+    """Run the selected workloads on every target; returns the report as plain data."""
+    load_at_start = environment.load_average()
+    torch = import_torch(config)
+    targets = make_targets(config, torch)
+    if config.threads:
+        limit_threads(config.threads, torch)
+    plan = plan_for(config)
+    ceilings = Ceilings(plan, gemm_size=512 if config.quick else 2048)
+    chosen = workloads.select(workloads.catalog(config.quick), config.groups, config.pattern,
+                              config.dtypes)
+    if not chosen:
+        raise ValueError("no workload matches the chosen groups, filter and dtypes")
+    log(f"{len(chosen)} workloads x {len(targets)} targets "
+        f"({', '.join(t.label for t in targets)})")
+    rows = []
+    for i, workload in enumerate(chosen, 1):
+        log(f"[{i}/{len(chosen)}] {workload.id}")
+        rows += run_workload(workload, targets, plan, ceilings, config.max_spread)
+    add_baselines(rows, chosen)
+    starts = []
+    if config.startup:
+        for target in targets:
+            if target.backend_name:
+                log(f"start-up: {target.backend_name}")
+                starts.append({"backend": target.backend_name,
+                               **startup.measure_startup(target.backend_name,
+                                                         1 if config.quick else 3)})
+    return {
+        "command": config.command,
+        "quick": config.quick,
+        "plan": dataclasses.asdict(plan),
+        "max_spread": config.max_spread,
+        "environment": {**environment.describe(torch), "load_average_start": load_at_start},
+        "targets": [t.label for t in targets],
+        "ceilings": [dict(zip(("library", "kind", "shape", "dtype", "rate"), c))
+                     for c in ceilings.rows()],
+        "rows": [dataclasses.asdict(r) for r in rows],
+        "startup": starts,
+    }
+
+
+def run_workload(workload, targets, plan, ceilings, max_spread):
+    """One row per target. Each target's first call is timed alone and its result
+    checked and compared with NumPy's; then all targets are measured together. A target
+    that fails is reported in its row (ERROR), never silently dropped."""
+    data = workload.inputs()
+    rows, steps, outputs = {}, {}, {}
+    for target in targets:
+        row = rows[target.label] = Row(workload.name, workload.group, workload.dtype,
+                                       target.label)
+        try:
+            case = target.build(workload, data)
+            plan.settle()
+            row.first_call_s = target.timer(case.step, 1)
+            outputs[target.label] = case.result()
+        except Exception as error:  # one failing target stops no other
+            _flag(row, "ERROR", f"{type(error).__name__}: {error}")
+            continue
+        steps[target.label] = (target.timer, case.step)
+        _check(workload, row, outputs[target.label], data, outputs.get(REFERENCE))
+    for label, timing in measure(steps, plan).items():
+        row = rows[label]
+        timing.first_call = row.first_call_s
+        row.median_s, row.spread, row.compile_s = timing.median, timing.spread, timing.compile_time
+        if row.spread > max_spread:
+            _flag(row, "noisy")
+    reference_row = rows[REFERENCE]
+    for target in targets:
+        row = rows[target.label]
+        if row.median_s is not None:
+            _rates(workload, row, target.library, ceilings)
+            if reference_row.median_s is not None:
+                row.speedup = reference_row.median_s / row.median_s
+    return list(rows.values())
+
+
+def _check(workload, row, result, data, reference_result):
+    try:
+        workload.check(result, data)
+    except AssertionError as error:
+        _flag(row, "WRONG", str(error))
+    if reference_result is not None:
+        row.max_error = relative_error(result, reference_result)
+        if row.max_error > workload.tolerance:
+            _flag(row, "DIFF", f"differs from NumPy by {row.max_error:.1e} "
+                               f"(tolerance {workload.tolerance:.0e})")
+
+
+def _rates(workload, row, library, ceilings):
+    """Work per second and, for FLOPs and bytes, the share of this machine's ceiling."""
+    row.rate = workload.work / row.median_s
+    if workload.unit == "FLOP":
+        row.unit, row.ceiling_kind = "GFLOP/s", "GEMM"
+        row.ceiling_rate = ceilings.gemm(library, workload.dtype)
+    elif workload.unit == "B":
+        row.unit, row.ceiling_kind = "GB/s", "copy"
+        row.ceiling_rate = ceilings.copy(library, workload.copy_shape, workload.dtype)
+    else:
+        row.unit = f"{workload.unit}/s"
+        return
+    row.rate /= 1e9
+    row.ceiling_pct = 100.0 * row.rate / row.ceiling_rate
+
+
+def add_baselines(rows, catalog):
+    """Set ``baseline_ratio`` (median over the baseline workload's median, same target
+    and dtype) on rows whose workload names a baseline, e.g. MLP step / its 8 GEMMs."""
+    baselines = {w.name: w.baseline for w in catalog if w.baseline}
+    medians = {(r.workload, r.dtype, r.target): r.median_s for r in rows}
+    for row in rows:
+        base = baselines.get(row.workload)
+        base_median = medians.get((base, row.dtype, row.target))
+        if base and row.median_s is not None and base_median:
+            row.baseline, row.baseline_ratio = base, row.median_s / base_median
+
+
+def _flag(row, flag, problem=None):
+    row.flags.append(flag)
+    if problem:
+        row.problem = problem if row.problem is None else f"{row.problem}; {problem}"

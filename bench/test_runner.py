@@ -1,0 +1,196 @@
+"""The report runner: alternation, the derived columns, the flags, and its outputs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import report, runner, timing, workloads
+from bench.case import pure_case
+from bench.conftest import strict_backend
+from bench.timing import Plan
+from fastnn.backends.numpy_backend import NumpyBackend
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ScriptedTimer:
+    """A timer that runs the step and reports scripted seconds per call, logging the
+    order in which targets were sampled."""
+
+    def __init__(self, label, per_call, log):
+        self.label, self.per_call, self.log = label, list(per_call), log
+
+    def __call__(self, step, n):
+        for _ in range(n):
+            step()
+        self.log.append(self.label)
+        return n * (self.per_call.pop(0) if len(self.per_call) > 1 else self.per_call[0])
+
+
+def test_rounds_alternate_targets_in_rotating_order_after_settling(monkeypatch):
+    log = []
+    monkeypatch.setattr(timing.time, "sleep", lambda seconds: log.append(seconds))
+    targets = {k: (ScriptedTimer(k, [1.0], log), lambda: None) for k in "abc"}
+    plan = Plan(rounds=4, min_rounds=1, sample_seconds=0.0, budget_seconds=1e9, warmup_calls=1,
+                settle_seconds=0.25)
+    timings = timing.measure(targets, plan)
+    assert log[0::2] == [0.25] * 15  # an idle pause before every warm-up and sample
+    log = log[1::2]
+    assert log[:3] == ["a", "b", "c"]  # warm-up, one call each
+    assert log[3:] == list("abc" "bca" "cab" "abc")
+    assert all(len(t.samples) == 4 and t.median == 1.0 and t.spread == 0.0
+               for t in timings.values())
+
+
+def test_budget_cuts_rounds_but_keeps_the_minimum():
+    log = []
+    targets = {"slow": (ScriptedTimer("slow", [2.0], log), lambda: None)}
+    plan = Plan(rounds=50, min_rounds=3, sample_seconds=0.0, budget_seconds=1.0, warmup_calls=1,
+                settle_seconds=0.0)
+    assert len(timing.measure(targets, plan)["slow"].samples) == 3
+
+
+def test_spread_is_the_interquartile_range_over_the_median():
+    t = timing.Timing(samples=[1.0, 2.0, 3.0, 4.0, 5.0])
+    assert t.median == 3.0 and t.spread == pytest.approx((4.0 - 2.0) / 3.0)
+    t.first_call = 10.0
+    assert t.compile_time == 7.0
+
+
+def _toy_workload(check):
+    """y = 2x, on host data; check() is the test's."""
+    return workloads.Workload(
+        name="double", group="elementwise", dtype="float64",
+        inputs=lambda: {"x": np.arange(4.0)}, fastnn=None, torch=None, check=check,
+        work=64.0, unit="B", copy_shape=(4,), tolerance=1e-12)
+
+
+def _target(label, result, per_call, log):
+    def build(workload, data):
+        if result is None:
+            raise RuntimeError("this target cannot run it")
+        return pure_case(lambda: result, np.asarray)
+
+    return runner.Target(label, build, ScriptedTimer(label, per_call, log), library=None)
+
+
+class FixedCeilings:
+    def copy(self, library, shape, dtype):
+        return 2.0  # GB/s
+
+
+def test_rows_derive_speedup_rate_ceiling_and_flags():
+    def check(outputs, data):
+        assert np.array_equal(outputs[0], 2 * data["x"]), "not doubled"
+
+    log, right, wrong = [], 2 * np.arange(4.0), 3 * np.arange(4.0)
+    plan = Plan(rounds=8, min_rounds=8, sample_seconds=0.0, budget_seconds=1e9, warmup_calls=1,
+                settle_seconds=0.0)
+    noisy_times = [1.0, 1.0] + [1.0, 3.0] * 10
+    targets = [_target("numpy", right, [4.0], log), _target("fast", right, [2.0], log),
+               _target("noisy", right, noisy_times, log), _target("bad", wrong, [1.0], log),
+               _target("broken", None, [1.0], log)]
+    rows = {r.target: r for r in runner.run_workload(_toy_workload(check), targets, plan,
+                                                     FixedCeilings(), max_spread=0.15)}
+    fast = rows["fast"]
+    assert fast.median_s == 2.0 and fast.speedup == 2.0 and fast.max_error == 0.0
+    assert fast.rate == pytest.approx(64.0 / 2.0 / 1e9) and fast.unit == "GB/s"
+    assert fast.ceiling_pct == pytest.approx(100 * fast.rate / 2.0)
+    assert fast.flags == [] and rows["numpy"].speedup == 1.0
+    assert rows["noisy"].flags == ["noisy"] and rows["noisy"].spread > 0.15
+    assert rows["bad"].flags == ["WRONG", "DIFF"] and "not doubled" in rows["bad"].problem
+    assert rows["bad"].max_error == pytest.approx(0.5)  # |3x - 2x| / max|2x|
+    assert rows["broken"].flags == ["ERROR"] and rows["broken"].median_s is None
+    assert "cannot run it" in rows["broken"].problem
+
+
+def test_mlp_step_rows_are_compared_with_their_gemms():
+    rows = [runner.Row("mlp 8 GEMMs B=128", "mlp", "float32", "numpy", median_s=2.0),
+            runner.Row("mlp step B=128", "mlp", "float32", "numpy", median_s=3.0)]
+    runner.add_baselines(rows, workloads.catalog())
+    assert rows[1].baseline == "mlp 8 GEMMs B=128" and rows[1].baseline_ratio == 1.5
+    assert rows[0].baseline_ratio is None
+
+
+def test_mlp_flops_count_the_eight_gemms():
+    # forward 3 + dW 3 + dX for layers 2 and 3, each 2*B*n_in*n_out
+    b = 128
+    expected = 2 * b * (784 * 256 * 2 + 256 * 256 * 3 + 256 * 10 * 3)
+    assert workloads.mlp_flops(b) == expected
+
+
+def test_quick_run_on_three_backends_writes_consistent_outputs(tmp_path):
+    config = runner.Config(quick=True, backends=["numpy", NumpyBackend(), strict_backend()],
+                           torch=False, groups=["elementwise", "mlp"], pattern="relu",
+                           dtypes=["float32"])
+    result = runner.run(config, log=lambda line: None)
+    assert result["targets"] == ["numpy", "numpy#2", "strict"]
+    chosen = workloads.select(workloads.catalog(True), ["elementwise", "mlp"], "relu",
+                              ["float32"])
+    rows = result["rows"]
+    assert [(r["workload"], r["target"]) for r in rows] == [
+        (w.name, t) for w in chosen for t in result["targets"]]
+    for r in rows:
+        assert r["flags"] in ([], ["noisy"]) and r["problem"] is None
+        assert r["median_s"] > 0 and r["first_call_s"] > 0 and r["compile_s"] >= 0
+        assert r["ceiling_pct"] == pytest.approx(100 * r["rate"] / r["ceiling_rate"])
+        assert r["max_error"] == 0.0 if r["target"] != "strict" else r["max_error"] < 1e-6
+        if r["target"] == "numpy":
+            assert r["speedup"] == 1.0
+    copies = {(tuple(c["shape"]), c["library"]) for c in result["ceilings"]
+              if c["kind"] == "copy"}
+    assert copies == {((64, 256), "numpy"), ((256, 1024), "numpy"),
+                      ((64, 256), "array_api_strict"), ((256, 1024), "array_api_strict")}
+    assert [s["backend"] for s in result["startup"]] == ["numpy"]  # instances are in-process
+    assert result["startup"][0]["cold"] > 0 and result["startup"][0]["cached"] > 0
+    assert result["environment"]["thread_pools"] and result["environment"]["cpu"]
+
+    written = report.write(result, tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(result))
+    md = (tmp_path / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ") and "float32" in line]
+    assert len(table) == len(rows)
+    assert "| workload | dtype | target | median | vs NumPy |" in md
+    assert len(report.text(result).splitlines()) > len(rows)
+    assert {p.name for p in written} >= {"report.json", "report.md"}
+
+
+def test_readme_table_is_replaced_between_the_markers(tmp_path):
+    result = {"command": "x", "quick": True, "plan": vars(Plan()), "max_spread": 0.15,
+              "environment": {"date": "d", "cpu": "c", "cpus_usable": 2,
+                              "load_average": [1.0, 1.0, 1.0], "python": "3", "numpy": "2",
+                              "fastnn": "0", "git_commit": None, "thread_pools": [],
+                              "environment": {}},
+              "targets": ["numpy"], "ceilings": [], "rows": [], "startup": []}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\nbefore\n{report.README_START}\nold\n{report.README_END}\nafter\n")
+    report.update_readme(readme, result)
+    text = readme.read_text()
+    assert "old" not in text and "before" in text and text.endswith("after\n")
+    assert "| workload | dtype |" in text
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="bench-table:start"):
+        report.update_readme(readme, result)
+
+
+def test_unknown_group_is_refused_with_the_valid_ones():
+    with pytest.raises(ValueError, match="elementwise, dense"):
+        workloads.select(workloads.catalog(True), groups=["elementwize"])
+
+
+def test_the_command_line_runs_and_writes_its_files(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--no-startup", "--no-torch",
+         "--groups", "optimizer", "--filter", "sgd", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "sgd update" in run.stdout and "vs NumPy" in run.stdout
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert [r["workload"] for r in saved["rows"]] == ["sgd update 0.07M params"]
+    bad = subprocess.run([sys.executable, "-m", "bench", "--backends", "tensorflow"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "not a fastnn backend" in bad.stderr

@@ -1,0 +1,32 @@
+"""The pytest-benchmark suite: every workload on every target.
+
+``pytest bench --benchmark-enable`` times them (full sizes; results grouped per
+workload so targets sit side by side); the default run (--benchmark-disable) executes
+each once at its quick size. Either way the result is checked against float64
+formulas (or the loss going down, or the accuracy reached) and, off NumPy, against
+the NumPy backend's result.
+"""
+
+from bench.conftest import builder
+from bench.reference import relative_error
+from fastnn import backends
+
+
+def test_workload(benchmark, workload, target):
+    build = builder(target)
+    data = workload.inputs()
+    case = build(workload, data)
+    benchmark.group = workload.id
+    benchmark(case.step)
+    if benchmark.enabled:  # the timing calls moved any state on: check a fresh case
+        case = build(workload, data)
+        case.step()
+    result = case.result()
+    workload.check(result, data)
+    if target != "numpy":
+        reference = workload.fastnn(backends.load("numpy"), data)
+        reference.step()
+        error = relative_error(result, reference.result())
+        assert error <= workload.tolerance, (
+            f"{target} differs from the NumPy backend by {error:.1e} "
+            f"(tolerance {workload.tolerance:.0e})")
