@@ -23,6 +23,12 @@ def dense_forward(xp, X, W, b, activation, keep_z=True):
     return Z, activation.forward(xp, Z)
 
 
+def activation_forward(xp, Z, activation):
+    """A = f(Z) on its own (the elementwise part of dense_forward, for benchmarks and
+    layers that apply an activation without a product)."""
+    return activation.forward(xp, Z)
+
+
 def activation_backward(xp, dA, Z, A, activation):
     """dZ = dA * f'(Z) and the bias gradient db = sum(dZ) over the batch."""
     dZ = activation.backward(xp, dA, Z, A)
@@ -117,6 +123,7 @@ GENERIC = {
     f.__name__: f
     for f in (
         dense_forward,
+        activation_forward,
         activation_backward,
         dense_backward,
         sigmoid_bce,

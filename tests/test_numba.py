@@ -163,6 +163,15 @@ def _dz_scale(dA, Z, A, act):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ELEMENTWISE + ["softmax", "step"])
+def test_activation_forward_matches_numpy(name, dtype, path):
+    Z = _data(dtype, m=300, n_out=40)[3] * 4
+    act = activations.get(name)
+    A, A_ref = NUMBA.ops.activation_forward(Z, act), NUMPY.ops.activation_forward(Z, act)
+    _close(A, A_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ELEMENTWISE + ["softmax"])
 def test_layer_backward_matches_numpy(name, dtype, path):
     X, W, b, dA = _data(dtype)

@@ -69,6 +69,20 @@ def dense_forward(X, W, b, activation, keep_z=True):
     return (Z if keep_z else A), A
 
 
+def activation_forward(Z, activation):
+    spec = _kernel_kind(activation, Z)
+    if spec is None or Z.ndim != 2:
+        return generic.activation_forward(np, Z, activation)
+    kind, alpha = spec
+    A = np.empty_like(Z)
+    zero_bias = np.zeros(Z.shape[1], Z.dtype)
+    if Z.size >= PARALLEL_MIN:
+        dense.bias_activation_parallel(kind, Z, zero_bias, A, alpha, False, _threads())
+    else:
+        dense.bias_activation(kind, Z, zero_bias, A, alpha, False)
+    return A
+
+
 def activation_backward(dA, Z, A, activation):
     spec = _kernel_kind(activation, dA, Z, A)
     if spec is None or spec[0] == STEP:
@@ -170,8 +184,8 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay):
 
 OVERRIDES = {
     name: globals()[name]
-    for name in ("dense_forward", "activation_backward", "dense_backward", "layer_backward",
-                 "sigmoid_bce", "softmax_xent", "sgd_update", "momentum_update",
+    for name in ("dense_forward", "activation_forward", "activation_backward",
+                 "dense_backward", "layer_backward", "sigmoid_bce", "softmax_xent", "sgd_update", "momentum_update",
                  "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update")
 }
 
