@@ -184,9 +184,11 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay):
 
 OVERRIDES = {
     name: globals()[name]
-    for name in ("dense_forward", "activation_forward", "activation_backward",
-                 "dense_backward", "layer_backward", "sigmoid_bce", "softmax_xent", "sgd_update", "momentum_update",
-                 "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update")
+    for name in (
+        "dense_forward", "activation_forward", "activation_backward", "dense_backward",
+        "layer_backward", "sigmoid_bce", "softmax_xent", "sgd_update", "momentum_update",
+        "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update",
+    )
 }
 
 
