@@ -36,8 +36,9 @@ def _tiled(b, rows):
 
 
 @kernel
-def _activate_rows(kind, Z, b, A, alpha, lo, hi, keep_z):
-    """Z[i] += b and A[i] = f(Z[i]) for rows lo..hi-1 (softmax: max, exp, sum, scale).
+def _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
+    """A = f(Z + b) for rows lo..hi-1, and Z_out = Z + b when ``keep_z`` (Z_out may be Z
+    itself; Z is only read, so it may be a read-only array). Softmax: max, exp, sum.
 
     Elementwise kinds run one flat loop per block of rows, adding the bias from a tiled
     copy: no loop per row, so it vectorizes as well for n = 1 as for n = 1024.
@@ -47,12 +48,13 @@ def _activate_rows(kind, Z, b, A, alpha, lo, hi, keep_z):
         for i in range(lo, hi):
             top = Z[i, 0] + b[0]
             for j in range(n):
-                v = Z[i, j] + b[j]
-                Z[i, j] = v
-                top = max(top, v)
+                top = max(top, Z[i, j] + b[j])
             total = typed(top, 0.0)
             for j in range(n):
-                e = vexp(Z[i, j] - top)
+                v = Z[i, j] + b[j]
+                if keep_z:
+                    Z_out[i, j] = v
+                e = vexp(v - top)
                 A[i, j] = e
                 total += e
             scale = typed(top, 1.0) / total
@@ -61,13 +63,14 @@ def _activate_rows(kind, Z, b, A, alpha, lo, hi, keep_z):
         return
     if hi <= lo or n == 0:
         return
-    flat_z, flat_a = Z.reshape(-1), A.reshape(-1)
+    flat_z, flat_out, flat_a = Z.reshape(-1), Z_out.reshape(-1), A.reshape(-1)
     rows = min(max(1, BLOCK // n), hi - lo)
     tile = _tiled(b, rows)
     for start in range(lo, hi, rows):
         base, count = start * n, (min(start + rows, hi) - start) * n
         stop = base + count
-        forward_block(kind, flat_z[base:stop], tile[:count], flat_a[base:stop], alpha, keep_z)
+        forward_block(kind, flat_z[base:stop], tile[:count], flat_out[base:stop],
+                      flat_a[base:stop], alpha, keep_z)
 
 
 @kernel
@@ -108,15 +111,16 @@ def _grad_rows(kind, dA, Z, A, dZ, db, alpha, lo, hi):
 
 
 @kernel
-def bias_activation(kind, Z, b, A, alpha, keep_z):
-    _activate_rows(kind, Z, b, A, alpha, 0, Z.shape[0], keep_z)
+def bias_activation(kind, Z, b, Z_out, A, alpha, keep_z):
+    _activate_rows(kind, Z, b, Z_out, A, alpha, 0, Z.shape[0], keep_z)
 
 
 @kernel(parallel=True)
-def bias_activation_parallel(kind, Z, b, A, alpha, keep_z, chunks):
+def bias_activation_parallel(kind, Z, b, Z_out, A, alpha, keep_z, chunks):
     m = Z.shape[0]
     for c in prange(chunks):
-        _activate_rows(kind, Z, b, A, alpha, c * m // chunks, (c + 1) * m // chunks, keep_z)
+        lo, hi = c * m // chunks, (c + 1) * m // chunks
+        _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z)
 
 
 @kernel
@@ -150,7 +154,7 @@ def small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z):
             w = W[k, j]
             for i in range(m):
                 Z[i, j] += X[i, k] * w
-    _activate_rows(kind, Z, b, A, alpha, 0, m, keep_z)
+    _activate_rows(kind, Z, b, Z, A, alpha, 0, m, keep_z)
 
 
 @kernel

@@ -63,9 +63,9 @@ def dense_forward(X, W, b, activation, keep_z=True):
     if small:
         dense.small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z)
     elif Z.size >= PARALLEL_MIN:
-        dense.bias_activation_parallel(kind, Z, b, A, alpha, keep_z, _threads())
+        dense.bias_activation_parallel(kind, Z, b, Z, A, alpha, keep_z, _threads())
     else:
-        dense.bias_activation(kind, Z, b, A, alpha, keep_z)
+        dense.bias_activation(kind, Z, b, Z, A, alpha, keep_z)
     return (Z if keep_z else A), A
 
 
@@ -76,10 +76,10 @@ def activation_forward(Z, activation):
     kind, alpha = spec
     A = np.empty_like(Z)
     zero_bias = np.zeros(Z.shape[1], Z.dtype)
-    if Z.size >= PARALLEL_MIN:
-        dense.bias_activation_parallel(kind, Z, zero_bias, A, alpha, False, _threads())
+    if Z.size >= PARALLEL_MIN:  # A stands in for the Z output, which is not written
+        dense.bias_activation_parallel(kind, Z, zero_bias, A, A, alpha, False, _threads())
     else:
-        dense.bias_activation(kind, Z, zero_bias, A, alpha, False)
+        dense.bias_activation(kind, Z, zero_bias, A, A, alpha, False)
     return A
 
 
@@ -202,8 +202,8 @@ def warmup(dtypes):
         X, W, b = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.ones(2, dtype)
         Z, A, dZ = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.empty((2, 2), dtype)
         dense.small_dense_forward(0, X, W, b, Z, A, one, True)
-        dense.bias_activation(0, Z, b, A, one, True)
-        dense.bias_activation_parallel(0, Z, b, A, one, True, 1)
+        dense.bias_activation(0, Z, b, Z, A, one, True)
+        dense.bias_activation_parallel(0, Z, b, Z, A, one, True, 1)
         dense.activation_grad(0, A, Z, A, dZ, b.copy(), one)
         dense.activation_grad_parallel(0, A, Z, A, dZ, b.copy(), one, np.empty((1, 2), dtype))
         dense.small_dense_backward(X, W, dZ, W.copy(), X.copy(), True)
