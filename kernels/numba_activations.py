@@ -76,9 +76,8 @@ def step(z, alpha):
 
 
 @kernel
-def forward_block(kind, z, bias, z_out, a, alpha, keep_z):
-    """a = f(z + bias) over equal-length 1-D arrays; with ``keep_z`` the biased z goes
-    to z_out too (the output layer's loss reads it; z_out may be z). z is only read.
+def forward_block(kind, z, bias, a, alpha):
+    """a = f(z + bias) over equal-length 1-D arrays; z is only read.
 
     Indices are plain loop counters: a computed index (base + k) gets Numba's
     negative-index check, which stops LLVM from vectorizing the loop."""
@@ -86,45 +85,30 @@ def forward_block(kind, z, bias, z_out, a, alpha, keep_z):
     if kind == RELU:
         for k in range(count):
             v = z[k] + bias[k]
-            if keep_z:
-                z_out[k] = v
             a[k] = relu(v, alpha)
     elif kind == LEAKY_RELU:
         for k in range(count):
             v = z[k] + bias[k]
-            if keep_z:
-                z_out[k] = v
             a[k] = leaky_relu(v, alpha)
     elif kind == SIGMOID:
         for k in range(count):
             v = z[k] + bias[k]
-            if keep_z:
-                z_out[k] = v
             a[k] = vsigmoid(v)
     elif kind == TANH:
         for k in range(count):
             v = z[k] + bias[k]
-            if keep_z:
-                z_out[k] = v
             a[k] = vtanh(v)
     elif kind == SOFTPLUS:
         for k in range(count):
             v = z[k] + bias[k]
-            if keep_z:
-                z_out[k] = v
             a[k] = softplus(v, alpha)
     elif kind == STEP:
         for k in range(count):
             v = z[k] + bias[k]
-            if keep_z:
-                z_out[k] = v
             a[k] = step(v, alpha)
     else:  # identity
         for k in range(count):
-            v = z[k] + bias[k]
-            if keep_z:
-                z_out[k] = v
-            a[k] = v
+            a[k] = z[k] + bias[k]
 
 
 @kernel

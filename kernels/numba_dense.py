@@ -66,11 +66,16 @@ def _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
     flat_z, flat_out, flat_a = Z.reshape(-1), Z_out.reshape(-1), A.reshape(-1)
     rows = min(max(1, BLOCK // n), hi - lo)
     tile = _tiled(b, rows)
+    zeros = np.zeros(tile.shape[0], tile.dtype)
     for start in range(lo, hi, rows):
         base, count = start * n, (min(start + rows, hi) - start) * n
-        stop = base + count
-        forward_block(kind, flat_z[base:stop], tile[:count], flat_out[base:stop],
-                      flat_a[base:stop], alpha, keep_z)
+        z, out = flat_z[base:base + count], flat_out[base:base + count]
+        if keep_z:  # store z + b (in L1 for the next loop), then f of it
+            for k in range(count):
+                out[k] = z[k] + tile[k]
+            forward_block(kind, out, zeros[:count], flat_a[base:base + count], alpha)
+        else:
+            forward_block(kind, z, tile[:count], flat_a[base:base + count], alpha)
 
 
 @kernel
