@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import report, runner, timing, workloads
+from bench import environment, report, runner, timing, workloads
 from bench.case import pure_case
 from bench.conftest import strict_backend
 from bench.timing import Plan
@@ -161,6 +161,7 @@ def test_quick_run_on_three_backends_writes_consistent_outputs(tmp_path):
 
 def test_readme_table_is_replaced_between_the_markers(tmp_path):
     result = {"command": "x", "quick": True, "plan": vars(Plan()), "max_spread": 0.15,
+              "max_other_load": 0.25,
               "environment": {"date": "d", "cpu": "c", "cpus_usable": 2,
                               "load_average": [1.0, 1.0, 1.0], "python": "3", "numpy": "2",
                               "fastnn": "0", "git_commit": None, "thread_pools": [],
@@ -175,6 +176,14 @@ def test_readme_table_is_replaced_between_the_markers(tmp_path):
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="bench-table:start"):
         report.update_readme(readme, result)
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux's /proc/stat")
+def test_other_load_counts_other_processes_cpu_time():
+    burn = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass"
+    with environment.OtherLoad() as other:
+        subprocess.run([sys.executable, "-c", burn], check=True, timeout=120)
+    assert other.cores is not None and other.cores >= 0.3  # the child burnt ~0.6 s of CPU
 
 
 def test_unknown_group_is_refused_with_the_valid_ones():
