@@ -42,6 +42,12 @@ def parse(argv=None):
                              "thread pools park (default 0.15; --quick 0)")
     parser.add_argument("--max-spread", type=float, default=0.15,
                         help="flag rows whose IQR/median exceeds this (default 0.15)")
+    parser.add_argument("--max-other-load", type=float, default=0.25,
+                        help="flag rows measured while other processes used more cores than "
+                             "this (default 0.25)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="measure a workload flagged busy again, up to this many times, "
+                             "keeping the quietest attempt (default 2; --quick 0)")
     parser.add_argument("--no-startup", dest="startup", action="store_false",
                         help="skip the cold/cached start-up runs")
     parser.add_argument("--out", default="bench-results",
@@ -49,9 +55,9 @@ def parse(argv=None):
     parser.add_argument("--readme", default=None,
                         help="also replace the measured table in this README file")
     args = parser.parse_args(argv)
-    for option in ("rounds", "threads"):
-        if getattr(args, option) is not None and getattr(args, option) < 1:
-            parser.error(f"--{option} must be at least 1")
+    for option, least in (("rounds", 1), ("threads", 1), ("retries", 0), ("settle", 0)):
+        if getattr(args, option) is not None and getattr(args, option) < least:
+            parser.error(f"--{option} must be at least {least}")
     return args
 
 
@@ -62,6 +68,7 @@ def main(argv=None):
         quick=args.quick, backends=args.backends, torch=args.torch,
         threads=args.threads, groups=args.groups, pattern=args.pattern,
         dtypes=args.dtypes, rounds=args.rounds, settle=args.settle, max_spread=args.max_spread,
+        max_other_load=args.max_other_load, retries=args.retries,
         startup=args.startup, command=shlex.join(["python", "-m", "bench", *argv]))
     try:
         result = runner.run(config, log=lambda line: print(line, file=sys.stderr, flush=True))

@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,33 @@ def _cupy(cupy):
     except Exception as error:  # a description only, never a reason to fail the run
         name = f"unavailable: {error}"
     return {"version": cupy.__version__, "device": name}
+
+
+class OtherLoad:
+    """CPU time that other processes used while a block ran, in cores (Linux only):
+    the machine's busy time from /proc/stat minus this process's own CPU time, over the
+    wall time. A row measured while other processes used a sizeable share of the cores
+    is not a fair measurement, however small its spread."""
+
+    def __enter__(self):
+        self.cores = None
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._sample()
+        if self._start is not None and end is not None:
+            (busy0, own0, wall0), (busy1, own1, wall1) = self._start, end
+            self.cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(wall1 - wall0, 1e-9)
+        return False
+
+    @staticmethod
+    def _sample():
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        ticks = [int(x) for x in fields]
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+        own = os.times()
+        return busy, own.user + own.system, time.monotonic()

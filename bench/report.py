@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 COLUMNS = ("workload", "dtype", "target", "median", "vs NumPy", "rate", "of ceiling",
-           "vs GEMMs", "spread", "max err", "compile", "flags")
+           "vs GEMMs", "spread", "others", "max err", "compile", "flags")
 README_START = "<!-- bench-table:start -->"
 README_END = "<!-- bench-table:end -->"
 
@@ -42,7 +42,8 @@ def cells(row):
             number(row["speedup"], ".2f") + ("x" if row["speedup"] is not None else ""),
             _rate(row), ceiling,
             number(row["baseline_ratio"], ".2f") + ("x" if row["baseline_ratio"] else ""),
-            "" if row["spread"] is None else f"{100 * row['spread']:.0f}%", error,
+            "" if row["spread"] is None else f"{100 * row['spread']:.0f}%",
+            number(row["other_load"], ".2f"), error,
             seconds(row["compile_s"]), " ".join(row["flags"]))
 
 
@@ -98,18 +99,19 @@ def summary(report):
     if "numba" in env and isinstance(env["numba"], dict):
         lines.append(f"Numba threads: {env['numba']['threads']}, threading layer "
                      f"{env['numba']['threading_layer']}")
-    if max((x or [0.0])[0] for x in load) > env["cpus_usable"]:
-        lines.append("WARNING: the machine was busier than its CPU count during this run "
-                     "(other processes); absolute times are inflated, compare ratios")
     if env["environment"]:
         lines.append("environment: " + ", ".join(f"{k}={v}" for k, v in env["environment"].items()))
     plan = report["plan"]
-    noisy = sum("noisy" in r["flags"] for r in report["rows"])
+    def count(flag):
+        return sum(flag in r["flags"] for r in report["rows"])
+
     lines.append(f"timing: median of up to {plan['rounds']} rounds per target (at least "
-                 f"{plan['min_rounds']}), each sample >= {plan['sample_seconds'] * 1e3:g} ms after "
-                 f"{plan['settle_seconds']:g} s idle, "
-                 f"targets alternating round by round; {noisy} of {len(report['rows'])} rows "
-                 f"'noisy' (IQR/median above {report['max_spread']:.0%}: do not trust them)")
+                 f"{plan['min_rounds']}), each sample >= {plan['sample_seconds'] * 1e3:g} ms "
+                 f"after {plan['settle_seconds']:g} s idle, targets alternating round by round")
+    lines.append(f"trust: {count('noisy')} of {len(report['rows'])} rows 'noisy' (IQR/median "
+                 f"above {report['max_spread']:.0%}), {count('busy')} 'busy' (other processes "
+                 f"used more than {report['max_other_load']:g} cores meanwhile: column "
+                 f"'others'); do not trust flagged rows")
     return lines
 
 

@@ -105,21 +105,24 @@ def measure(targets, plan):
     (timer, step). After a warm-up that also sets how many calls make one sample, each
     round takes one sample of every target, in an order that rotates from round to
     round, so slow drift of the machine hits all targets alike; ``plan.settle()`` runs
-    before each sample. Returns {label: Timing}."""
+    before each sample that follows another target's. Returns {label: Timing}."""
     labels = list(targets)
     calls, per_round = {}, 0.0
     for label in labels:
         timer, step = targets[label]
-        plan.settle()
+        plan.settle()  # after the caller's work, or the previous target's warm-up
         warm = max(timer(step, plan.warmup_calls) / plan.warmup_calls, 1e-9)
         calls[label] = max(1, round(plan.sample_seconds / warm))
-        per_round += calls[label] * warm + plan.settle_seconds
+        per_round += calls[label] * warm + (plan.settle_seconds if len(labels) > 1 else 0.0)
     rounds = max(plan.min_rounds, min(plan.rounds, int(plan.budget_seconds / per_round)))
     timings = {label: Timing() for label in labels}
+    previous = labels[-1]
     for r in range(rounds):
         shift = r % len(labels)
         for label in labels[shift:] + labels[:shift]:
             timer, step = targets[label]
-            plan.settle()
+            if label != previous:
+                plan.settle()
+            previous = label
             timings[label].samples.append(timer(step, calls[label]) / calls[label])
     return timings
