@@ -7,17 +7,21 @@ import math
 
 import numpy as np
 
+from bench.environment import OtherLoad
 from bench.timing import measure
 
 GEMM_SIZE = 2048
 
 
 class Ceilings:
-    """Measures each ceiling once per (library, shape, dtype), on first request."""
+    """Measures each ceiling once per (library, shape, dtype), on first request; again,
+    up to ``retries`` times, while other processes use more than ``max_other_load``
+    cores, keeping the highest rate (a ceiling is the most the machine gives)."""
 
-    def __init__(self, plan, gemm_size=GEMM_SIZE):
+    def __init__(self, plan, gemm_size=GEMM_SIZE, max_other_load=float("inf"), retries=0):
         self.plan, self.gemm_size = plan, gemm_size
-        self.measured = {}  # (library, kind, shape, dtype) -> GFLOP/s or GB/s
+        self.max_other_load, self.retries = max_other_load, retries
+        self.measured = {}  # (library, kind, shape, dtype) -> (GFLOP/s or GB/s, other load)
 
     def gemm(self, library, dtype):
         """GFLOP/s of an (n, n) @ (n, n) matmul with the library's ``xp.matmul``."""
@@ -48,12 +52,21 @@ class Ceilings:
     def _get(self, library, kind, shape, dtype, run):
         key = (library.name, kind, shape, dtype)
         if key not in self.measured:
-            self.measured[key] = run(library.backend, library.timer)
-        return self.measured[key]
+            best = (0.0, None)
+            for _ in range(self.retries + 1):
+                with OtherLoad() as other:
+                    rate = run(library.backend, library.timer)
+                best = max(best, (rate, other.cores), key=lambda x: x[0])
+                if other.cores is None or other.cores <= self.max_other_load:
+                    break
+            self.measured[key] = best
+        return self.measured[key][0]
 
     def rows(self):
-        """[(library, 'gemm' or 'copy', shape, dtype, rate)] in the order measured."""
-        return [(*key, rate) for key, rate in self.measured.items()]
+        """Each ceiling measured, in order, as a dict (JSON-ready)."""
+        return [{"library": library, "kind": kind, "shape": list(shape), "dtype": dtype,
+                 "rate": rate, "other_load": other}
+                for (library, kind, shape, dtype), (rate, other) in self.measured.items()]
 
 
 class Library:

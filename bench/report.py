@@ -116,8 +116,11 @@ def summary(report):
 
 
 def ceiling_lines(report):
+    def busy(c):
+        return " (busy)" if (c["other_load"] or 0.0) > report["max_other_load"] else ""
+
     return [f"{c['kind']} {'x'.join(map(str, c['shape']))} {c['dtype']} on {c['library']}: "
-            f"{c['rate']:.1f} {'GFLOP/s' if c['kind'] == 'gemm' else 'GB/s'}"
+            f"{c['rate']:.1f} {'GFLOP/s' if c['kind'] == 'gemm' else 'GB/s'}{busy(c)}"
             for c in report["ceilings"]]
 
 

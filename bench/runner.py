@@ -166,7 +166,8 @@ def run(config, log=print):
     if config.threads:
         limit_threads(config.threads, torch)
     plan = plan_for(config)
-    ceilings = Ceilings(plan, gemm_size=512 if config.quick else 2048)
+    retries = (0 if config.quick else 2) if config.retries is None else config.retries
+    ceilings = Ceilings(plan, 512 if config.quick else 2048, config.max_other_load, retries)
     chosen = workloads.select(workloads.catalog(config.quick), config.groups, config.pattern,
                               config.dtypes)
     if not chosen:
@@ -174,7 +175,6 @@ def run(config, log=print):
     log(f"{len(chosen)} workloads x {len(targets)} targets "
         f"({', '.join(t.label for t in targets)})")
     rows = []
-    retries = (0 if config.quick else 2) if config.retries is None else config.retries
     for i, workload in enumerate(chosen, 1):
         log(f"[{i}/{len(chosen)}] {workload.id}")
         rows += measure_quietest(workload, targets, plan, ceilings, config, retries, log)
@@ -195,8 +195,7 @@ def run(config, log=print):
         "max_other_load": config.max_other_load,
         "environment": {**environment.describe(torch), "load_average_start": load_at_start},
         "targets": [t.label for t in targets],
-        "ceilings": [dict(zip(("library", "kind", "shape", "dtype", "rate"), c))
-                     for c in ceilings.rows()],
+        "ceilings": ceilings.rows(),
         "rows": [dataclasses.asdict(r) for r in rows],
         "startup": starts,
     }
@@ -239,6 +238,8 @@ def run_workload(workload, targets, plan, ceilings, max_spread, max_other_load=f
             continue
         steps[target.label] = (target.timer, case.step)
         _check(workload, row, outputs[target.label], data, outputs.get(REFERENCE))
+    if not steps:
+        return list(rows.values())
     with environment.OtherLoad() as other:
         timings = measure(steps, plan)
     for label, timing in timings.items():
