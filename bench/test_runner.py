@@ -46,6 +46,16 @@ def test_rounds_alternate_targets_in_rotating_order_after_settling(monkeypatch):
                for t in timings.values())
 
 
+def test_a_target_resumed_after_another_gets_one_untimed_call():
+    calls = {"a": 0, "b": 0}
+    targets = {k: (ScriptedTimer(k, [1.0], []), lambda k=k: calls.__setitem__(k, calls[k] + 1))
+               for k in "ab"}
+    plan = Plan(rounds=2, min_rounds=1, sample_seconds=2.0, budget_seconds=1e9, warmup_calls=1,
+                settle_seconds=0.0)
+    timing.measure(targets, plan)  # 2 calls a sample; rounds run a, b then b, a
+    assert calls == {"a": 1 + (1 + 2) + (1 + 2), "b": 1 + (1 + 2) + 2}
+
+
 def test_budget_cuts_rounds_but_keeps_the_minimum():
     log = []
     targets = {"slow": (ScriptedTimer("slow", [2.0], log), lambda: None)}

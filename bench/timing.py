@@ -84,15 +84,18 @@ class Timing:
 
 @dataclass(frozen=True)
 class Plan:
-    rounds: int = 11  # samples per target
+    rounds: int = 9  # samples per target
     min_rounds: int = 5  # kept even when the budget is short
-    sample_seconds: float = 0.02  # calls per sample are chosen to take at least this long
+    # Calls per sample are chosen to take at least this long: long enough that the cold
+    # start after the settling pause is lost in it (20 ms samples read NumPy's relu
+    # 25% slow and PyTorch's MLP step 2x slow; 100 ms ones match each timed alone).
+    sample_seconds: float = 0.1
     budget_seconds: float = 12.0  # for all targets of one workload together
     warmup_calls: int = 2
-    # Idle time before each sample, so the thread pools of the target sampled before
-    # (OpenBLAS spins ~2^28 cycles, 0.1 s here, after a call) are parked and do not
-    # steal the cores from the next one: without it PyTorch's MLP step measured 6x
-    # slower right after NumPy's.
+    # Idle time before a sample of another target than the one before, so that target's
+    # thread pools (OpenBLAS spins ~2^28 cycles, 0.1 s here, after a call) are parked
+    # and do not steal the cores: without it PyTorch's MLP step measured 6x slower right
+    # after NumPy's. One untimed call follows it.
     settle_seconds: float = 0.15
 
     def settle(self):
@@ -123,6 +126,8 @@ def measure(targets, plan):
             timer, step = targets[label]
             if label != previous:
                 plan.settle()
+                if calls[label] > 1:  # an untimed call first: the other target's work
+                    step()  # left the allocator and caches in its own state
             previous = label
             timings[label].samples.append(timer(step, calls[label]) / calls[label])
     return timings
