@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 COLUMNS = ("workload", "dtype", "target", "median", "vs NumPy", "rate", "of ceiling",
-           "vs GEMMs", "spread", "others", "max err", "compile", "flags")
+           "vs GEMMs", "spread", "others", "faults", "max err", "compile", "flags")
 README_START = "<!-- bench-table:start -->"
 README_END = "<!-- bench-table:end -->"
 
@@ -43,7 +43,7 @@ def cells(row):
             _rate(row), ceiling,
             number(row["baseline_ratio"], ".2f") + ("x" if row["baseline_ratio"] else ""),
             "" if row["spread"] is None else f"{100 * row['spread']:.0f}%",
-            number(row["other_load"], ".2f"), error,
+            number(row["other_load"], ".2f"), number(row["faults_per_call"], ".0f"), error,
             seconds(row["compile_s"]), " ".join(row["flags"]))
 
 

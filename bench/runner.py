@@ -8,6 +8,7 @@ A target is a fastnn backend (by name, or a Backend instance) or a PyTorch peer.
 import dataclasses
 import functools
 import importlib.util
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Row:
     median_s: float = None
     spread: float = None
     other_load: float = None  # cores other processes used while the workload was measured
+    faults_per_call: float = None  # median minor page faults per call
     first_call_s: float = None
     compile_s: float = None
     speedup: float = None  # NumPy's median / this median
@@ -247,6 +249,7 @@ def run_workload(workload, targets, plan, ceilings, max_spread, max_other_load=f
         timing.first_call = row.first_call_s
         row.median_s, row.spread, row.compile_s = timing.median, timing.spread, timing.compile_time
         row.other_load = other.cores
+        row.faults_per_call = statistics.median(timing.faults) if timing.faults else None
         if row.spread > max_spread:
             _flag(row, "noisy")
         if other.cores is not None and other.cores > max_other_load:
