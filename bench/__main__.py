@@ -36,7 +36,7 @@ def parse(argv=None):
                         help="only workloads whose name contains this text")
     parser.add_argument("--dtypes", type=_list, default=None, help="float32 and/or float64")
     parser.add_argument("--rounds", type=int, default=None,
-                        help="samples per target and workload (default 11; --quick 3)")
+                        help="samples per target and workload (default 9; --quick 3)")
     parser.add_argument("--settle", type=float, default=None,
                         help="seconds idle before each sample so the previous target's "
                              "thread pools park (default 0.15; --quick 0)")

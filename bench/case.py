@@ -25,7 +25,8 @@ def pure_case(run, to_host):
     last = []
 
     def step():
-        last[:] = [run()]
+        last.clear()  # free the previous output first, as a caller that drops it would
+        last.append(run())
 
     def result():
         out = last[0] if isinstance(last[0], tuple) else (last[0],)

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 COLUMNS = ("workload", "dtype", "target", "median", "vs NumPy", "rate", "of ceiling",
-           "vs GEMMs", "spread", "others", "max err", "compile", "flags")
+           "vs GEMMs", "spread", "others", "faults", "max err", "compile", "flags")
 README_START = "<!-- bench-table:start -->"
 README_END = "<!-- bench-table:end -->"
 
@@ -43,7 +43,7 @@ def cells(row):
             _rate(row), ceiling,
             number(row["baseline_ratio"], ".2f") + ("x" if row["baseline_ratio"] else ""),
             "" if row["spread"] is None else f"{100 * row['spread']:.0f}%",
-            number(row["other_load"], ".2f"), error,
+            number(row["other_load"], ".2f"), number(row["faults_per_call"], ".0f"), error,
             seconds(row["compile_s"]), " ".join(row["flags"]))
 
 
@@ -116,8 +116,11 @@ def summary(report):
 
 
 def ceiling_lines(report):
+    def busy(c):
+        return " (busy)" if (c["other_load"] or 0.0) > report["max_other_load"] else ""
+
     return [f"{c['kind']} {'x'.join(map(str, c['shape']))} {c['dtype']} on {c['library']}: "
-            f"{c['rate']:.1f} {'GFLOP/s' if c['kind'] == 'gemm' else 'GB/s'}"
+            f"{c['rate']:.1f} {'GFLOP/s' if c['kind'] == 'gemm' else 'GB/s'}{busy(c)}"
             for c in report["ceilings"]]
 
 

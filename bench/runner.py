@@ -8,6 +8,7 @@ A target is a fastnn backend (by name, or a Backend instance) or a PyTorch peer.
 import dataclasses
 import functools
 import importlib.util
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Row:
     median_s: float = None
     spread: float = None
     other_load: float = None  # cores other processes used while the workload was measured
+    faults_per_call: float = None  # median minor page faults per call
     first_call_s: float = None
     compile_s: float = None
     speedup: float = None  # NumPy's median / this median
@@ -166,7 +168,8 @@ def run(config, log=print):
     if config.threads:
         limit_threads(config.threads, torch)
     plan = plan_for(config)
-    ceilings = Ceilings(plan, gemm_size=512 if config.quick else 2048)
+    retries = (0 if config.quick else 2) if config.retries is None else config.retries
+    ceilings = Ceilings(plan, 512 if config.quick else 2048, config.max_other_load, retries)
     chosen = workloads.select(workloads.catalog(config.quick), config.groups, config.pattern,
                               config.dtypes)
     if not chosen:
@@ -174,7 +177,6 @@ def run(config, log=print):
     log(f"{len(chosen)} workloads x {len(targets)} targets "
         f"({', '.join(t.label for t in targets)})")
     rows = []
-    retries = (0 if config.quick else 2) if config.retries is None else config.retries
     for i, workload in enumerate(chosen, 1):
         log(f"[{i}/{len(chosen)}] {workload.id}")
         rows += measure_quietest(workload, targets, plan, ceilings, config, retries, log)
@@ -195,8 +197,7 @@ def run(config, log=print):
         "max_other_load": config.max_other_load,
         "environment": {**environment.describe(torch), "load_average_start": load_at_start},
         "targets": [t.label for t in targets],
-        "ceilings": [dict(zip(("library", "kind", "shape", "dtype", "rate"), c))
-                     for c in ceilings.rows()],
+        "ceilings": ceilings.rows(),
         "rows": [dataclasses.asdict(r) for r in rows],
         "startup": starts,
     }
@@ -239,6 +240,8 @@ def run_workload(workload, targets, plan, ceilings, max_spread, max_other_load=f
             continue
         steps[target.label] = (target.timer, case.step)
         _check(workload, row, outputs[target.label], data, outputs.get(REFERENCE))
+    if not steps:
+        return list(rows.values())
     with environment.OtherLoad() as other:
         timings = measure(steps, plan)
     for label, timing in timings.items():
@@ -246,6 +249,7 @@ def run_workload(workload, targets, plan, ceilings, max_spread, max_other_load=f
         timing.first_call = row.first_call_s
         row.median_s, row.spread, row.compile_s = timing.median, timing.spread, timing.compile_time
         row.other_load = other.cores
+        row.faults_per_call = statistics.median(timing.faults) if timing.faults else None
         if row.spread > max_spread:
             _flag(row, "noisy")
         if other.cores is not None and other.cores > max_other_load:

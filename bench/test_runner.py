@@ -45,6 +45,28 @@ def test_rounds_alternate_targets_in_rotating_order_after_settling(monkeypatch):
     assert log[3:] == list("abc" "bca" "cab" "abc")
     assert all(len(t.samples) == 4 and t.median == 1.0 and t.spread == 0.0
                for t in timings.values())
+    assert all(len(t.faults) == 4 and min(t.faults) >= 0 for t in timings.values())
+
+
+def test_a_target_resumed_after_another_gets_one_untimed_call():
+    calls = {"a": 0, "b": 0}
+    targets = {k: (ScriptedTimer(k, [1.0], []), lambda k=k: calls.__setitem__(k, calls[k] + 1))
+               for k in "ab"}
+    plan = Plan(rounds=2, min_rounds=1, sample_seconds=2.0, budget_seconds=1e9, warmup_calls=1,
+                settle_seconds=0.0)
+    timing.measure(targets, plan)  # 2 calls a sample; rounds run a, b then b, a
+    assert calls == {"a": 1 + (1 + 2) + (1 + 2), "b": 1 + (1 + 2) + 2}
+
+
+@pytest.mark.skipif(timing.resource is None, reason="page faults are counted on Unix only")
+def test_page_faults_of_fresh_memory_are_counted_per_call():
+    def touch_fresh_memory():  # 64 MiB: above glibc's largest mmap threshold, so always new
+        np.ones(8 << 20)
+
+    plan = Plan(rounds=3, min_rounds=3, sample_seconds=0.0, budget_seconds=1e9, warmup_calls=1,
+                settle_seconds=0.0)
+    timings = timing.measure({"t": (timing.WallTimer(), touch_fresh_memory)}, plan)
+    assert min(timings["t"].faults) >= 32  # 16384 pages of 4 KiB, or 32 huge ones of 2 MiB
 
 
 def test_budget_cuts_rounds_but_keeps_the_minimum():
@@ -163,6 +185,7 @@ def test_quick_run_on_three_backends_writes_consistent_outputs(tmp_path):
     for r in rows:
         assert set(r["flags"]) <= {"noisy", "busy"} and r["problem"] is None  # timing only
         assert r["median_s"] > 0 and r["first_call_s"] > 0 and r["compile_s"] >= 0
+        assert r["faults_per_call"] >= 0
         assert r["ceiling_pct"] == pytest.approx(100 * r["rate"] / r["ceiling_rate"])
         assert r["max_error"] == 0.0 if r["target"] != "strict" else r["max_error"] < 1e-6
         if r["target"] == "numpy":

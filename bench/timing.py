@@ -3,6 +3,11 @@ round-robin measurement that alternates targets sample by sample so drift cancel
 
 import statistics
 import time
+
+try:
+    import resource  # Unix: page-fault counts
+except ImportError:
+    resource = None
 from dataclasses import dataclass, field
 
 
@@ -62,6 +67,7 @@ class Timing:
     """One target's measurement of one workload: seconds per call."""
 
     samples: list = field(default_factory=list)  # seconds per call, one per round
+    faults: list = field(default_factory=list)  # minor page faults per call, per round
     first_call: float = None  # the very first call, with any JIT compile and first touch
 
     @property
@@ -84,15 +90,18 @@ class Timing:
 
 @dataclass(frozen=True)
 class Plan:
-    rounds: int = 11  # samples per target
+    rounds: int = 9  # samples per target
     min_rounds: int = 5  # kept even when the budget is short
-    sample_seconds: float = 0.02  # calls per sample are chosen to take at least this long
+    # Calls per sample are chosen to take at least this long: long enough that the cold
+    # start after the settling pause is lost in it (20 ms samples read NumPy's relu
+    # 25% slow and PyTorch's MLP step 2x slow; 100 ms ones match each timed alone).
+    sample_seconds: float = 0.1
     budget_seconds: float = 12.0  # for all targets of one workload together
     warmup_calls: int = 2
-    # Idle time before each sample, so the thread pools of the target sampled before
-    # (OpenBLAS spins ~2^28 cycles, 0.1 s here, after a call) are parked and do not
-    # steal the cores from the next one: without it PyTorch's MLP step measured 6x
-    # slower right after NumPy's.
+    # Idle time before a sample of another target than the one before, so that target's
+    # thread pools (OpenBLAS spins ~2^28 cycles, 0.1 s here, after a call) are parked
+    # and do not steal the cores: without it PyTorch's MLP step measured 6x slower right
+    # after NumPy's. One untimed call follows it.
     settle_seconds: float = 0.15
 
     def settle(self):
@@ -123,6 +132,17 @@ def measure(targets, plan):
             timer, step = targets[label]
             if label != previous:
                 plan.settle()
+                if calls[label] > 1:  # an untimed call first: the other target's work
+                    step()  # left the allocator and caches in its own state
             previous = label
+            faults = minor_faults()
             timings[label].samples.append(timer(step, calls[label]) / calls[label])
+            if faults is not None:
+                timings[label].faults.append((minor_faults() - faults) / calls[label])
     return timings
+
+
+def minor_faults():
+    """This process's minor page faults so far (None where unknown): a call that faults
+    in fresh memory for its outputs pays ~0.25 us per 4 KiB page, which shows here."""
+    return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
