@@ -66,7 +66,7 @@ def _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
     flat_z, flat_out, flat_a = Z.reshape(-1), Z_out.reshape(-1), A.reshape(-1)
     rows = min(max(1, BLOCK // n), hi - lo)
     tile = _tiled(b, rows)
-    zeros = np.zeros(tile.shape[0], tile.dtype)
+    zeros = np.zeros(tile.shape[0] if keep_z else 0, tile.dtype)  # bias already added
     for start in range(lo, hi, rows):
         base, count = start * n, (min(start + rows, hi) - start) * n
         z, out = flat_z[base:base + count], flat_out[base:base + count]

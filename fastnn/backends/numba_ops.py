@@ -9,6 +9,8 @@ Both thresholds come from bench/ measurements (see the README's Numba section).
 Activations or layouts no kernel covers fall back to the generic op, which is exact.
 """
 
+import time
+
 import numba
 import numpy as np
 
@@ -16,7 +18,7 @@ from fastnn import ops as generic
 from fastnn.kernels import numba_dense as dense
 from fastnn.kernels import numba_losses as losses
 from fastnn.kernels import numba_optimizers as rules
-from fastnn.kernels.numba_activations import IDENTITY, KINDS, STEP
+from fastnn.kernels.numba_activations import IDENTITY, STEP, kind_of
 
 PARALLEL_MIN = 1 << 18
 SMALL_LAYER_MAX = 1 << 13
@@ -37,10 +39,10 @@ def _fits(*arrays):
 
 def _kernel_kind(activation, *arrays):
     """(kind, alpha) if a kernel covers this activation and these arrays, else None."""
-    kind = KINDS.get(activation.name)
-    if kind is None or not _fits(*arrays):
+    spec = kind_of(activation)
+    if spec is None or not _fits(*arrays):
         return None
-    return kind, arrays[0].dtype.type(getattr(activation, "alpha", 0.0))
+    return spec[0], arrays[0].dtype.type(spec[1])
 
 
 def _small(X, W):
@@ -194,8 +196,6 @@ OVERRIDES = {
 
 def warmup(dtypes):
     """Compile (or load from the cache) every kernel for each dtype; returns seconds."""
-    import time
-
     start = time.perf_counter()
     for dtype in dtypes:
         one = dtype.type(0.0)
