@@ -30,6 +30,13 @@ class Optimizer:
 
     def step(self, params, backend):
         """Update every parameter in place from its ``grad``, on ``backend``."""
+        self.ensure_state(params, backend)
+        self.t += 1
+        for p, state in zip(params, self.state):
+            self.update(backend.ops, p.value, p.grad, state, self.weight_decay if p.decay else 0.0)
+
+    def ensure_state(self, params, backend):
+        """Create the zero state for ``params`` on first use; check it matches after."""
         if not self.state:
             zeros = backend.xp.zeros_like
             self.state = [tuple(zeros(p.value) for _ in self.slots) for p in params]
@@ -38,9 +45,6 @@ class Optimizer:
                 f"this optimizer holds state for {len(self.state)} parameters but the model has "
                 f"{len(params)}; use a new optimizer for a different model"
             )
-        self.t += 1
-        for p, state in zip(params, self.state):
-            self.update(backend.ops, p.value, p.grad, state, self.weight_decay if p.decay else 0.0)
 
     def update(self, ops, p, g, state, weight_decay):
         raise NotImplementedError

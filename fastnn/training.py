@@ -13,7 +13,6 @@ parameters of 4 epochs in one call, and a second ``fit`` continues the streams
 instead of replaying them.
 """
 
-import functools
 import numbers
 
 import numpy as np
@@ -76,13 +75,12 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     model.lr_schedule = _choose_schedule(model, lr_schedule, lr)
     model.train_seed = seed
 
-    backend, xp, task = model.backend, model.backend.xp, model.task
+    backend, task = model.backend, model.task
     m = X.shape[0]
     step = m if batch_size is None else min(batch_size, m)
     params = model.parameters()
     state = params + model.buffers()
     dropouts = [(i, layer) for i, layer in enumerate(model.layers) if hasattr(layer, "reseed")]
-    clipping = clip_norm is not None or clip_value is not None
     snapshots = [[backend.copy(p.value) for p in state] for _ in range(2)]
     snapshot_epochs = [model.epochs_trained] * 2  # epochs trained when each was taken
     metric = metrics.name_for(task)
@@ -94,6 +92,7 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     for callback in callbacks:
         callback.model, callback.params = model, {"epochs": epochs, "steps": -(-m // step)}
 
+    run_epoch = backend.ops.epoch_steps(model, X, Y, step, clip_norm, clip_value)
     logs = {}
     try:
         for callback in callbacks:
@@ -113,20 +112,7 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 order = None
                 if shuffle and step < m:
                     order = backend.rng([seed, SHUFFLE_STREAM, epoch]).permutation(m)
-                sums = model.new_sums()
-                for start in range(0, m, step):
-                    stop = min(start + step, m)  # out-of-range slice ends are not portable
-                    if order is None:
-                        Xb, Yb = X[start:stop, ...], Y[start:stop, ...]
-                    else:
-                        idx = order[start:stop]
-                        Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-                    loss, A = model.compute_gradients(Xb, Yb)
-                    if clipping:
-                        _clip(xp, params, clip_norm, clip_value)
-                    model.optimizer.step(params, backend)
-                    sums[0] += loss * Xb.shape[0]
-                    sums[1] += metrics.batch_score(xp, task, A, Yb)
+                sums = run_epoch(order)
                 loss_sum, score_sum = backend.to_numpy(sums).tolist()  # one transfer
                 epoch_loss = loss_sum / m
                 if not np.isfinite(epoch_loss):
@@ -195,27 +181,6 @@ def _choose_seed(model, seed):
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
     return int(seed)
-
-
-def _clip(xp, params, clip_norm, clip_value):
-    """Clip gradients in place on the device: entries to +-clip_value, then the global
-    L2 norm to clip_norm. No value is read back to the host."""
-    if clip_value is not None:
-        for p in params:
-            p.grad = xp.clip(p.grad, min=-clip_value, max=clip_value)
-    if clip_norm is not None:
-        scale = xp.minimum(clip_norm / global_norm(xp, [p.grad for p in params]), 1.0)
-        for p in params:
-            p.grad = p.grad * scale
-
-
-def global_norm(xp, arrays):
-    """sqrt(sum of squares) over all ``arrays`` as a device scalar, scaled by the
-    largest magnitude first so the squares cannot overflow."""
-    peak = functools.reduce(xp.maximum, [xp.max(xp.abs(a)) for a in arrays])
-    peak = xp.maximum(peak, xp.finfo(peak.dtype).smallest_normal)
-    total = functools.reduce(lambda s, a: s + xp.sum(xp.square(a / peak)), arrays, 0.0)
-    return peak * xp.sqrt(total)
 
 
 def _all_finite(backend, arrays):

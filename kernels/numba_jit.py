@@ -55,7 +55,9 @@ if CACHE_DIR not in (None, NUMBA_DEFAULT):
 OPTIONS = {"cache": CACHE_DIR is not None, "error_model": "numpy", "fastmath": {"contract"}}
 
 
-def kernel(function=None, *, parallel=False):
-    """``numba.njit`` with fastnn's options; ``parallel=True`` for prange kernels."""
-    decorate = numba.njit(parallel=parallel, **OPTIONS)
+def kernel(function=None, *, parallel=False, reassociate=False):
+    """``numba.njit`` with fastnn's options; ``parallel=True`` for prange kernels,
+    ``reassociate=True`` to let sums split into partial sums (reductions only)."""
+    options = dict(OPTIONS, fastmath={"contract", "reassoc"}) if reassociate else OPTIONS
+    decorate = numba.njit(parallel=parallel, **options)
     return decorate if function is None else decorate(function)

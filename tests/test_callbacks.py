@@ -15,7 +15,7 @@ from conftest import host
 import fastnn
 from fastnn import Callback, CSVLogger, EarlyStopping, ProgressBar, datasets
 from fastnn.schedules import CosineDecay, StepDecay, from_config
-from fastnn.training import global_norm
+from fastnn.steps import global_norm
 
 X, Y = datasets.moons(200, noise=0.1, seed=0)
 

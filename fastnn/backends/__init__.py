@@ -91,7 +91,7 @@ def warmup(target=None):
     """
     if target is None or isinstance(target, (str, Backend)):
         return load(target or _current).warmup(("float32", "float64"))
-    return target.backend.warmup((target.dtype_name,))
+    return target.backend.warmup((target.dtype_name,), model=target)
 
 
 def select_from_environment():

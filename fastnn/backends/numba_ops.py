@@ -5,6 +5,8 @@
 - A dense layer whose product is small (``m * n_in * n_out <= SMALL_LAYER_MAX``) runs
   as one JIT kernel, product included; larger products go to BLAS (``np.matmul``) and
   the bias and activation are fused into one pass over its output.
+- A model made only of such small Dense layers, with a cross-entropy loss and no
+  gradient clipping, trains a whole epoch per kernel call (``epoch_steps``).
 Both thresholds come from bench/ measurements (see the README's Numba section).
 Activations or layouts no kernel covers fall back to the generic op, which is exact.
 """
@@ -15,13 +17,18 @@ import numba
 import numpy as np
 
 from fastnn import ops as generic
+from fastnn import steps
 from fastnn.kernels import numba_dense as dense
 from fastnn.kernels import numba_losses as losses
 from fastnn.kernels import numba_optimizers as rules
-from fastnn.kernels.numba_activations import IDENTITY, STEP, kind_of
+from fastnn.kernels import numba_train as train
+from fastnn.kernels.numba_activations import IDENTITY, SOFTMAX, STEP, kind_of
+from fastnn.layers import Dense, Parameter
+from fastnn.optimizers import SGD
 
 PARALLEL_MIN = 1 << 18
 SMALL_LAYER_MAX = 1 << 13
+FUSED_EPOCH_MAX = 1 << 18  # multiply-adds per step (batch * weights) for epoch_steps
 _EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32),
           np.dtype(np.float64): np.empty((0, 0), np.float64)}
 
@@ -139,12 +146,26 @@ def softmax_xent(Z, A, Y, need_grad):
     return _loss(losses.softmax_xent, generic.softmax_xent, Z, A, Y, need_grad, Z.shape[0])
 
 
-def _update(rule, p, g, s1, s2, hyper):
+def _hyper(rule, lr, weight_decay, momentum=0.0, eps=0.0, rho=0.0, beta1=0.0, beta2=0.0,
+           t=1):
+    """The 9-float ``hp`` tuple of ``rule`` (layout in ``numba_optimizers``)."""
+    extra = {
+        rules.MOMENTUM: (momentum,),
+        rules.NESTEROV: (momentum,),
+        rules.ADAGRAD: (eps,),
+        rules.RMSPROP: (rho, 1.0 - rho, eps),
+        rules.ADAM: (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta1**t,
+                     1.0 - beta2**t),
+    }.get(rule, ())
+    hp = (float(lr), float(weight_decay), *map(float, extra))
+    return hp + (0.0,) * (9 - len(hp))
+
+
+def _update(rule, p, g, s1, s2, hp):
     """Run ``rule`` over p and its state in one kernel call; False if the kernels cannot
     take these arrays (the caller then runs the generic op)."""
     if not _fits(p, g, s1, s2):
         return False
-    hp = hyper + (0.0,) * (9 - len(hyper))
     if p.size >= PARALLEL_MIN:
         rules.update_parallel(rule, p, g, s1, s2, hp, _threads())
     else:
@@ -153,35 +174,141 @@ def _update(rule, p, g, s1, s2, hyper):
 
 
 def sgd_update(p, g, lr, weight_decay):
-    if not _update(rules.SGD, p, g, p, p, (lr, weight_decay)):
+    if not _update(rules.SGD, p, g, p, p, _hyper(rules.SGD, lr, weight_decay)):
         generic.sgd_update(np, p, g, lr, weight_decay)
 
 
 def momentum_update(p, g, v, lr, momentum, weight_decay):
-    if not _update(rules.MOMENTUM, p, g, v, p, (lr, weight_decay, momentum)):
+    if not _update(rules.MOMENTUM, p, g, v, p,
+                   _hyper(rules.MOMENTUM, lr, weight_decay, momentum=momentum)):
         generic.momentum_update(np, p, g, v, lr, momentum, weight_decay)
 
 
 def nesterov_update(p, g, v, lr, momentum, weight_decay):
-    if not _update(rules.NESTEROV, p, g, v, p, (lr, weight_decay, momentum)):
+    if not _update(rules.NESTEROV, p, g, v, p,
+                   _hyper(rules.NESTEROV, lr, weight_decay, momentum=momentum)):
         generic.nesterov_update(np, p, g, v, lr, momentum, weight_decay)
 
 
 def adagrad_update(p, g, h, lr, eps, weight_decay):
-    if not _update(rules.ADAGRAD, p, g, h, p, (lr, weight_decay, eps)):
+    if not _update(rules.ADAGRAD, p, g, h, p, _hyper(rules.ADAGRAD, lr, weight_decay, eps=eps)):
         generic.adagrad_update(np, p, g, h, lr, eps, weight_decay)
 
 
 def rmsprop_update(p, g, h, lr, rho, eps, weight_decay):
-    if not _update(rules.RMSPROP, p, g, h, p, (lr, weight_decay, rho, 1.0 - rho, eps)):
+    if not _update(rules.RMSPROP, p, g, h, p,
+                   _hyper(rules.RMSPROP, lr, weight_decay, rho=rho, eps=eps)):
         generic.rmsprop_update(np, p, g, h, lr, rho, eps, weight_decay)
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay):
-    hyper = (lr, weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps,
-             1.0 - beta1**t, 1.0 - beta2**t)
-    if not _update(rules.ADAM, p, g, m, v, hyper):
+    hp = _hyper(rules.ADAM, lr, weight_decay, beta1=beta1, beta2=beta2, eps=eps, t=t)
+    if not _update(rules.ADAM, p, g, m, v, hp):
         generic.adam_update(np, p, g, m, v, lr, beta1, beta2, eps, t, weight_decay)
+
+
+LOSS_KINDS = {"binary_crossentropy": train.BCE, "categorical_crossentropy": train.XENT}
+HYPER_NAMES = ("momentum", "eps", "rho", "beta1", "beta2")
+
+
+def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
+    """One kernel call per epoch when every layer is a small Dense layer the kernels
+    cover, the loss is a cross-entropy and nothing is clipped; else the generic steps."""
+    fused = None
+    if clip_norm is None and clip_value is None:
+        fused = _FusedEpoch.plan(model, X, Y, batch)
+    return fused or steps.epoch_steps(model, X, Y, batch, clip_norm, clip_value)
+
+
+class _FusedEpoch:
+    """``run(order)`` for ``epoch_steps``: the model's arrays gathered once into the
+    tuples ``numba_train.train_epoch`` takes."""
+
+    @classmethod
+    def plan(cls, model, X, Y, batch):
+        """A fused runner, or None if the model, optimizer or data do not fit the kernel."""
+        layers, optimizer = model.layers, model.optimizer
+        rule = rules.RULES.get(getattr(optimizer, "name", None))
+        loss_kind = LOSS_KINDS.get(model.loss.name)
+        if rule is None or loss_kind is None or not all(type(x) is Dense for x in layers):
+            return None
+        specs = [kind_of(layer.activation) for layer in layers]
+        if any(spec is None or spec[0] in (STEP, SOFTMAX) for spec in specs[:-1]):
+            return None  # the output's activation is the loss's (sigmoid or softmax)
+        values = [p.value for p in model.parameters()]
+        if not _fits(X, Y, *values) or X.ndim != 2:
+            return None
+        if batch * sum(layer.n_in * layer.n_out for layer in layers) > FUSED_EPOCH_MAX:
+            return None
+        return cls(model, X, Y, batch, loss_kind, specs)
+
+    def __init__(self, model, X, Y, batch, loss_kind, specs):
+        self.model, self.batch, self.loss_kind = model, batch, loss_kind
+        self.X, self.Y = X, Y
+        self.XT, self.YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)
+        self.kinds = np.array([kind for kind, _ in specs], np.int64)
+        self.alphas = np.array([alpha for _, alpha in specs], X.dtype)
+        self.params = model.parameters()
+        self.no_order = np.empty(0, np.int64)
+        self.bound = None
+
+    def _bind(self):
+        """Gather the parameters, gradients and optimizer state into the kernel's
+        tuples; again whenever a callback swaps the optimizer or a parameter array."""
+        optimizer, params = self.model.optimizer, self.params
+        self.rule = rules.RULES.get(getattr(optimizer, "name", None))
+        if self.rule is None:  # the kernel has no such rule: generic steps from now on
+            return
+        optimizer.ensure_state(params, self.model.backend)
+        for p in params:  # the kernel writes each step's gradients here
+            if p.grad is None or p.grad.shape != p.value.shape or not _fits(p.value, p.grad):
+                p.grad = np.empty_like(p.value)
+        pairs = list(zip(params, optimizer.state))
+        weights, biases = pairs[0::2], pairs[1::2]  # Dense params are (W, b)
+        self.Ws, self.bs = (tuple(p.value for p, _ in group) for group in (weights, biases))
+        self.dWs, self.dbs = (tuple(p.grad for p, _ in group) for group in (weights, biases))
+        self.s1W, self.s1b, self.s2W, self.s2b = (
+            tuple(_state(p, s, k) for p, s in group)
+            for k in (0, 1) for group in (weights, biases)
+        )
+        self.settings = None  # (lr, weight_decay) the hp tuples were built for
+
+    def _binding(self):
+        """The objects the tuples were built from (compared by identity; holding them
+        keeps their ids unique)."""
+        optimizer = self.model.optimizer
+        return (optimizer, optimizer.state, *(p.value for p in self.params),
+                *(p.grad for p in self.params))
+
+    def __call__(self, order=None):
+        binding = self._binding()
+        if self.bound is None or any(a is not b for a, b in zip(binding, self.bound)):
+            self._bind()
+            self.bound = self._binding()
+        optimizer = self.model.optimizer
+        if self.rule is None:
+            return steps.epoch_steps(self.model, self.X, self.Y, self.batch)(order)
+        settings = (optimizer.lr, optimizer.weight_decay)  # a schedule changes lr per epoch
+        if settings != self.settings:
+            hyper = {name: getattr(optimizer, name) for name in HYPER_NAMES
+                     if hasattr(optimizer, name)}
+            self.hp_w = _hyper(self.rule, optimizer.lr, optimizer.weight_decay, **hyper)
+            self.hp_b = _hyper(self.rule, optimizer.lr, 0.0, **hyper)
+            self.settings = settings
+        sums = np.zeros(2, self.XT.dtype)
+        optimizer.t += train.train_epoch(
+            self.kinds, self.alphas, self.Ws, self.bs, self.dWs, self.dbs, self.s1W,
+            self.s1b, self.s2W, self.s2b, self.rule, self.hp_w, self.hp_b, optimizer.t,
+            self.loss_kind, self.XT, self.YT, self.no_order if order is None else order,
+            self.batch, sums,
+        )
+        return sums
+
+
+def _state(p, state, k):
+    """The k-th state array of a parameter, or the parameter itself where the rule has
+    none (the kernel never touches it then)."""
+    return state[k] if k < len(state) else p.value
 
 
 OVERRIDES = {
@@ -189,14 +316,17 @@ OVERRIDES = {
     for name in (
         "dense_forward", "activation_forward", "activation_backward", "dense_backward",
         "layer_backward", "sigmoid_bce", "softmax_xent", "sgd_update", "momentum_update",
-        "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update",
+        "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update", "epoch_steps",
     )
 }
 
 
-def warmup(dtypes):
-    """Compile (or load from the cache) every kernel for each dtype; returns seconds."""
+def warmup(dtypes, model=None):
+    """Compile (or load from the cache) every kernel for each dtype, and the fused
+    epoch for ``model``'s depth if it takes one; returns seconds."""
     start = time.perf_counter()
+    if model is not None:
+        _warm_fused_epoch(model)
     for dtype in dtypes:
         one = dtype.type(0.0)
         X, W, b = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.ones(2, dtype)
@@ -216,3 +346,36 @@ def warmup(dtypes):
             rules.update(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp)
             rules.update_parallel(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp, 1)
     return time.perf_counter() - start
+
+
+def _warm_fused_epoch(model):
+    """Run ``train_epoch`` once on zero arrays shaped like ``model`` (two samples), so
+    the specialization for its depth and dtype is compiled; the model is untouched."""
+    dtype = np.dtype(model.dtype)
+    X = np.zeros((2, model.n_in), dtype)
+    Y = np.zeros((2, model.n_out), dtype)
+    if LOSS_KINDS.get(model.loss.name) is None or model.optimizer is not None and \
+            rules.RULES.get(model.optimizer.name) is None:
+        return
+    probe = _FusedEpoch.plan(_Probe(model), X, Y, 2)
+    if probe is not None:
+        probe()
+
+
+class _Probe:
+    """A stand-in for a model with zero copies of its parameters and plain SGD."""
+
+    def __init__(self, model):
+        self.layers, self.loss, self.backend = [], model.loss, model.backend
+        for layer in model.layers:
+            if type(layer) is not Dense:
+                self.layers = [layer]  # not a Dense stack: plan() declines
+                break
+            copy = Dense(layer.n_in, layer.n_out, layer.activation)
+            copy.params = tuple(Parameter(p.name, np.zeros_like(p.value), p.decay)
+                                for p in layer.params)
+            self.layers.append(copy)
+        self.optimizer = SGD(lr=0.01)
+
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.params]

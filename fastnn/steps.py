@@ -1,0 +1,63 @@
+"""One epoch of mini-batch training steps: the part of ``fit`` that runs per batch.
+
+``epoch_steps(model, X, Y, batch, clip_norm, clip_value)`` returns ``run(order)``, which
+trains one epoch over (X, Y) in mini-batches of ``batch`` rows (taken in ``order``, a
+permutation of the rows, or in order when it is None) and returns a device vector of
+the epoch's (loss sum, metric sum). This generic version runs each step op by op: the
+forward pass, the loss, backprop, optional gradient clipping and the optimizer. It is
+the ops table's ``epoch_steps`` entry, so a backend may replace it with one fused
+kernel per epoch for models where per-step Python overhead dominates (Numba does so
+for stacks of small Dense layers).
+"""
+
+import functools
+
+from fastnn import metrics
+
+
+def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
+    """A function running one epoch of steps on (X, Y); see the module docstring."""
+    backend, xp, task = model.backend, model.backend.xp, model.task
+    params = model.parameters()
+    m = X.shape[0]
+    clipping = clip_norm is not None or clip_value is not None
+
+    def run(order=None):
+        sums = model.new_sums()
+        for start in range(0, m, batch):
+            stop = min(start + batch, m)  # out-of-range slice ends are not portable
+            if order is None:
+                Xb, Yb = X[start:stop, ...], Y[start:stop, ...]
+            else:
+                idx = order[start:stop]
+                Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+            loss, A = model.compute_gradients(Xb, Yb)
+            if clipping:
+                clip(xp, params, clip_norm, clip_value)
+            model.optimizer.step(params, backend)
+            sums[0] += loss * Xb.shape[0]
+            sums[1] += metrics.batch_score(xp, task, A, Yb)
+        return sums
+
+    return run
+
+
+def clip(xp, params, clip_norm, clip_value):
+    """Clip gradients in place on the device: entries to +-clip_value, then the global
+    L2 norm to clip_norm. No value is read back to the host."""
+    if clip_value is not None:
+        for p in params:
+            p.grad = xp.clip(p.grad, min=-clip_value, max=clip_value)
+    if clip_norm is not None:
+        scale = xp.minimum(clip_norm / global_norm(xp, [p.grad for p in params]), 1.0)
+        for p in params:
+            p.grad = p.grad * scale
+
+
+def global_norm(xp, arrays):
+    """sqrt(sum of squares) over all ``arrays`` as a device scalar, scaled by the
+    largest magnitude first so the squares cannot overflow."""
+    peak = functools.reduce(xp.maximum, [xp.max(xp.abs(a)) for a in arrays])
+    peak = xp.maximum(peak, xp.finfo(peak.dtype).smallest_normal)
+    total = functools.reduce(lambda s, a: s + xp.sum(xp.square(a / peak)), arrays, 0.0)
+    return peak * xp.sqrt(total)

@@ -1,0 +1,212 @@
+"""A whole training epoch of a stack of small Dense layers in one kernel call.
+
+For the tutorials' tiny networks (the planar 2-4-1 net) a step's arithmetic takes a
+few microseconds, so the Python calls between ops cost more than the work. This
+kernel runs every step of an epoch: gather the batch, each layer's product, bias and
+activation, the loss from the logits, backprop through every layer, and the
+optimizer update.
+
+Inside, arrays are feature-major, (units, batch) as in the tutorials, so that with
+1-8 units every loop runs along the batch over contiguous memory and vectorizes.
+The caller passes the data transposed once (XT, YT). Products are summed in the same
+order as the op-by-op kernels (over inputs, then the bias added), activations and
+the sigmoid + BCE loss use the same element functions, and only the weight and bias
+gradients' sums over the batch are reassociated (``_dot``).
+
+Layers arrive as tuples of arrays (one entry per layer), their activations as
+``kinds``/``alphas`` arrays, and the optimizer as a rule number with its ``hp`` tuples
+(see ``numba_optimizers``); the caller adds the returned step count to its t.
+"""
+
+import math
+
+import numpy as np
+
+from .numba_activations import SOFTMAX, forward_block, grad_block
+from .numba_jit import kernel
+from .numba_losses import sigmoid_bce
+from .numba_math import typed_as, vexp
+from .numba_optimizers import ADAM, _apply
+
+BCE, XENT = 0, 1  # output losses: sigmoid + binary cross-entropy, softmax + cross-entropy
+
+
+@kernel(reassociate=True)
+def _dot(a, b):
+    """sum(a * b) over equal-length 1-D arrays, as partial sums per vector lane."""
+    total = typed_as(a, 0.0)
+    for i in range(a.shape[0]):
+        total += a[i] * b[i]
+    return total
+
+
+@kernel(reassociate=True)
+def _sum(a):
+    """sum(a) over a 1-D array, as partial sums per vector lane."""
+    total = typed_as(a, 0.0)
+    for i in range(a.shape[0]):
+        total += a[i]
+    return total
+
+
+@kernel
+def _columns(source, order, start, rows):
+    """Columns start..start+rows-1 of a (features, samples) array, or the columns
+    ``order[start:start+rows]`` when ``order`` is not empty; contiguous."""
+    if order.shape[0] == 0 and start == 0 and rows == source.shape[1]:
+        return source
+    out = np.empty((source.shape[0], rows), source.dtype)
+    for k in range(source.shape[0]):
+        row, column = out[k], source[k]
+        if order.shape[0] == 0:
+            row[:] = column[start:start + rows]
+        else:
+            for i in range(rows):
+                row[i] = column[order[start + i]]
+    return out
+
+
+@kernel
+def _forward(kind, inT, W, b, ZT, AT, alpha, zeros):
+    """ZT = (in @ W + b)^T and AT = f(ZT), feature-major."""
+    n_in, n_out = W.shape
+    for j in range(n_out):
+        z = ZT[j]
+        z[:] = 0
+        for k in range(n_in):
+            w, x = W[k, j], inT[k]
+            for i in range(z.shape[0]):
+                z[i] += x[i] * w
+        bj = b[j]
+        for i in range(z.shape[0]):
+            z[i] += bj
+        if kind != SOFTMAX:
+            forward_block(kind, z, zeros, AT[j], alpha)
+    if kind == SOFTMAX:  # over units, per sample (column)
+        for i in range(ZT.shape[1]):
+            top = ZT[0, i]
+            for j in range(n_out):
+                top = max(top, ZT[j, i])
+            total = typed_as(ZT, 0.0)
+            for j in range(n_out):
+                e = vexp(ZT[j, i] - top)
+                AT[j, i] = e
+                total += e
+            for j in range(n_out):
+                AT[j, i] /= total
+
+
+@kernel
+def _softmax_xent(ZT, AT, YT, dZT):
+    """Summed cross-entropy of softmax columns; dZT = (a - y) / batch."""
+    n, m = ZT.shape
+    scale = typed_as(dZT, 1.0 / max(m, 1))
+    total = 0.0
+    for i in range(m):
+        top = ZT[0, i]
+        for j in range(n):
+            top = max(top, ZT[j, i])
+        sum_exp = typed_as(ZT, 0.0)
+        for j in range(n):
+            sum_exp += vexp(ZT[j, i] - top)
+        log_sum = math.log(sum_exp)
+        for j in range(n):
+            total -= YT[j, i] * ((ZT[j, i] - top) - log_sum)
+            dZT[j, i] = (AT[j, i] - YT[j, i]) * scale
+    return total / max(m, 1)
+
+
+@kernel
+def _score(loss_kind, AT, YT):
+    """The batch's metric sum: outputs on the right side of 0.5 (binary, averaged over
+    output units) or samples whose arg-max class is right (multiclass)."""
+    n, m = AT.shape
+    total = 0.0
+    if loss_kind == BCE:
+        for j in range(n):
+            a, y = AT[j], YT[j]
+            for i in range(m):
+                total += 1.0 if (a[i] >= 0.5) == (y[i] >= 0.5) else 0.0
+        return total / n
+    for i in range(m):
+        best, truth = 0, 0
+        for j in range(1, n):
+            if AT[j, i] > AT[best, i]:
+                best = j
+            if YT[j, i] > YT[truth, i]:
+                truth = j
+        total += 1.0 if best == truth else 0.0
+    return total
+
+
+@kernel
+def _backward(inT, W, dZT, dW, db, dInT, need_dx):
+    """db = row sums of dZT, dW = in^T dZ, and dInT = (dZ W^T)^T when need_dx."""
+    n_in, n_out = W.shape
+    for j in range(n_out):
+        g = dZT[j]
+        db[j] = _sum(g)
+        for k in range(n_in):
+            dW[k, j] = _dot(inT[k], g)
+    if need_dx:
+        for k in range(n_in):
+            d = dInT[k]
+            d[:] = 0
+            for j in range(n_out):
+                w, g = W[k, j], dZT[j]
+                for i in range(d.shape[0]):
+                    d[i] += g[i] * w
+
+
+@kernel
+def _adam_hp(hp, t):
+    """hp with Adam's bias corrections 1 - beta**t for step t."""
+    return (hp[0], hp[1], hp[2], hp[3], hp[4], hp[5], hp[6],
+            1.0 - hp[2] ** float(t), 1.0 - hp[4] ** float(t))
+
+
+@kernel
+def train_epoch(kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, rule, hpW, hpb, t,
+                loss_kind, XT, YT, order, batch, sums):
+    """One epoch of mini-batch steps over the (features, samples) arrays XT and YT,
+    with the optimizer at step ``t`` before it; adds the epoch's loss and metric sums
+    to ``sums`` and returns the number of steps taken."""
+    m, layers = XT.shape[1], len(Ws)
+    steps = 0
+    for start in range(0, m, batch):
+        rows = min(batch, m - start)
+        zeros = np.zeros(rows, XT.dtype)
+        ins, Zs = [_columns(XT, order, start, rows)], []  # layer i reads ins[i], writes ins[i + 1]
+        YTb = _columns(YT, order, start, rows)
+        for li in range(layers):
+            ZT = np.empty((Ws[li].shape[1], rows), XT.dtype)
+            AT = np.empty_like(ZT)
+            _forward(kinds[li], ins[li], Ws[li], bs[li], ZT, AT, alphas[li], zeros)
+            Zs.append(ZT)
+            ins.append(AT)
+        ZT, AT = Zs[layers - 1], ins[layers]
+        dZT = np.empty_like(ZT)
+        if loss_kind == BCE:
+            loss = sigmoid_bce(ZT, AT, YTb, dZT, 1.0 / max(ZT.size, 1), True)
+        else:
+            loss = _softmax_xent(ZT, AT, YTb, dZT)
+        sums[0] += typed_as(sums, loss) * rows
+        sums[1] += _score(loss_kind, AT, YTb)
+        for li in range(layers - 1, -1, -1):
+            need_dx = li > 0
+            dInT = np.empty_like(ins[li]) if need_dx else ins[li][:0]
+            _backward(ins[li], Ws[li], dZT, dWs[li], dbs[li], dInT, need_dx)
+            if need_dx:  # through the activation of the layer below
+                dZT = np.empty_like(dInT)
+                for j in range(dInT.shape[0]):
+                    grad_block(kinds[li - 1], dInT[j], Zs[li - 1][j], ins[li][j], dZT[j],
+                               zeros.copy(), alphas[li - 1])
+        steps += 1
+        hw, hb = hpW, hpb
+        if rule == ADAM:
+            hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
+        for li in range(layers):
+            _apply(rule, Ws[li].reshape(-1), dWs[li].reshape(-1), s1W[li].reshape(-1),
+                   s2W[li].reshape(-1), hw)
+            _apply(rule, bs[li], dbs[li], s1b[li], s2b[li], hb)
+    return steps

@@ -1,0 +1,194 @@
+"""The Numba backend's fused training epoch (``epoch_steps`` as one kernel call for
+stacks of small Dense layers) against the NumPy reference's op-by-op steps: which
+models take it, and that parameters, optimizer state, gradients and history agree
+for every optimizer, both losses, mini-batches with shuffling, schedules, repeated
+fit calls and divergence.
+"""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import backends, datasets
+from fastnn.callbacks import Callback
+from fastnn.errors import BackendUnavailable, TrainingDiverged
+from fastnn.schedules import StepDecay
+
+try:
+    NUMBA = backends.load("numba")
+except BackendUnavailable as error:
+    pytest.skip(str(error), allow_module_level=True)
+
+from fastnn.backends import numba_ops  # noqa: E402
+
+TOLERANCE = {"float64": 1e-9, "float32": 2e-3}
+
+
+def _binary(hidden=("tanh",), width=4, dtype="float64", backend="numba", seed=1):
+    dims = [2] + [width] * len(hidden) + [1]
+    layers = [fastnn.Dense(n_in, n_out, act)
+              for n_in, n_out, act in zip(dims, dims[1:], [*hidden, "sigmoid"])]
+    return fastnn.Sequential(layers, dtype=dtype, seed=seed, backend=backend)
+
+
+def _multiclass(dtype="float64", backend="numba", seed=2):
+    return fastnn.Sequential([fastnn.Dense(2, 8, "relu"), fastnn.Dense(8, 3, "softmax")],
+                             dtype=dtype, seed=seed, backend=backend)
+
+
+CASES = {
+    "planar sgd full batch": (lambda **k: _binary(**k), "planar",
+                              dict(optimizer="sgd", lr=1.2, epochs=40)),
+    "adam shuffled batches + weight decay": (
+        lambda **k: _binary(("leaky_relu", "softplus"), 6, **k), "moons",
+        dict(optimizer=fastnn.optimizers.Adam(lr=0.02, weight_decay=1e-3), batch_size=48,
+             epochs=4)),
+    "softmax momentum, last batch short": (lambda **k: _multiclass(**k), "blobs",
+                                           dict(optimizer="momentum", lr=0.1, batch_size=50,
+                                                epochs=5)),
+    "nesterov identity/sigmoid": (lambda **k: _binary(("identity", "sigmoid"), 5, **k),
+                                  "moons", dict(optimizer="nesterov", lr=0.1, batch_size=64,
+                                                epochs=3)),
+    "rmsprop relu": (lambda **k: _binary(("relu",), 8, **k), "moons",
+                     dict(optimizer="rmsprop", lr=0.01, batch_size=32, epochs=3)),
+    "adagrad tanh, step decay": (lambda **k: _binary(("tanh",), 4, **k), "planar",
+                                 dict(optimizer="adagrad", lr=0.5, epochs=12,
+                                      lr_schedule=StepDecay(4, 0.5))),
+}
+
+
+def _data(name):
+    if name == "planar":
+        return datasets.planar()
+    if name == "blobs":
+        return datasets.blobs(n_samples=240, n_classes=3, seed=2)
+    return datasets.moons(n_samples=300, noise=0.2, seed=1)
+
+
+def _train(case, dtype, backend):
+    build, data, settings = CASES[case]
+    settings = dict(settings)
+    if not isinstance(settings["optimizer"], str):  # each model gets its own copy
+        settings["optimizer"] = fastnn.optimizers.Adam(lr=0.02, weight_decay=1e-3)
+    model = build(dtype=dtype, backend=backend)
+    X, y = _data(data)
+    history = model.fit(X, y, seed=5, **settings)
+    return model, history
+
+
+def _assert_close(ours, ref, dtype, what):
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    scale = np.max(np.abs(ref)) + 1e-12
+    assert np.max(np.abs(ours - ref)) <= TOLERANCE[dtype] * scale, what
+
+
+def test_small_dense_stacks_take_the_fused_epoch():
+    X, y = datasets.planar()
+    model = _binary()
+    model.optimizer = fastnn.optimizers.get("sgd", lr=0.1)
+    Xd, Yd = model.prepare(X, y)
+    assert isinstance(NUMBA.ops.epoch_steps(model, Xd, Yd, 400), numba_ops._FusedEpoch)
+    assert isinstance(NUMBA.ops.epoch_steps(model, Xd, Yd, 32), numba_ops._FusedEpoch)
+
+
+@pytest.mark.parametrize("why", ["clip_norm", "dropout", "mse", "wide", "hidden softmax"])
+def test_models_the_kernel_does_not_cover_run_the_generic_steps(why):
+    X, y = datasets.planar()
+    layers = [fastnn.Dense(2, 4, "tanh"), fastnn.Dense(4, 1, "sigmoid")]
+    loss, clip = "auto", None
+    if why == "dropout":
+        layers.insert(1, fastnn.Dropout(0.2))
+    elif why == "mse":
+        loss = "mse"
+    elif why == "wide":
+        layers = [fastnn.Dense(2, 2048, "tanh"), fastnn.Dense(2048, 1, "sigmoid")]
+    elif why == "hidden softmax":
+        layers[0] = fastnn.Dense(2, 4, "softmax")
+    elif why == "clip_norm":
+        clip = 1.0
+    model = fastnn.Sequential(layers, loss=loss, dtype="float64", seed=0, backend="numba")
+    model.optimizer = fastnn.optimizers.get("sgd", lr=0.1)
+    Xd, Yd = model.prepare(X, y)
+    run = NUMBA.ops.epoch_steps(model, Xd, Yd, 400, clip_norm=clip)
+    assert not isinstance(run, numba_ops._FusedEpoch)
+    assert numba_ops._FusedEpoch.plan(model, Xd, Yd, 400) is None or clip is not None
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_fit_matches_the_numpy_steps(case, dtype):
+    ours, our_history = _train(case, dtype, "numba")
+    ref, ref_history = _train(case, dtype, "numpy")
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        _assert_close(p.value, q.value, dtype, f"parameter {p.name}")
+        _assert_close(p.grad, q.grad, dtype, f"gradient of {p.name}")
+    assert ours.optimizer.t == ref.optimizer.t > 0
+    for mine, theirs in zip(ours.optimizer.state, ref.optimizer.state):
+        for a, b in zip(mine, theirs):
+            _assert_close(a, b, dtype, "optimizer state")
+    _assert_close(our_history["loss"], ref_history["loss"], dtype, "loss history")
+    if dtype == "float64":
+        assert our_history["accuracy"] == pytest.approx(ref_history["accuracy"], abs=1e-9)
+
+
+def test_fit_called_twice_continues_like_one_call():
+    X, y = datasets.moons(n_samples=200, noise=0.2, seed=3)
+    models = [_binary(("relu",), 6) for _ in range(2)]
+    models[0].fit(X, y, epochs=6, batch_size=40, optimizer="adam", lr=0.01, seed=1)
+    models[1].fit(X, y, epochs=2, batch_size=40, optimizer="adam", lr=0.01, seed=1)
+    models[1].fit(X, y, epochs=4, batch_size=40)
+    assert models[0].optimizer.t == models[1].optimizer.t == 30
+    for p, q in zip(models[0].parameters(), models[1].parameters()):
+        np.testing.assert_array_equal(p.value, q.value)
+
+
+class _SwapOptimizer(Callback):
+    """Replaces the model's optimizer (and a weight array) after the first epoch."""
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == 1:
+            self.model.optimizer = fastnn.optimizers.get("momentum", lr=0.05)
+            W = self.model.layers[0].W
+            W.value = W.value.copy()
+
+
+def test_a_callback_swapping_the_optimizer_or_arrays_is_followed():
+    X, y = datasets.planar()
+    results = []
+    for backend in ("numba", "numpy"):
+        model = _binary(backend=backend)
+        model.fit(X, y, epochs=5, optimizer="sgd", lr=0.5, callbacks=[_SwapOptimizer()])
+        assert model.optimizer.name == "momentum" and model.optimizer.t == 4
+        results.append([p.value for p in model.parameters()])
+    for ours, ref in zip(*results):
+        _assert_close(ours, ref, "float64", "parameters after the swap")
+
+
+def test_divergence_on_the_fused_path_keeps_the_last_finite_parameters():
+    X, y = datasets.planar()
+    outcomes = []
+    for backend in ("numba", "numpy"):
+        model = _binary(("identity", "identity"), dtype="float32", backend=backend)
+        with pytest.raises(TrainingDiverged, match="the loss became nan"):
+            model.fit(X * 1e10, y, epochs=50, optimizer="sgd", lr=1e10)
+        values = [np.asarray(p.value) for p in model.parameters()]
+        assert all(np.all(np.isfinite(v)) for v in values)
+        outcomes.append((model.epochs_trained, values))
+    assert outcomes[0][0] == outcomes[1][0]
+    for ours, ref in zip(outcomes[0][1], outcomes[1][1]):
+        _assert_close(ours, ref, "float32", "restored parameters")
+
+
+def test_warmup_of_a_model_compiles_its_fused_epoch_and_leaves_it_untouched():
+    from fastnn.kernels import numba_train
+
+    model = _binary(("tanh", "relu") * 3, dtype="float32")  # a depth no other test uses
+    before = [np.array(p.value) for p in model.parameters()]
+    compiled = len(numba_train.train_epoch.signatures)
+    fastnn.warmup(model)
+    assert len(numba_train.train_epoch.signatures) == compiled + 1
+    assert all(np.array_equal(b, p.value) for b, p in zip(before, model.parameters()))
+    assert model.optimizer is None and all(p.grad is None for p in model.parameters())
+    X, y = datasets.planar()
+    model.fit(X, y, epochs=2, lr=0.5)
+    assert len(numba_train.train_epoch.signatures) == compiled + 1  # nothing new to compile
