@@ -45,4 +45,9 @@ def mlp_gemms(matmul, X, W1, W2, W3, H1, H2, D1, D2, D3):
     )
 
 
+def dense_products(matmul, X, W, dA):
+    """A dense layer's three products: X @ W, X^T @ dA and dA @ W^T."""
+    return (matmul(X, W), matmul(X.T, dA), matmul(dA, W.T))
+
+
 GEMM_INPUTS = ("X", "W1", "W2", "W3", "H1", "H2", "D1", "D2", "D3")

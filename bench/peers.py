@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-from bench.case import GEMM_INPUTS, Case, mlp_gemms, pure_case
+from bench.case import GEMM_INPUTS, Case, dense_products, mlp_gemms, pure_case
 
 
 def tensor(torch, device, array, dtype=None):
@@ -85,6 +85,11 @@ def optimizer_step(name, lr, torch, device, data):
 def gemms(torch, device, data):
     arrays = [tensor(torch, device, data[k]) for k in GEMM_INPUTS]
     return pure_case(lambda: mlp_gemms(torch.matmul, *arrays), to_host)
+
+
+def dense_gemms(torch, device, data):
+    X, W, dA = (tensor(torch, device, data[k]) for k in ("X", "W", "dA"))
+    return pure_case(lambda: dense_products(torch.matmul, X, W, dA), to_host)
 
 
 def _sequential(torch, device, weights, hidden):

@@ -15,7 +15,7 @@ import numpy as np
 
 import fastnn
 from bench import peers, reference
-from bench.case import GEMM_INPUTS, Case, mlp_gemms, pure_case
+from bench.case import GEMM_INPUTS, Case, dense_products, mlp_gemms, pure_case
 from fastnn import activations, backends, initializers, optimizers
 from fastnn.layers import Dense, Parameter
 
@@ -54,6 +54,9 @@ def catalog(quick=False):
         items += [elementwise(d, name, shape, dtype) for shape in (rows, wide)
                   for name in ACTIVATIONS for d in ("forward", "backward")]
     items += [dense(32 if quick else 256, dtype) for dtype in DTYPES]
+    side = 128 if quick else 1024  # big enough that fused passes run on every thread
+    items += [dense_gemms(side, "float32", side, side),
+              dense(side, "float32", side, side, baseline=True)]
     items += [optimizer(name, 256 if quick else 1024, "float32") for name in OPTIMIZER_LR]
     for dtype in DTYPES:
         for batch in (16, 64) if quick else (128, 1024):
@@ -145,7 +148,11 @@ def _check_backward(name, dtype, outputs, data):
 
 # ---- dense layer: relu(X @ W + b) forward and backward ----
 
-def dense(batch, dtype, n_in=784, n_out=256):
+def dense(batch, dtype, n_in=784, n_out=256, baseline=False):
+    """relu(X @ W + b) forward and backward; ``baseline`` compares it with the same
+    three GEMMs alone (``dense_gemms``): a thread-pool stall between BLAS and the
+    fused passes would show as a ratio far above 1."""
+
     def inputs():
         return {"X": normal((batch, n_in), dtype, 0), "W": normal((n_in, n_out), dtype, 1, 0.05),
                 "b": normal((n_out,), dtype, 2, 0.1), "dA": normal((batch, n_out), dtype, 3)}
@@ -155,7 +162,36 @@ def dense(batch, dtype, n_in=784, n_out=256):
         inputs=inputs, fastnn=_dense, torch=peers.dense,
         check=functools.partial(_check_dense, dtype),
         work=3 * 2 * batch * n_in * n_out, unit="FLOP", tolerance=tolerance(dtype),
+        baseline=_gemms_name(batch, n_in, n_out) if baseline else None,
     )
+
+
+def _gemms_name(batch, n_in, n_out):
+    return f"dense {n_in}->{n_out} 3 GEMMs B={batch}"
+
+
+def dense_gemms(batch, dtype, n_in, n_out):
+    """The dense workload's three products alone: X @ W, X^T @ dA and dA @ W^T."""
+    def inputs():
+        return {"X": normal((batch, n_in), dtype, 0), "W": normal((n_in, n_out), dtype, 1, 0.05),
+                "dA": normal((batch, n_out), dtype, 3)}
+
+    return Workload(
+        name=_gemms_name(batch, n_in, n_out), group="dense", dtype=dtype, inputs=inputs,
+        fastnn=_dense_gemms, torch=peers.dense_gemms,
+        check=functools.partial(_check_dense_gemms, dtype),
+        work=3 * 2 * batch * n_in * n_out, unit="FLOP", tolerance=tolerance(dtype),
+    )
+
+
+def _dense_gemms(backend, data):
+    X, W, dA = (backend.asarray(data[k]) for k in ("X", "W", "dA"))
+    return pure_case(lambda: dense_products(backend.xp.matmul, X, W, dA), backend.to_numpy)
+
+
+def _check_dense_gemms(dtype, outputs, data):
+    expected = dense_products(np.matmul, *(data[k].astype(np.float64) for k in ("X", "W", "dA")))
+    reference.assert_close(outputs, list(expected), dtype, "dense GEMMs")
 
 
 def _dense(backend, data):

@@ -69,13 +69,14 @@ def _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
     zeros = np.zeros(tile.shape[0] if keep_z else 0, tile.dtype)  # bias already added
     for start in range(lo, hi, rows):
         base, count = start * n, (min(start + rows, hi) - start) * n
-        z, out = flat_z[base:base + count], flat_out[base:base + count]
+        z, bias = flat_z[base:base + count], tile[:count]
         if keep_z:  # store z + b (in L1 for the next loop), then f of it
+            out = flat_out[base:base + count]
             for k in range(count):
-                out[k] = z[k] + tile[k]
-            forward_block(kind, out, zeros[:count], flat_a[base:base + count], alpha)
-        else:
-            forward_block(kind, z, tile[:count], flat_a[base:base + count], alpha)
+                out[k] = z[k] + bias[k]
+            z, bias = out, zeros[:count]
+        # one call site: LLVM inlines every kind's vectorized loop once, not twice
+        forward_block(kind, z, bias, flat_a[base:base + count], alpha)
 
 
 @kernel

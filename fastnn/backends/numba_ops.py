@@ -166,6 +166,8 @@ def _update(rule, p, g, s1, s2, hp):
     take these arrays (the caller then runs the generic op)."""
     if not _fits(p, g, s1, s2):
         return False
+    # flat views: one compiled specialization serves weights and biases alike
+    p, g, s1, s2 = p.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1)
     if p.size >= PARALLEL_MIN:
         rules.update_parallel(rule, p, g, s1, s2, hp, _threads())
     else:
@@ -342,9 +344,9 @@ def warmup(dtypes, model=None):
         losses.sigmoid_bce(Z, A, A, dZ, 0.25, True)
         losses.softmax_xent(Z, A, A, dZ, 0.5, True)
         hp = (0.1, 0.0, 0.9, 0.1, 0.9, 0.1, 1e-8, 0.1, 0.1)
-        for p in (np.zeros(4, dtype), np.zeros((2, 2), dtype)):  # biases and weights
-            rules.update(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp)
-            rules.update_parallel(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp, 1)
+        p = np.zeros(4, dtype)  # _update passes flat views of weights and biases
+        rules.update(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp)
+        rules.update_parallel(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp, 1)
     return time.perf_counter() - start
 
 
