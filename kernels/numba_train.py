@@ -67,6 +67,18 @@ def _columns(source, order, start, rows):
 
 
 @kernel
+def _column_exp_sum(ZT, i):
+    """(top, sum of exp(z - top)) over column i of ZT, top being its largest entry."""
+    top = ZT[0, i]
+    for j in range(ZT.shape[0]):
+        top = max(top, ZT[j, i])
+    total = typed_as(ZT, 0.0)
+    for j in range(ZT.shape[0]):
+        total += vexp(ZT[j, i] - top)
+    return top, total
+
+
+@kernel
 def _forward(kind, inT, W, b, ZT, AT, alpha, zeros):
     """ZT = (in @ W + b)^T and AT = f(ZT), feature-major."""
     n_in, n_out = W.shape
@@ -84,16 +96,9 @@ def _forward(kind, inT, W, b, ZT, AT, alpha, zeros):
             forward_block(kind, z, zeros, AT[j], alpha)
     if kind == SOFTMAX:  # over units, per sample (column)
         for i in range(ZT.shape[1]):
-            top = ZT[0, i]
+            top, total = _column_exp_sum(ZT, i)
             for j in range(n_out):
-                top = max(top, ZT[j, i])
-            total = typed_as(ZT, 0.0)
-            for j in range(n_out):
-                e = vexp(ZT[j, i] - top)
-                AT[j, i] = e
-                total += e
-            for j in range(n_out):
-                AT[j, i] /= total
+                AT[j, i] = vexp(ZT[j, i] - top) / total
 
 
 @kernel
@@ -103,12 +108,7 @@ def _softmax_xent(ZT, AT, YT, dZT):
     scale = typed_as(dZT, 1.0 / max(m, 1))
     total = 0.0
     for i in range(m):
-        top = ZT[0, i]
-        for j in range(n):
-            top = max(top, ZT[j, i])
-        sum_exp = typed_as(ZT, 0.0)
-        for j in range(n):
-            sum_exp += vexp(ZT[j, i] - top)
+        top, sum_exp = _column_exp_sum(ZT, i)
         log_sum = math.log(sum_exp)
         for j in range(n):
             total -= YT[j, i] * ((ZT[j, i] - top) - log_sum)
