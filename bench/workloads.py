@@ -148,15 +148,16 @@ def _check_backward(name, dtype, outputs, data):
 
 # ---- dense layer: relu(X @ W + b) forward and backward ----
 
+def _dense_inputs(batch, dtype, n_in, n_out):
+    return {"X": normal((batch, n_in), dtype, 0), "W": normal((n_in, n_out), dtype, 1, 0.05),
+            "b": normal((n_out,), dtype, 2, 0.1), "dA": normal((batch, n_out), dtype, 3)}
+
+
 def dense(batch, dtype, n_in=784, n_out=256, baseline=False):
     """relu(X @ W + b) forward and backward; ``baseline`` compares it with the same
     three GEMMs alone (``dense_gemms``): a thread-pool stall between BLAS and the
     fused passes would show as a ratio far above 1."""
-
-    def inputs():
-        return {"X": normal((batch, n_in), dtype, 0), "W": normal((n_in, n_out), dtype, 1, 0.05),
-                "b": normal((n_out,), dtype, 2, 0.1), "dA": normal((batch, n_out), dtype, 3)}
-
+    inputs = functools.partial(_dense_inputs, batch, dtype, n_in, n_out)
     return Workload(
         name=f"dense {n_in}->{n_out} fwd+bwd B={batch}", group="dense", dtype=dtype,
         inputs=inputs, fastnn=_dense, torch=peers.dense,
@@ -171,11 +172,9 @@ def _gemms_name(batch, n_in, n_out):
 
 
 def dense_gemms(batch, dtype, n_in, n_out):
-    """The dense workload's three products alone: X @ W, X^T @ dA and dA @ W^T."""
-    def inputs():
-        return {"X": normal((batch, n_in), dtype, 0), "W": normal((n_in, n_out), dtype, 1, 0.05),
-                "dA": normal((batch, n_out), dtype, 3)}
-
+    """The dense workload's three products alone (same inputs): X @ W, X^T @ dA and
+    dA @ W^T."""
+    inputs = functools.partial(_dense_inputs, batch, dtype, n_in, n_out)
     return Workload(
         name=_gemms_name(batch, n_in, n_out), group="dense", dtype=dtype, inputs=inputs,
         fastnn=_dense_gemms, torch=peers.dense_gemms,

@@ -67,6 +67,17 @@ def _columns(source, order, start, rows):
 
 
 @kernel
+def _combine(out, rows, weights):
+    """out = sum over r of weights[r] * rows[r], accumulated in order of r: a layer's
+    units from its inputs (forward) or its inputs' gradients from its units (backward)."""
+    out[:] = 0
+    for r in range(rows.shape[0]):
+        w, row = weights[r], rows[r]
+        for i in range(out.shape[0]):
+            out[i] += row[i] * w
+
+
+@kernel
 def _column_exp_sum(ZT, i):
     """(top, sum of exp(z - top)) over column i of ZT, top being its largest entry."""
     top = ZT[0, i]
@@ -84,11 +95,7 @@ def _forward(kind, inT, W, b, ZT, AT, alpha, zeros):
     n_in, n_out = W.shape
     for j in range(n_out):
         z = ZT[j]
-        z[:] = 0
-        for k in range(n_in):
-            w, x = W[k, j], inT[k]
-            for i in range(z.shape[0]):
-                z[i] += x[i] * w
+        _combine(z, inT, W[:, j])
         bj = b[j]
         for i in range(z.shape[0]):
             z[i] += bj
@@ -150,12 +157,7 @@ def _backward(inT, W, dZT, dW, db, dInT, need_dx):
             dW[k, j] = _dot(inT[k], g)
     if need_dx:
         for k in range(n_in):
-            d = dInT[k]
-            d[:] = 0
-            for j in range(n_out):
-                w, g = W[k, j], dZT[j]
-                for i in range(d.shape[0]):
-                    d[i] += g[i] * w
+            _combine(dInT[k], dZT, W[k])
 
 
 @kernel

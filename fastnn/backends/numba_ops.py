@@ -148,15 +148,18 @@ def softmax_xent(Z, A, Y, need_grad):
 
 def _hyper(rule, lr, weight_decay, momentum=0.0, eps=0.0, rho=0.0, beta1=0.0, beta2=0.0,
            t=1):
-    """The 9-float ``hp`` tuple of ``rule`` (layout in ``numba_optimizers``)."""
-    extra = {
-        rules.MOMENTUM: (momentum,),
-        rules.NESTEROV: (momentum,),
-        rules.ADAGRAD: (eps,),
-        rules.RMSPROP: (rho, 1.0 - rho, eps),
-        rules.ADAM: (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta1**t,
-                     1.0 - beta2**t),
-    }.get(rule, ())
+    """The 9-float ``hp`` tuple of ``rule`` (layout in ``numba_optimizers``); floats
+    throughout, so every call shares one compiled specialization."""
+    if rule in (rules.MOMENTUM, rules.NESTEROV):
+        extra = (momentum,)
+    elif rule == rules.ADAGRAD:
+        extra = (eps,)
+    elif rule == rules.RMSPROP:
+        extra = (rho, 1.0 - rho, eps)
+    elif rule == rules.ADAM:
+        extra = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta1**t, 1.0 - beta2**t)
+    else:
+        extra = ()
     hp = (float(lr), float(weight_decay), *map(float, extra))
     return hp + (0.0,) * (9 - len(hp))
 
@@ -353,26 +356,23 @@ def warmup(dtypes, model=None):
 def _warm_fused_epoch(model):
     """Run ``train_epoch`` once on zero arrays shaped like ``model`` (two samples), so
     the specialization for its depth and dtype is compiled; the model is untouched."""
-    dtype = np.dtype(model.dtype)
-    X = np.zeros((2, model.n_in), dtype)
-    Y = np.zeros((2, model.n_out), dtype)
-    if LOSS_KINDS.get(model.loss.name) is None or model.optimizer is not None and \
-            rules.RULES.get(model.optimizer.name) is None:
+    if not all(type(layer) is Dense for layer in model.layers):
         return
+    if model.optimizer is not None and rules.RULES.get(model.optimizer.name) is None:
+        return  # fit will take the generic steps
+    dtype = np.dtype(model.dtype)
+    X, Y = np.zeros((2, model.n_in), dtype), np.zeros((2, model.n_out), dtype)
     probe = _FusedEpoch.plan(_Probe(model), X, Y, 2)
     if probe is not None:
         probe()
 
 
 class _Probe:
-    """A stand-in for a model with zero copies of its parameters and plain SGD."""
+    """A stand-in for a Dense-only model: zero copies of its parameters, plain SGD."""
 
     def __init__(self, model):
-        self.layers, self.loss, self.backend = [], model.loss, model.backend
+        self.loss, self.backend, self.layers = model.loss, model.backend, []
         for layer in model.layers:
-            if type(layer) is not Dense:
-                self.layers = [layer]  # not a Dense stack: plan() declines
-                break
             copy = Dense(layer.n_in, layer.n_out, layer.activation)
             copy.params = tuple(Parameter(p.name, np.zeros_like(p.value), p.decay)
                                 for p in layer.params)
