@@ -18,10 +18,12 @@ import numpy as np
 
 from fastnn import ops as generic
 from fastnn import steps
+from fastnn.kernels import numba_blas as blas
 from fastnn.kernels import numba_dense as dense
 from fastnn.kernels import numba_losses as losses
 from fastnn.kernels import numba_optimizers as rules
 from fastnn.kernels import numba_train as train
+from fastnn.kernels import numba_train_blas as train_blas
 from fastnn.kernels.numba_activations import IDENTITY, SOFTMAX, STEP, kind_of
 from fastnn.layers import Dense, Parameter
 from fastnn.optimizers import SGD
@@ -212,6 +214,16 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay):
         generic.adam_update(np, p, g, m, v, lr, beta1, beta2, eps, t, weight_decay)
 
 
+_GEMM = []  # NumPy's CBLAS GEMM (or None), looked up on first use
+
+
+def gemm_library():
+    """NumPy's own GEMM for the BLAS epoch kernel, or None where it cannot be found."""
+    if not _GEMM:
+        _GEMM.append(blas.find())
+    return _GEMM[0]
+
+
 LOSS_KINDS = {"binary_crossentropy": train.BCE, "categorical_crossentropy": train.XENT}
 HYPER_NAMES = ("momentum", "eps", "rho", "beta1", "beta2")
 
@@ -227,11 +239,13 @@ def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
 
 class _FusedEpoch:
     """``run(order)`` for ``epoch_steps``: the model's arrays gathered once into the
-    tuples ``numba_train.train_epoch`` takes."""
+    tuples the epoch kernels take. Small stacks run ``numba_train.train_epoch``
+    (feature-major loops); larger ones ``numba_train_blas.train_epoch`` (NumPy's GEMM
+    called from the kernel), when that GEMM can be found."""
 
     @classmethod
     def plan(cls, model, X, Y, batch):
-        """A fused runner, or None if the model, optimizer or data do not fit the kernel."""
+        """A fused runner, or None if the model, optimizer or data do not fit a kernel."""
         layers, optimizer = model.layers, model.optimizer
         rule = rules.RULES.get(getattr(optimizer, "name", None))
         loss_kind = LOSS_KINDS.get(model.loss.name)
@@ -243,19 +257,28 @@ class _FusedEpoch:
         values = [p.value for p in model.parameters()]
         if not _fits(X, Y, *values) or X.ndim != 2:
             return None
+        gemm = None
         if batch * sum(layer.n_in * layer.n_out for layer in layers) > FUSED_EPOCH_MAX:
-            return None
-        return cls(model, X, Y, batch, loss_kind, specs)
+            gemm = gemm_library()
+            if gemm is None:
+                return None
+        return cls(model, X, Y, batch, loss_kind, specs, gemm)
 
-    def __init__(self, model, X, Y, batch, loss_kind, specs):
-        self.model, self.batch, self.loss_kind = model, batch, loss_kind
+    def __init__(self, model, X, Y, batch, loss_kind, specs, gemm):
+        self.model, self.batch, self.loss_kind, self.gemm = model, batch, loss_kind, gemm
         self.X, self.Y = X, Y
-        self.XT, self.YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)
+        if gemm is None:  # the loop kernel works feature-major
+            self.XT, self.YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)
         self.kinds = np.array([kind for kind, _ in specs], np.int64)
         self.alphas = np.array([alpha for _, alpha in specs], X.dtype)
         self.params = model.parameters()
         self.no_order = np.empty(0, np.int64)
         self.bound = None
+
+    def _folds(self, rule):
+        """True if plain SGD's weight update is folded into the weight-gradient GEMM
+        (dW is then never formed, and the weights' ``grad`` is left None)."""
+        return self.gemm is not None and rule == rules.SGD
 
     def _bind(self):
         """Gather the parameters, gradients and optimizer state into the kernel's
@@ -265,25 +288,32 @@ class _FusedEpoch:
         if self.rule is None:  # the kernel has no such rule: generic steps from now on
             return
         optimizer.ensure_state(params, self.model.backend)
-        for p in params:  # the kernel writes each step's gradients here
+        self.fold = self._folds(self.rule)
+        for p in self._written():  # the kernel writes each step's gradients here
             if p.grad is None or p.grad.shape != p.value.shape or not _fits(p.value, p.grad):
                 p.grad = np.empty_like(p.value)
         pairs = list(zip(params, optimizer.state))
         weights, biases = pairs[0::2], pairs[1::2]  # Dense params are (W, b)
         self.Ws, self.bs = (tuple(p.value for p, _ in group) for group in (weights, biases))
-        self.dWs, self.dbs = (tuple(p.grad for p, _ in group) for group in (weights, biases))
+        self.dWs = self.Ws if self.fold else tuple(p.grad for p, _ in weights)
+        self.dbs = tuple(p.grad for p, _ in biases)
         self.s1W, self.s1b, self.s2W, self.s2b = (
             tuple(_state(p, s, k) for p, s in group)
             for k in (0, 1) for group in (weights, biases)
         )
         self.settings = None  # (lr, weight_decay) the hp tuples were built for
 
+    def _written(self):
+        """The parameters whose ``grad`` the kernel writes (all but folded weights)."""
+        return self.params[1::2] if self.fold else self.params
+
     def _binding(self):
         """The objects the tuples were built from (compared by identity; holding them
         keeps their ids unique)."""
         optimizer = self.model.optimizer
+        self.fold = self._folds(rules.RULES.get(getattr(optimizer, "name", None)))
         return (optimizer, optimizer.state, *(p.value for p in self.params),
-                *(p.grad for p in self.params))
+                *(p.grad for p in self._written()))
 
     def __call__(self, order=None):
         binding = self._binding()
@@ -300,13 +330,21 @@ class _FusedEpoch:
             self.hp_w = _hyper(self.rule, optimizer.lr, optimizer.weight_decay, **hyper)
             self.hp_b = _hyper(self.rule, optimizer.lr, 0.0, **hyper)
             self.settings = settings
-        sums = np.zeros(2, self.XT.dtype)
-        optimizer.t += train.train_epoch(
-            self.kinds, self.alphas, self.Ws, self.bs, self.dWs, self.dbs, self.s1W,
-            self.s1b, self.s2W, self.s2b, self.rule, self.hp_w, self.hp_b, optimizer.t,
-            self.loss_kind, self.XT, self.YT, self.no_order if order is None else order,
-            self.batch, sums,
-        )
+        sums = np.zeros(2, self.X.dtype)
+        order = self.no_order if order is None else order
+        layers = (self.kinds, self.alphas, self.Ws, self.bs, self.dWs, self.dbs, self.s1W,
+                  self.s1b, self.s2W, self.s2b, self.rule, self.hp_w, self.hp_b, optimizer.t,
+                  self.loss_kind)
+        if self.gemm is None:
+            taken = train.train_epoch(*layers, self.XT, self.YT, order, self.batch, sums)
+        else:
+            taken = train_blas.train_epoch(self.gemm.address(self.X.dtype), self.gemm.ilp64,
+                                           self.fold, *layers, self.X, self.Y, order,
+                                           self.batch, sums)
+            if self.fold:
+                for p in self.params[0::2]:
+                    p.grad = None
+        optimizer.t += taken
         return sums
 
 

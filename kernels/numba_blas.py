@@ -1,0 +1,133 @@
+"""NumPy's own BLAS GEMM, callable from Numba kernels, with alpha and beta.
+
+``np.matmul`` cannot accumulate (C = alpha * A @ B + beta * C) and costs a Python
+call; a kernel that calls the GEMM itself can fold an SGD update into the weight
+gradient's product and run a whole training step without returning to Python.
+The GEMM is the one NumPy already uses (same library, same thread pool), found by
+``find()`` among the shared libraries loaded in this process, so the products run
+exactly as fast as NumPy's and no second BLAS thread pool competes for the cores.
+
+The kernels receive the function's address as an integer (``Gemm.address``) and
+whether it takes 64-bit integers (``Gemm.ilp64``), so compiled code stays valid in
+the cache whatever library a later process finds.
+"""
+
+import ctypes
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from .numba_jit import kernel
+from .numba_math import typed_as
+
+ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enum values
+# (symbol template, takes 64-bit ints): NumPy's wheels rename OpenBLAS's ILP64 CBLAS
+# with a scipy_ prefix and a 64_ suffix; other builds keep the standard names.
+SYMBOLS = (("scipy_cblas_{}gemm64_", True), ("cblas_{}gemm64_", True),
+           ("scipy_cblas_{}gemm", False), ("cblas_{}gemm", False))
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """Addresses of a CBLAS sgemm/dgemm pair and their integer width."""
+
+    path: str
+    symbol: str
+    ilp64: bool
+    sgemm: int
+    dgemm: int
+
+    def address(self, dtype):
+        return self.sgemm if np.dtype(dtype) == np.float32 else self.dgemm
+
+
+def loaded_libraries(maps="/proc/self/maps"):
+    """Paths of the shared libraries mapped into this process whose name says BLAS,
+    those shipped with NumPy first (another package may load a BLAS of its own)."""
+    try:
+        with open(maps) as f:
+            paths = {line.split(None, 5)[-1].strip() for line in f if ".so" in line}
+    except OSError:
+        return []
+    numpy_dir = os.path.dirname(np.__file__)  # NumPy's own (numpy.libs/...) come first
+    found = [p for p in paths if "blas" in os.path.basename(p).lower()]
+    return sorted(found, key=lambda p: (not p.startswith(numpy_dir), p))
+
+
+def find(libraries=None):
+    """NumPy's CBLAS GEMMs as a ``Gemm``, or None if none can be found (then kernels
+    that need it are not used and the op-by-op path runs). ``np.matmul`` is called
+    first so the library is loaded even where NumPy loads it lazily."""
+    np.matmul(np.ones((2, 2)), np.ones((2, 2)))
+    for path in loaded_libraries() if libraries is None else libraries:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for template, ilp64 in SYMBOLS:
+            try:
+                s, d = (getattr(library, template.format(p)) for p in "sd")
+            except AttributeError:
+                continue
+            address = ctypes.cast(s, ctypes.c_void_p).value, ctypes.cast(d, ctypes.c_void_p).value
+            return Gemm(path, template.format("?"), ilp64, *address)
+    return None
+
+
+@intrinsic
+def _call(typingctx, address, ilp64, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta,
+          c, ldc):
+    """cblas_?gemm(RowMajor, ...) through the function at ``address``; ints arrive as
+    int64 and are narrowed for an LP64 library; a, b, c are data addresses."""
+    signature = types.void(address, ilp64, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb,
+                           beta, c, ldc)
+
+    def codegen(context, builder, sig, args):
+        fn_address, wide, ta, tb, *sizes_and_data = args
+        real = context.get_value_type(sig.args[7])
+        enum, pointer = ir.IntType(32), real.as_pointer()
+
+        def emit(width):
+            size = ir.IntType(width)
+            kinds = (size, size, size, real, pointer, size, pointer, size, real, pointer, size)
+            fnty = ir.FunctionType(ir.VoidType(), [enum, enum, enum, *kinds])
+            values = [ir.Constant(enum, ROW_MAJOR), builder.trunc(ta, enum),
+                      builder.trunc(tb, enum)]
+            for kind, value in zip(kinds, sizes_and_data):
+                if kind is pointer:
+                    value = builder.inttoptr(value, pointer)
+                elif kind is size and width < 64:
+                    value = builder.trunc(value, size)
+                values.append(value)
+            builder.call(builder.inttoptr(fn_address, fnty.as_pointer()), values)
+
+        with builder.if_else(wide) as (then, otherwise):
+            with then:
+                emit(64)
+            with otherwise:
+                emit(32)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@kernel
+def gemm(address, ilp64, a, b, c, alpha, beta, trans_a, trans_b):
+    """c = alpha * op(a) @ op(b) + beta * c, op(x) being x.T where trans_x is set;
+    C-contiguous 2-D arrays of c's float dtype, c overlapping neither a nor b."""
+    m, n = c.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    if (a.shape[1] if trans_a else a.shape[0]) != m or \
+            (b.shape[1] if trans_b else b.shape[0]) != k or \
+            (b.shape[0] if trans_b else b.shape[1]) != n:
+        raise ValueError("gemm: the shapes of a, b and c do not match")
+    if m == 0 or n == 0:
+        return
+    _call(address, ilp64, np.int64(TRANS if trans_a else NO_TRANS),
+          np.int64(TRANS if trans_b else NO_TRANS), np.int64(m), np.int64(n), np.int64(k),
+          typed_as(c, alpha), a.ctypes.data, np.int64(max(1, a.shape[1])), b.ctypes.data,
+          np.int64(max(1, b.shape[1])), typed_as(c, beta), c.ctypes.data, np.int64(max(1, n)))

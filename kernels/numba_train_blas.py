@@ -1,0 +1,109 @@
+"""A whole training epoch of a stack of Dense layers in one kernel call, products by BLAS.
+
+For layers too big for ``numba_train``'s loops (the MLP 784-256-256-10), the products
+go to NumPy's own GEMM, called from inside the kernel (``numba_blas``), so a step
+costs its GEMMs plus one serial pass per elementwise job and no Python at all. Arrays
+are batch-first as everywhere else in fastnn; the step's buffers are allocated once
+per epoch. The elementwise work is the op-by-op kernels' (``_activate_rows``,
+``_grad_rows``, the loss kernels, the optimizer bodies), so results match the
+op-by-op path to rounding.
+
+Each layer's backward runs in this order: its input gradient (with the weights of
+this step), then its update, then the layer below; this equals computing every
+gradient first and updating after. With ``fold`` set (plain SGD), the update is folded
+into the weight-gradient product, W = (1 - lr * wd) W - lr * (in^T dZ), so dW is never
+written and the update costs no pass of its own; the weight gradients are then left
+as they were, and the caller says so.
+
+Layers arrive as tuples of arrays, activations as ``kinds``/``alphas``, the optimizer
+as a rule number with its ``hp`` tuples (see ``numba_optimizers``); the caller adds
+the returned step count to its t.
+"""
+
+import numpy as np
+
+from .numba_blas import gemm
+from .numba_dense import _activate_rows, _grad_rows
+from .numba_jit import kernel
+from .numba_losses import sigmoid_bce, softmax_xent
+from .numba_math import typed_as
+from .numba_optimizers import ADAM, _apply
+from .numba_train import BCE, _adam_hp, _score
+
+
+@kernel
+def _rows(source, order, start, rows, out):
+    """Rows start..start+rows-1 of ``source`` (a view), or its rows
+    ``order[start:start+rows]`` gathered into ``out[:rows]`` when ``order`` is not empty."""
+    if order.shape[0] == 0:
+        return source[start:start + rows]
+    for i in range(rows):
+        out[i, :] = source[order[start + i]]
+    return out[:rows]
+
+
+@kernel
+def _column_sums(a, out):
+    """out = sum of a over its rows, in row order."""
+    out[:] = 0
+    for i in range(a.shape[0]):
+        out += a[i]
+
+
+@kernel
+def train_epoch(address, ilp64, fold, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b,
+                rule, hpW, hpb, t, loss_kind, X, Y, order, batch, sums):
+    """One epoch of mini-batch steps over the batch-first arrays X and Y, with the GEMM
+    at ``address`` and the optimizer at step ``t`` before it; adds the epoch's loss and
+    metric sums to ``sums`` and returns the number of steps taken."""
+    m, layers, dtype = X.shape[0], len(Ws), X.dtype
+    most = min(batch, m)
+    Xbuf, Ybuf = np.empty((most, X.shape[1]), dtype), np.empty((most, Y.shape[1]), dtype)
+    # layer li writes Zs, As and dZs[li + 1] and its input gradient dAs[li + 1]
+    Zs, As, dZs, dAs = [Xbuf[:0]], [Xbuf[:0]], [Xbuf[:0]], [Xbuf[:0]]
+    for li in range(layers):
+        n_in, n_out = Ws[li].shape
+        Zs.append(np.empty((most, n_out), dtype))
+        As.append(np.empty((most, n_out), dtype))
+        dZs.append(np.empty((most, n_out), dtype))
+        dAs.append(np.empty((most if li > 0 else 0, n_in), dtype))
+    steps = 0
+    for start in range(0, m, batch):
+        rows = min(batch, m - start)
+        ins = [_rows(X, order, start, rows, Xbuf)]  # layer li reads ins[li]
+        Yb = _rows(Y, order, start, rows, Ybuf)
+        for li in range(layers):
+            Z, A = Zs[li + 1][:rows], As[li + 1][:rows]
+            gemm(address, ilp64, ins[li], Ws[li], Z, 1.0, 0.0, False, False)
+            _activate_rows(kinds[li], Z, bs[li], Z, A, alphas[li], 0, rows, True)
+            ins.append(A)
+        Z, A, dZ = Zs[layers][:rows], ins[layers], dZs[layers][:rows]
+        if loss_kind == BCE:
+            loss = sigmoid_bce(Z, A, Yb, dZ, 1.0 / max(Z.size, 1), True)
+        else:
+            loss = softmax_xent(Z, A, Yb, dZ, 1.0 / max(rows, 1), True)
+        sums[0] += typed_as(sums, loss) * rows
+        sums[1] += _score(loss_kind, A.T, Yb.T)
+        steps += 1
+        hw, hb = hpW, hpb
+        if rule == ADAM:
+            hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
+        _column_sums(dZ, dbs[layers - 1])
+        for li in range(layers - 1, -1, -1):
+            dZ = dZs[li + 1][:rows]
+            if li > 0:  # the input gradient, through the activation below: dZ and db there
+                dA = dAs[li + 1][:rows]
+                gemm(address, ilp64, dZ, Ws[li], dA, 1.0, 0.0, False, True)
+            if fold:
+                gemm(address, ilp64, ins[li], dZ, Ws[li], -hw[0], 1.0 - hw[0] * hw[1], True,
+                     False)
+            else:
+                gemm(address, ilp64, ins[li], dZ, dWs[li], 1.0, 0.0, True, False)
+                _apply(rule, Ws[li].reshape(-1), dWs[li].reshape(-1), s1W[li].reshape(-1),
+                       s2W[li].reshape(-1), hw)
+            _apply(rule, bs[li], dbs[li], s1b[li], s2b[li], hb)
+            if li > 0:
+                dbs[li - 1][:] = 0
+                _grad_rows(kinds[li - 1], dA, Zs[li][:rows], As[li][:rows], dZs[li][:rows],
+                           dbs[li - 1], alphas[li - 1], 0, rows)
+    return steps
