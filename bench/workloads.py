@@ -60,7 +60,8 @@ def catalog(quick=False):
     items += [optimizer(name, 256 if quick else 1024, "float32") for name in OPTIMIZER_LR]
     for dtype in DTYPES:
         for batch in (16, 64) if quick else (128, 1024):
-            items += [mlp_gemms_only(batch, dtype), mlp_step(batch, dtype)]
+            items += [mlp_gemms_only(batch, dtype), mlp_step(batch, dtype),
+                      mlp_step(batch, dtype, by_ops=True)]
     items += [planar(1000 if quick else 10_000, dtype) for dtype in DTYPES]
     items.append(epoch(2048 if quick else 60_000, "float32"))
     return items
@@ -284,20 +285,41 @@ def classification_data(n, dtype, seed=0, n_classes=10):
     return X, np.argmax(X @ teacher.astype(dtype), axis=1)
 
 
-def mlp_step(batch, dtype):
+def mlp_step(batch, dtype, by_ops=False):
+    """One SGD step of the MLP on one batch: as ``fit`` runs it (the ``epoch_steps`` op,
+    here over a one-batch epoch), or ``by_ops``: ``compute_gradients`` then
+    ``optimizer.step``, the layer-level API."""
     def inputs():
         X, y = classification_data(batch, dtype)
         return {"X": X, "y": y, "weights": initial_weights(mlp_model, dtype)}
 
     return Workload(
-        name=f"mlp step B={batch}", group="mlp", dtype=dtype, inputs=inputs,
-        fastnn=_mlp_step, torch=peers.mlp_step, check=_check_training_step,
-        work=mlp_flops(batch), unit="FLOP", baseline=f"mlp 8 GEMMs B={batch}",
-        tolerance=tolerance(dtype, 1e-4, 1e-9),
+        name=f"mlp {'op-by-op ' if by_ops else ''}step B={batch}", group="mlp", dtype=dtype,
+        inputs=inputs, fastnn=_mlp_step_by_ops if by_ops else _mlp_step, torch=peers.mlp_step,
+        check=_check_training_step, work=mlp_flops(batch), unit="FLOP",
+        baseline=f"mlp 8 GEMMs B={batch}", tolerance=tolerance(dtype, 1e-4, 1e-9),
     )
 
 
 def _mlp_step(backend, data):
+    model = mlp_model(backend, data["X"].dtype.name)
+    X, Y = model.prepare(data["X"], data["y"])
+    model.optimizer = fastnn.SGD(lr=0.01)
+    run, losses = backend.ops.epoch_steps(model, X, Y, X.shape[0]), []
+
+    def step():
+        losses[:] = [run(None)]
+
+    def result():
+        after, _ = model.loss_value(X, Y)
+        first = host(backend, losses[0])[0] / X.shape[0]
+        return [first, host(backend, after), *(host(backend, p.value)
+                                               for p in model.parameters())]
+
+    return Case(step, result)
+
+
+def _mlp_step_by_ops(backend, data):
     model = mlp_model(backend, data["X"].dtype.name)
     X, Y = model.prepare(data["X"], data["y"])
     opt, params, losses = fastnn.SGD(lr=0.01), model.parameters(), []

@@ -60,8 +60,8 @@ CASES = {
                               dict(optimizer="sgd", lr=1.2, epochs=40)),
     "adam shuffled batches + weight decay": (
         lambda **k: _binary(("leaky_relu", "softplus"), 6, **k), "moons",
-        dict(optimizer=fastnn.optimizers.Adam(lr=0.02, weight_decay=1e-3), batch_size=48,
-             epochs=4)),
+        dict(optimizer=lambda: fastnn.optimizers.Adam(lr=0.02, weight_decay=1e-3),
+             batch_size=48, epochs=4)),
     "softmax momentum, last batch short": (lambda **k: _multiclass(**k), "blobs",
                                            dict(optimizer="momentum", lr=0.1, batch_size=50,
                                                 epochs=5)),
@@ -73,6 +73,10 @@ CASES = {
     "adagrad tanh, step decay": (lambda **k: _binary(("tanh",), 4, **k), "planar",
                                  dict(optimizer="adagrad", lr=0.5, epochs=12,
                                       lr_schedule=StepDecay(4, 0.5))),
+    "sgd + weight decay, shuffled": (
+        lambda **k: _binary(("relu",), 8, **k), "moons",
+        dict(optimizer=lambda: fastnn.optimizers.SGD(lr=0.2, weight_decay=1e-2),
+             batch_size=40, epochs=3)),
 }
 
 
@@ -87,8 +91,8 @@ def _data(name):
 def _train(case, dtype, backend):
     build, data, settings = CASES[case]
     settings = dict(settings)
-    if not isinstance(settings["optimizer"], str):  # each model gets its own copy
-        settings["optimizer"] = fastnn.optimizers.Adam(lr=0.02, weight_decay=1e-3)
+    if callable(settings["optimizer"]):  # each model gets its own optimizer
+        settings["optimizer"] = settings["optimizer"]()
     model = build(dtype=dtype, backend=backend)
     X, y = _data(data)
     history = model.fit(X, y, seed=5, **settings)
@@ -170,6 +174,39 @@ def test_fused_fit_matches_the_numpy_steps(case, dtype, kernel):
         assert our_history["accuracy"] == pytest.approx(ref_history["accuracy"], abs=1e-9)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_wide_mlp_takes_the_blas_epoch_and_matches_the_numpy_steps(dtype, optimizer):
+    """A 20-64-64-5 softmax MLP (5.7k weights: a batch of 64 is 365k multiply-adds, past
+    the loop kernel's limit) trained on shuffled batches with a short last one."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((300, 20))
+    y = np.argmax(X @ rng.standard_normal((20, 5)), axis=1)
+    results = []
+    for backend in ("numba", "numpy"):
+        model = fastnn.Sequential([fastnn.Dense(20, 64, "relu"), fastnn.Dense(64, 64, "tanh"),
+                                   fastnn.Dense(64, 5, "softmax")], dtype=dtype, seed=3,
+                                  backend=backend)
+        model.optimizer = fastnn.optimizers.get(optimizer, lr=0.05)
+        if backend == "numba":
+            Xd, Yd = model.prepare(X, y)
+            run = NUMBA.ops.epoch_steps(model, Xd, Yd, 64)
+            if numba_ops.gemm_library() is None:
+                pytest.skip("no CBLAS GEMM found in this process")
+            assert isinstance(run, numba_ops._FusedEpoch) and run.gemm is not None
+        history = model.fit(X, y, epochs=3, batch_size=64, seed=2)
+        results.append((model, history))
+    (ours, our_history), (ref, ref_history) = results
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        _assert_close(p.value, q.value, dtype, f"parameter {p.name}")
+        if optimizer == "sgd" and p.name == "W":
+            assert p.grad is None  # folded into the update
+        else:
+            _assert_close(p.grad, q.grad, dtype, f"gradient of {p.name}")
+    _assert_close(our_history["loss"], ref_history["loss"], dtype, "loss history")
+    assert ours.optimizer.t == ref.optimizer.t == 15
+
+
 def test_fit_called_twice_continues_like_one_call(kernel):
     X, y = datasets.moons(n_samples=200, noise=0.2, seed=3)
     models = [_binary(("relu",), 6) for _ in range(2)]
@@ -232,3 +269,22 @@ def test_warmup_of_a_model_compiles_its_fused_epoch_and_leaves_it_untouched():
     X, y = datasets.planar()
     model.fit(X, y, epochs=2, lr=0.5)
     assert len(numba_train.train_epoch.signatures) == compiled + 1  # nothing new to compile
+
+
+def test_warmup_of_a_wide_model_compiles_the_blas_epoch():
+    from fastnn.kernels import numba_train_blas
+
+    if numba_ops.gemm_library() is None:
+        pytest.skip("no CBLAS GEMM found in this process")
+    dims = (300, 200, 100, 50, 2)  # 4 layers: a depth no other test uses on this kernel
+    model = fastnn.Sequential([fastnn.Dense(a, b, "relu") for a, b in zip(dims, dims[1:-1])]
+                              + [fastnn.Dense(dims[-2], dims[-1], "softmax")],
+                              dtype="float32", seed=0, backend="numba")
+    before = [np.array(p.value) for p in model.parameters()]
+    compiled = len(numba_train_blas.train_epoch.signatures)
+    fastnn.warmup(model)
+    assert len(numba_train_blas.train_epoch.signatures) == compiled + 1
+    assert all(np.array_equal(b, p.value) for b, p in zip(before, model.parameters()))
+    rng = np.random.default_rng(0)
+    model.fit(rng.standard_normal((64, 300)), rng.integers(0, 2, 64), epochs=1, batch_size=32)
+    assert len(numba_train_blas.train_epoch.signatures) == compiled + 1

@@ -5,9 +5,11 @@
 - A dense layer whose product is small (``m * n_in * n_out <= SMALL_LAYER_MAX``) runs
   as one JIT kernel, product included; larger products go to BLAS (``np.matmul``) and
   the bias and activation are fused into one pass over its output.
-- A model made only of such small Dense layers, with a cross-entropy loss and no
-  gradient clipping, trains a whole epoch per kernel call (``epoch_steps``).
-Both thresholds come from bench/ measurements (see the README's Numba section).
+- A model made only of Dense layers, with a cross-entropy loss and no gradient
+  clipping, trains a whole epoch per kernel call (``epoch_steps``): a loop kernel
+  while a step costs at most ``FUSED_EPOCH_MAX`` multiply-adds, above that a kernel
+  that calls NumPy's own GEMM (plain SGD folded into the weight-gradient product).
+The thresholds come from bench/ measurements (see the README's Numba section).
 Activations or layouts no kernel covers fall back to the generic op, which is exact.
 """
 
@@ -30,7 +32,8 @@ from fastnn.optimizers import SGD
 
 PARALLEL_MIN = 1 << 18
 SMALL_LAYER_MAX = 1 << 13
-FUSED_EPOCH_MAX = 1 << 18  # multiply-adds per step (batch * weights) for epoch_steps
+FUSED_EPOCH_MAX = 1 << 18  # multiply-adds per step (batch * weights) for the loop kernel
+WARM_BATCH = 128  # warmup(model) compiles the epoch kernel for batches of 2 and of this
 _EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32),
           np.dtype(np.float64): np.empty((0, 0), np.float64)}
 
@@ -392,17 +395,22 @@ def warmup(dtypes, model=None):
 
 
 def _warm_fused_epoch(model):
-    """Run ``train_epoch`` once on zero arrays shaped like ``model`` (two samples), so
-    the specialization for its depth and dtype is compiled; the model is untouched."""
+    """Run the epoch kernel once on zero arrays shaped like ``model`` (two samples), so
+    the specialization for its depth and dtype is compiled; the model is untouched.
+    The kernel a batch takes depends on its size: both are compiled where batches of
+    2 and of ``WARM_BATCH`` samples take different ones."""
     if not all(type(layer) is Dense for layer in model.layers):
         return
     if model.optimizer is not None and rules.RULES.get(model.optimizer.name) is None:
         return  # fit will take the generic steps
     dtype = np.dtype(model.dtype)
     X, Y = np.zeros((2, model.n_in), dtype), np.zeros((2, model.n_out), dtype)
-    probe = _FusedEpoch.plan(_Probe(model), X, Y, 2)
-    if probe is not None:
-        probe()
+    kernels = set()
+    for batch in (2, WARM_BATCH):  # the kernel sees min(batch, 2) rows either way
+        probe = _FusedEpoch.plan(_Probe(model), X, Y, batch)
+        if probe is not None and (probe.gemm is None) not in kernels:
+            kernels.add(probe.gemm is None)
+            probe()
 
 
 class _Probe:
