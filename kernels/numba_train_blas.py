@@ -3,10 +3,11 @@
 For layers too big for ``numba_train``'s loops (the MLP 784-256-256-10), the products
 go to NumPy's own GEMM, called from inside the kernel (``numba_blas``), so a step
 costs its GEMMs plus one serial pass per elementwise job and no Python at all. Arrays
-are batch-first as everywhere else in fastnn; the step's buffers are allocated once
-per epoch. The elementwise work is the op-by-op kernels' (``_activate_rows``,
-``_grad_rows``, the loss kernels, the optimizer bodies), so results match the
-op-by-op path to rounding.
+are batch-first as everywhere else in fastnn. The step's buffers come from the caller
+(``buffers``), allocated once, so no step allocates: a fresh buffer of 128 KiB or more
+is new pages from the OS, faulted in on first touch. The elementwise work is the
+op-by-op kernels' (``_activate_rows``, ``_grad_rows``, the loss kernels, the optimizer
+bodies), so results match the op-by-op path to rounding.
 
 Each layer's backward runs in this order: its input gradient (with the weights of
 this step), then its update, then the layer below; this equals computing every
@@ -51,33 +52,27 @@ def _column_sums(a, out):
 
 
 @kernel
-def train_epoch(address, ilp64, fold, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b,
-                rule, hpW, hpb, t, loss_kind, X, Y, order, batch, sums):
+def train_epoch(address, ilp64, fold, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W,
+                s2b, rule, hpW, hpb, t, loss_kind, X, Y, order, batch, sums, work):
     """One epoch of mini-batch steps over the batch-first arrays X and Y, with the GEMM
     at ``address`` and the optimizer at step ``t`` before it; adds the epoch's loss and
-    metric sums to ``sums`` and returns the number of steps taken."""
-    m, layers, dtype = X.shape[0], len(Ws), X.dtype
-    most = min(batch, m)
-    Xbuf, Ybuf = np.empty((most, X.shape[1]), dtype), np.empty((most, Y.shape[1]), dtype)
-    # layer li writes Zs, As and dZs[li + 1] and its input gradient dAs[li + 1]
-    Zs, As, dZs, dAs = [Xbuf[:0]], [Xbuf[:0]], [Xbuf[:0]], [Xbuf[:0]]
-    for li in range(layers):
-        n_in, n_out = Ws[li].shape
-        Zs.append(np.empty((most, n_out), dtype))
-        As.append(np.empty((most, n_out), dtype))
-        dZs.append(np.empty((most, n_out), dtype))
-        dAs.append(np.empty((most if li > 0 else 0, n_in), dtype))
+    metric sums to ``sums`` and returns the number of steps taken. ``work`` holds the
+    step's buffers, each with ``min(batch, m)`` rows (see ``buffers``). Layer li keeps
+    Z + b only if ``keeps[li]`` (the output layer, and hidden activations whose
+    derivative needs z): the others' derivatives read A in its place."""
+    Xbuf, Ybuf, Zs, As, dZs, dAs = work
+    m, layers = X.shape[0], len(Ws)
     steps = 0
     for start in range(0, m, batch):
         rows = min(batch, m - start)
         ins = [_rows(X, order, start, rows, Xbuf)]  # layer li reads ins[li]
         Yb = _rows(Y, order, start, rows, Ybuf)
         for li in range(layers):
-            Z, A = Zs[li + 1][:rows], As[li + 1][:rows]
+            Z, A = Zs[li][:rows], As[li][:rows]
             gemm(address, ilp64, ins[li], Ws[li], Z, 1.0, 0.0, False, False)
-            _activate_rows(kinds[li], Z, bs[li], Z, A, alphas[li], 0, rows, True)
+            _activate_rows(kinds[li], Z, bs[li], Z, A, alphas[li], 0, rows, keeps[li])
             ins.append(A)
-        Z, A, dZ = Zs[layers][:rows], ins[layers], dZs[layers][:rows]
+        Z, A, dZ = Zs[layers - 1][:rows], ins[layers], dZs[layers - 1][:rows]
         if loss_kind == BCE:
             loss = sigmoid_bce(Z, A, Yb, dZ, 1.0 / max(Z.size, 1), True)
         else:
@@ -90,9 +85,9 @@ def train_epoch(address, ilp64, fold, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b,
             hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
         _column_sums(dZ, dbs[layers - 1])
         for li in range(layers - 1, -1, -1):
-            dZ = dZs[li + 1][:rows]
-            if li > 0:  # the input gradient, through the activation below: dZ and db there
-                dA = dAs[li + 1][:rows]
+            dZ = dZs[li][:rows]
+            if li > 0:  # the input gradient, with this step's weights
+                dA = dAs[li][:rows]
                 gemm(address, ilp64, dZ, Ws[li], dA, 1.0, 0.0, False, True)
             if fold:
                 gemm(address, ilp64, ins[li], dZ, Ws[li], -hw[0], 1.0 - hw[0] * hw[1], True,
@@ -102,8 +97,20 @@ def train_epoch(address, ilp64, fold, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b,
                 _apply(rule, Ws[li].reshape(-1), dWs[li].reshape(-1), s1W[li].reshape(-1),
                        s2W[li].reshape(-1), hw)
             _apply(rule, bs[li], dbs[li], s1b[li], s2b[li], hb)
-            if li > 0:
+            if li > 0:  # through the activation below: its dZ and db
+                below = As[li - 1][:rows]
                 dbs[li - 1][:] = 0
-                _grad_rows(kinds[li - 1], dA, Zs[li][:rows], As[li][:rows], dZs[li][:rows],
-                           dbs[li - 1], alphas[li - 1], 0, rows)
+                _grad_rows(kinds[li - 1], dA, Zs[li - 1][:rows] if keeps[li - 1] else below,
+                           below, dZs[li - 1][:rows], dbs[li - 1], alphas[li - 1], 0, rows)
     return steps
+
+
+def buffers(X, Y, Ws, batch):
+    """The ``work`` tuple for ``train_epoch``: the gathered batch (X, Y), and per layer
+    Z, A, dZ and its input gradient (layer 0's is empty), each ``min(batch, m)`` rows.
+    Allocated once by the caller, so a step allocates nothing."""
+    rows, dtype = min(batch, X.shape[0]), X.dtype
+    outputs = [tuple(np.empty((rows, W.shape[1]), dtype) for W in Ws) for _ in range(3)]
+    inputs = tuple(np.empty((rows if i else 0, W.shape[0]), dtype) for i, W in enumerate(Ws))
+    return (np.empty((rows, X.shape[1]), dtype), np.empty((rows, Y.shape[1]), dtype),
+            *outputs, inputs)

@@ -272,6 +272,11 @@ class _FusedEpoch:
         self.X, self.Y = X, Y
         if gemm is None:  # the loop kernel works feature-major
             self.XT, self.YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)
+        else:
+            Ws = [layer.W.value for layer in model.layers]
+            self.work = train_blas.buffers(X, Y, Ws, batch)
+            self.keeps = np.array([not layer.activation.derivative_from_output
+                                   for layer in model.layers[:-1]] + [True])
         self.kinds = np.array([kind for kind, _ in specs], np.int64)
         self.alphas = np.array([alpha for _, alpha in specs], X.dtype)
         self.params = model.parameters()
@@ -342,8 +347,8 @@ class _FusedEpoch:
             taken = train.train_epoch(*layers, self.XT, self.YT, order, self.batch, sums)
         else:
             taken = train_blas.train_epoch(self.gemm.address(self.X.dtype), self.gemm.ilp64,
-                                           self.fold, *layers, self.X, self.Y, order,
-                                           self.batch, sums)
+                                           self.fold, self.keeps, *layers, self.X, self.Y, order,
+                                           self.batch, sums, self.work)
             if self.fold:
                 for p in self.params[0::2]:
                     p.grad = None
