@@ -96,6 +96,23 @@ def test_blas_from_numpy_build_without_threadpoolctl(monkeypatch):
     assert line.endswith("(install threadpoolctl for threads)")
 
 
+def test_info_names_the_gemm_the_numba_epoch_kernel_calls(capsys, monkeypatch):
+    gemm = info.numba_gemm()
+    if gemm["reason"] is None:
+        assert os.path.exists(gemm["path"]) and "gemm" in gemm["symbol"]
+        status, out, _ = run_cli(capsys, "info")
+        assert f"numba epoch kernel calls {gemm['symbol']}" in out and gemm["path"] in out
+        from fastnn.kernels import numba_blas
+
+        monkeypatch.setattr(numba_blas, "find", lambda: None)
+        gemm = info.numba_gemm()
+        assert gemm["path"] is None and "runs op by op" in gemm["reason"]
+    else:
+        assert gemm["path"] is None and gemm["reason"]
+    lines = info.text_lines({**info.collect(), "numba_gemm": gemm})
+    assert f"  numba epoch kernel GEMM: none ({gemm['reason']})" in lines
+
+
 def fake_cupy(available=True, broken=False):
     """A stand-in CuPy module with one 2 GiB device, for the GPU report."""
     def memory():

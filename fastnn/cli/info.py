@@ -52,6 +52,7 @@ def collect():
         "FASTNN_BACKEND_problem": environment_problem(),
         "packages": {name: _version(dists) for name, dists in PACKAGES.items()},
         "blas": blas(),
+        "numba_gemm": numba_gemm(),
         "threads": threads(),
         "gpu": gpu(),
     }
@@ -94,6 +95,23 @@ def blas():
     return [{"user_api": "blas", "internal_api": config.get("name"),
              "version": config.get("version"), "num_threads": None,
              "threading_layer": None, "architecture": None}]
+
+
+def numba_gemm():
+    """The CBLAS GEMM that the Numba backend's BLAS epoch kernel calls (NumPy's own),
+    or the reason there is none (``fit`` on larger Dense stacks then runs op by op)."""
+    try:
+        backends.load("numba")
+    except BackendUnavailable as error:
+        return {"path": None, "symbol": None, "ilp64": None, "reason": str(error)}
+    from fastnn.kernels import numba_blas
+
+    gemm = numba_blas.find()
+    if gemm is None:
+        return {"path": None, "symbol": None, "ilp64": None,
+                "reason": "no CBLAS sgemm/dgemm among the BLAS libraries loaded in this "
+                          "process, so fit on larger Dense stacks runs op by op"}
+    return {"path": gemm.path, "symbol": gemm.symbol, "ilp64": gemm.ilp64, "reason": None}
 
 
 def threads():
@@ -151,6 +169,13 @@ def text_lines(report):
                            if lib[key] is not None)
         lines.append(f"  {lib['user_api']}: {lib['internal_api']} {lib['version']}"
                      + (f" ({detail})" if detail else " (install threadpoolctl for threads)"))
+    gemm = report["numba_gemm"]
+    if gemm["path"]:
+        width = "64" if gemm["ilp64"] else "32"
+        lines.append(f"  numba epoch kernel calls {gemm['symbol']} ({width}-bit ints) "
+                     f"in {gemm['path']}")
+    else:
+        lines.append(f"  numba epoch kernel GEMM: none ({gemm['reason']})")
     t = report["threads"]
     lines += ["", f"threads: {t['usable_cpus']} usable CPUs of {t['cpu_count']}"]
     lines += [f"  {name}={value}" if value is not None else f"  {name} unset"
