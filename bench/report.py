@@ -125,11 +125,11 @@ def ceiling_lines(report):
 
 
 def startup_body(report):
-    return [(s["backend"], seconds(s["cold"]), seconds(s["cached"]), s["repeats"])
-            for s in report["startup"]]
+    return [(s["backend"], s.get("how", "op-by-op step"), seconds(s["cold"]),
+             seconds(s["cached"]), s["repeats"]) for s in report["startup"]]
 
 
-STARTUP_HEADER = ("backend", "cold start", "cached start", "runs")
+STARTUP_HEADER = ("backend", "first step", "cold start", "cached start", "runs")
 
 
 def text(report):
@@ -138,8 +138,8 @@ def text(report):
                                text_table(report["rows"])]
     if report["startup"]:
         parts += ["", "start-up (import fastnn + build MLP + first training step, fresh "
-                      "process): " + "; ".join(f"{b}: cold {c}, cached {w}"
-                                               for b, c, w, _ in startup_body(report))]
+                      "process): " + "; ".join(f"{b} ({how}): cold {c}, cached {w}"
+                                               for b, how, c, w, _ in startup_body(report))]
     parts += ["", *(["problems:"] + problems(report) if problems(report) else [])]
     return "\n".join(parts).rstrip() + "\n"
 

@@ -184,11 +184,11 @@ def run(config, log=print):
     starts = []
     if config.startup:
         for target in targets:
-            if target.backend_name:
-                log(f"start-up: {target.backend_name}")
+            for how in startup.HOW if target.backend_name else ():
+                log(f"start-up: {target.backend_name}, {how}")
                 starts.append({"backend": target.backend_name,
                                **startup.measure_startup(target.backend_name,
-                                                         1 if config.quick else 3)})
+                                                         1 if config.quick else 3, how)})
     return {
         "command": config.command,
         "quick": config.quick,

@@ -194,8 +194,9 @@ def test_quick_run_on_three_backends_writes_consistent_outputs(tmp_path):
               if c["kind"] == "copy"}
     assert copies == {((64, 256), "numpy"), ((256, 1024), "numpy"),
                       ((64, 256), "array_api_strict"), ((256, 1024), "array_api_strict")}
-    assert [s["backend"] for s in result["startup"]] == ["numpy"]  # instances are in-process
-    assert result["startup"][0]["cold"] > 0 and result["startup"][0]["cached"] > 0
+    assert [(s["backend"], s["how"]) for s in result["startup"]] == [  # instances: in-process
+        ("numpy", "op-by-op step"), ("numpy", "fit, one batch")]
+    assert all(s["cold"] > 0 and s["cached"] > 0 for s in result["startup"])
     assert result["environment"]["thread_pools"] and result["environment"]["cpu"]
 
     written = report.write(result, tmp_path)
