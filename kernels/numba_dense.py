@@ -82,8 +82,8 @@ def _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
 def _grad_rows(kind, dA, Z, A, dZ, db, alpha, lo, hi):
     """dZ = dA * f'(Z) and db += sum of dZ over rows lo..hi-1 (softmax: its JVP).
 
-    Elementwise kinds run one flat loop per block, summing into a block-sized
-    accumulator that is folded down to one row at the end (no loop per row)."""
+    Elementwise kinds run one flat loop per block (one call for all of them), summing
+    into a block-sized accumulator folded down to one row at the end (no loop per row)."""
     n = Z.shape[1]
     if kind == SOFTMAX:
         for i in range(lo, hi):
@@ -100,11 +100,9 @@ def _grad_rows(kind, dA, Z, A, dZ, db, alpha, lo, hi):
     flat_da, flat_z, flat_a, flat_dz = dA.reshape(-1), Z.reshape(-1), A.reshape(-1), dZ.reshape(-1)
     rows = min(max(1, BLOCK // n), hi - lo)
     acc = np.zeros(rows * n, db.dtype)
-    for start in range(lo, hi, rows):
-        base, count = start * n, (min(start + rows, hi) - start) * n
-        stop = base + count
-        grad_block(kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
-                   flat_dz[base:stop], acc[:count], alpha)
+    base, stop = lo * n, hi * n
+    grad_block(kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
+               flat_dz[base:stop], acc, alpha)
     while rows > 1:  # fold the accumulator's rows in halves
         half = rows // 2
         top = (rows - half) * n
