@@ -132,15 +132,26 @@ def activation_grad(kind, dA, Z, A, dZ, db, alpha):
     _grad_rows(kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
 
 
+@kernel
+def _sum_rows(partial, out):
+    """out = the sum of partial's rows, in plain loops: in a parallel kernel each array
+    expression (``db += partial[c]``) becomes a parallel region of its own, and each
+    region's start costs ~80 us on the workqueue layer."""
+    for j in range(out.shape[0]):
+        out[j] = partial[0, j]
+    for c in range(1, partial.shape[0]):
+        for j in range(out.shape[0]):
+            out[j] += partial[c, j]
+
+
 @kernel(parallel=True)
 def activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial):
+    """Rows split across threads, each summing its bias gradient into its own row of
+    ``partial`` (zeros on entry), added up at the end."""
     m, chunks = Z.shape[0], partial.shape[0]
     for c in prange(chunks):
-        partial[c, :] = 0
         _grad_rows(kind, dA, Z, A, dZ, partial[c], alpha, c * m // chunks, (c + 1) * m // chunks)
-    db[:] = partial[0]
-    for c in range(1, chunks):
-        db += partial[c]
+    _sum_rows(partial, db)
 
 
 @kernel
