@@ -79,8 +79,11 @@ def step(z, alpha):
 def forward_block(kind, z, bias, a, alpha):
     """a = f(z + bias) over equal-length 1-D arrays; z is only read.
 
-    Indices are plain loop counters: a computed index (base + k) gets Numba's
-    negative-index check, which stops LLVM from vectorizing the loop."""
+    Called once per block. Each kind's loop stays flat here: nested in a loop over
+    blocks, LLVM reloaded the polynomial constants on every iteration (sigmoid and
+    tanh 10-35% slower on L1-resident data). Indices are plain loop counters: a
+    computed index (base + k) gets Numba's negative-index check, which stops LLVM
+    from vectorizing the loop."""
     count = z.shape[0]
     if kind == RELU:
         for k in range(count):
@@ -113,35 +116,42 @@ def forward_block(kind, z, bias, a, alpha):
 
 @kernel
 def grad_block(kind, da, z, a, dz, acc, alpha):
-    """dz = da * f'(z) and acc += dz over equal-length 1-D arrays."""
-    count = z.shape[0]
-    if kind == RELU:
-        for k in range(count):
-            g = relu_grad(da[k], z[k], a[k], alpha)
-            dz[k] = g
-            acc[k] += g
-    elif kind == LEAKY_RELU:
-        for k in range(count):
-            g = leaky_relu_grad(da[k], z[k], a[k], alpha)
-            dz[k] = g
-            acc[k] += g
-    elif kind == SIGMOID:
-        for k in range(count):
-            g = sigmoid_grad(da[k], z[k], a[k], alpha)
-            dz[k] = g
-            acc[k] += g
-    elif kind == TANH:
-        for k in range(count):
-            g = tanh_grad(da[k], z[k], a[k], alpha)
-            dz[k] = g
-            acc[k] += g
-    elif kind == SOFTPLUS:
-        for k in range(count):
-            g = softplus_grad(da[k], z[k], a[k], alpha)
-            dz[k] = g
-            acc[k] += g
-    else:  # identity
-        for k in range(count):
-            g = da[k]
-            dz[k] = g
-            acc[k] += g
+    """dz = da * f'(z) over equal-length 1-D arrays, and acc += dz with ``acc`` repeating
+    every ``len(acc)`` elements (it collects a whole number of rows' bias gradient).
+
+    One call covers a whole span, block by block: a call per block measured 5-15%
+    slower on (4096, 1024) float32 arrays, which are larger than the caches."""
+    width = max(acc.shape[0], 1)
+    for start in range(0, z.shape[0], width):
+        stop = start + width
+        das, zs, As, out = da[start:stop], z[start:stop], a[start:stop], dz[start:stop]
+        if kind == RELU:
+            for k in range(zs.shape[0]):
+                g = relu_grad(das[k], zs[k], As[k], alpha)
+                out[k] = g
+                acc[k] += g
+        elif kind == LEAKY_RELU:
+            for k in range(zs.shape[0]):
+                g = leaky_relu_grad(das[k], zs[k], As[k], alpha)
+                out[k] = g
+                acc[k] += g
+        elif kind == SIGMOID:
+            for k in range(zs.shape[0]):
+                g = sigmoid_grad(das[k], zs[k], As[k], alpha)
+                out[k] = g
+                acc[k] += g
+        elif kind == TANH:
+            for k in range(zs.shape[0]):
+                g = tanh_grad(das[k], zs[k], As[k], alpha)
+                out[k] = g
+                acc[k] += g
+        elif kind == SOFTPLUS:
+            for k in range(zs.shape[0]):
+                g = softplus_grad(das[k], zs[k], As[k], alpha)
+                out[k] = g
+                acc[k] += g
+        else:  # identity
+            for k in range(zs.shape[0]):
+                g = das[k]
+                out[k] = g
+                acc[k] += g

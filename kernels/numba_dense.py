@@ -82,8 +82,8 @@ def _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
 def _grad_rows(kind, dA, Z, A, dZ, db, alpha, lo, hi):
     """dZ = dA * f'(Z) and db += sum of dZ over rows lo..hi-1 (softmax: its JVP).
 
-    Elementwise kinds run one flat loop per block, summing into a block-sized
-    accumulator that is folded down to one row at the end (no loop per row)."""
+    Elementwise kinds run one flat loop per block (one call for all of them), summing
+    into a block-sized accumulator folded down to one row at the end (no loop per row)."""
     n = Z.shape[1]
     if kind == SOFTMAX:
         for i in range(lo, hi):
@@ -100,11 +100,9 @@ def _grad_rows(kind, dA, Z, A, dZ, db, alpha, lo, hi):
     flat_da, flat_z, flat_a, flat_dz = dA.reshape(-1), Z.reshape(-1), A.reshape(-1), dZ.reshape(-1)
     rows = min(max(1, BLOCK // n), hi - lo)
     acc = np.zeros(rows * n, db.dtype)
-    for start in range(lo, hi, rows):
-        base, count = start * n, (min(start + rows, hi) - start) * n
-        stop = base + count
-        grad_block(kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
-                   flat_dz[base:stop], acc[:count], alpha)
+    base, stop = lo * n, hi * n
+    grad_block(kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
+               flat_dz[base:stop], acc, alpha)
     while rows > 1:  # fold the accumulator's rows in halves
         half = rows // 2
         top = (rows - half) * n
@@ -134,15 +132,26 @@ def activation_grad(kind, dA, Z, A, dZ, db, alpha):
     _grad_rows(kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
 
 
+@kernel
+def _sum_rows(partial, out):
+    """out = the sum of partial's rows, in plain loops: in a parallel kernel each array
+    expression (``db += partial[c]``) becomes a parallel region of its own, and each
+    region's start costs ~80 us on the workqueue layer."""
+    for j in range(out.shape[0]):
+        out[j] = partial[0, j]
+    for c in range(1, partial.shape[0]):
+        for j in range(out.shape[0]):
+            out[j] += partial[c, j]
+
+
 @kernel(parallel=True)
 def activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial):
+    """Rows split across threads, each summing its bias gradient into its own row of
+    ``partial`` (zeros on entry), added up at the end."""
     m, chunks = Z.shape[0], partial.shape[0]
     for c in prange(chunks):
-        partial[c, :] = 0
         _grad_rows(kind, dA, Z, A, dZ, partial[c], alpha, c * m // chunks, (c + 1) * m // chunks)
-    db[:] = partial[0]
-    for c in range(1, chunks):
-        db += partial[c]
+    _sum_rows(partial, db)
 
 
 @kernel

@@ -105,7 +105,7 @@ def activation_backward(dA, Z, A, activation):
     dZ = np.empty_like(Z)
     db = np.empty(Z.shape[1], Z.dtype)
     if Z.size >= PARALLEL_MIN:
-        partial = np.empty((_threads(), Z.shape[1]), Z.dtype)
+        partial = np.zeros((_threads(), Z.shape[1]), Z.dtype)
         dense.activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial)
     else:
         dense.activation_grad(kind, dA, Z, A, dZ, db, alpha)
