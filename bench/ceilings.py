@@ -24,6 +24,7 @@ class Ceilings:
         self.plan, self.gemm_size = plan, gemm_size
         self.max_other_load, self.retries = max_other_load, retries
         self.measured = {}  # (library, kind, shape, dtype) -> (GFLOP/s or GB/s, other load)
+        self.pool = None  # threads for the multi-threaded host copy, made on first use
 
     def gemm(self, library, dtype):
         """GFLOP/s of an (n, n) @ (n, n) matmul with the library's ``xp.matmul``."""
@@ -42,21 +43,30 @@ class Ceilings:
         GIL while copying), since multi-threaded kernels get the cores' sum."""
 
         def run(backend, timer):
-            src = backend.asarray(np.ones(shape), dtype=backend.dtype(dtype))
-            dst = backend.copy(src)
-
-            def step():
-                dst[...] = src
-
-            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-            if backend.xp is not np or threads < 2 or shape[0] < threads:
-                threads = 0
-            nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-            with ThreadPoolExecutor(max(threads, 1)) as pool:
-                steps = [step] + ([_threaded_copy(src, dst, pool, threads)] if threads else [])
-                return max(2.0 * nbytes / _median(timer, s, self.plan) / 1e9 for s in steps)
+            steps, nbytes = self.copy_steps(library, shape, dtype)
+            return max(2.0 * nbytes / _median(timer, step, self.plan) / 1e9
+                       for timer, step in steps.values())
 
         return self._get(library, "copy", tuple(shape), dtype, run)
+
+    def copy_steps(self, library, shape, dtype):
+        """({label: (timer, step)}, bytes of one array): the copies ``copy`` times, for a
+        runner that measures them alongside a workload (same rounds, same conditions)."""
+        backend, timer = library.backend, library.timer
+        src = backend.asarray(np.ones(shape), dtype=backend.dtype(dtype))
+        dst = backend.copy(src)
+
+        def step():
+            dst[...] = src
+
+        steps = {f"copy {library.name}": (timer, step)}
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        if backend.xp is np and threads > 1 and shape[0] >= threads:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(threads)
+            steps[f"copy {library.name} x{threads}"] = (
+                timer, _threaded_copy(src, dst, self.pool, threads))
+        return steps, math.prod(shape) * np.dtype(dtype).itemsize
 
     def _get(self, library, kind, shape, dtype, run):
         key = (library.name, kind, shape, dtype)
@@ -70,6 +80,13 @@ class Ceilings:
                     break
             self.measured[key] = best
         return self.measured[key][0]
+
+    def record(self, library_name, kind, shape, dtype, rate, other_load):
+        """Keep a ceiling measured by the runner (a copy alongside a workload) when it is
+        the highest so far for its key; the report lists it with the others."""
+        key = (library_name, kind, tuple(shape), dtype)
+        if key not in self.measured or rate > self.measured[key][0]:
+            self.measured[key] = (rate, other_load)
 
     def rows(self):
         """Each ceiling measured, in order, as a dict (JSON-ready)."""

@@ -242,8 +242,15 @@ def run_workload(workload, targets, plan, ceilings, max_spread, max_other_load=f
         _check(workload, row, outputs[target.label], data, outputs.get(REFERENCE))
     if not steps:
         return list(rows.values())
+    copies = _copies_alongside(workload, targets, ceilings)
     with environment.OtherLoad() as other:
-        timings = measure(steps, plan)
+        timings = measure({**steps, **{k: v[:2] for k, v in copies.items()}}, plan)
+    copy_rates = {}  # library name -> the fastest copy's GB/s, measured in the same rounds
+    for label, (_, _, library, nbytes) in copies.items():
+        rate = 2.0 * nbytes / timings.pop(label).median / 1e9
+        copy_rates[library] = max(rate, copy_rates.get(library, 0.0))
+    for library, rate in copy_rates.items():
+        ceilings.record(library, "copy", workload.copy_shape, workload.dtype, rate, other.cores)
     for label, timing in timings.items():
         row = rows[label]
         timing.first_call = row.first_call_s
@@ -258,7 +265,7 @@ def run_workload(workload, targets, plan, ceilings, max_spread, max_other_load=f
     for target in targets:
         row = rows[target.label]
         if row.median_s is not None:
-            _rates(workload, row, target.library, ceilings)
+            _rates(workload, row, target.library, ceilings, copy_rates)
             if reference_row.median_s is not None:
                 row.speedup = reference_row.median_s / row.median_s
     return list(rows.values())
@@ -276,15 +283,33 @@ def _check(workload, row, result, data, reference_result):
                                f"(tolerance {workload.tolerance:.0e})")
 
 
-def _rates(workload, row, library, ceilings):
-    """Work per second and, for FLOPs and bytes, the share of this machine's ceiling."""
+def _copies_alongside(workload, targets, ceilings):
+    """For a workload that moves bytes: {label: (timer, step, library name, bytes)},
+    a same-size copy per array library, to be measured in the same rounds as the
+    targets, so that a row's share of the copy ceiling compares two timings taken under
+    the same conditions (this host's copy rate drifts 40-60 GB/s between runs)."""
+    if workload.unit != "B" or not hasattr(ceilings, "copy_steps"):
+        return {}
+    copies, libraries = {}, {t.library.name: t.library for t in targets if t.library}
+    for library in libraries.values():
+        steps, nbytes = ceilings.copy_steps(library, workload.copy_shape, workload.dtype)
+        for label, (timer, step) in steps.items():
+            copies[f"ceiling: {label}"] = (timer, step, library.name, nbytes)
+    return copies
+
+
+def _rates(workload, row, library, ceilings, copy_rates=None):
+    """Work per second and, for FLOPs and bytes, the share of this machine's ceiling
+    (for bytes, the copy measured alongside when there is one)."""
     row.rate = workload.work / row.median_s
     if workload.unit == "FLOP":
         row.unit, row.ceiling_kind = "GFLOP/s", "GEMM"
         row.ceiling_rate = ceilings.gemm(library, workload.dtype)
     elif workload.unit == "B":
         row.unit, row.ceiling_kind = "GB/s", "copy"
-        row.ceiling_rate = ceilings.copy(library, workload.copy_shape, workload.dtype)
+        alongside = (copy_rates or {}).get(library.name) if library else None
+        row.ceiling_rate = alongside or ceilings.copy(library, workload.copy_shape,
+                                                      workload.dtype)
     else:
         row.unit = f"{workload.unit}/s"
         return

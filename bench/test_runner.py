@@ -11,6 +11,7 @@ import pytest
 import fastnn
 from bench import environment, report, runner, timing, workloads
 from bench.case import pure_case
+from bench.ceilings import Library
 from bench.conftest import strict_backend
 from bench.timing import Plan
 from fastnn.backends.numpy_backend import NumpyBackend
@@ -104,6 +105,37 @@ def _target(label, result, per_call, log):
 class FixedCeilings:
     def copy(self, library, shape, dtype):
         return 2.0  # GB/s
+
+
+class AlongsideCeilings(FixedCeilings):
+    """Copies of 32 bytes timed at 8 s (one thread) and 4 s (two): 16 GB/s at best."""
+
+    def __init__(self, log):
+        self.log, self.recorded = log, []
+
+    def copy_steps(self, library, shape, dtype):
+        return ({"copy": (ScriptedTimer("copy", [8e-9], self.log), lambda: None),
+                 "copy x2": (ScriptedTimer("copy x2", [4e-9], self.log), lambda: None)}, 32)
+
+    def record(self, *args):
+        self.recorded.append(args)
+
+
+def test_byte_workloads_take_their_copy_ceiling_from_copies_measured_alongside():
+    log = []
+    plan = Plan(rounds=2, min_rounds=2, sample_seconds=0.0, budget_seconds=1e9, warmup_calls=1,
+                settle_seconds=0.0)
+    library = Library("numpy", None, None)
+    targets = [runner.Target(t.label, t.build, t.timer, library) for t in
+               (_target("numpy", 2 * np.arange(4.0), [4.0], log),)]
+    ceilings = AlongsideCeilings(log)
+    (row,) = runner.run_workload(_toy_workload(lambda outputs, data: None), targets, plan,
+                                 ceilings, max_spread=0.15)
+    assert row.ceiling_rate == pytest.approx(2 * 32 / 4e-9 / 1e9)  # the faster copy
+    assert row.ceiling_pct == pytest.approx(100 * row.rate / row.ceiling_rate)
+    assert {"copy", "copy x2", "numpy"} <= set(log)  # sampled in the same rounds
+    (recorded,) = ceilings.recorded  # kept for the report's list of ceilings
+    assert recorded[:5] == ("numpy", "copy", (4,), "float64", row.ceiling_rate)
 
 
 def test_rows_derive_speedup_rate_ceiling_and_flags():
