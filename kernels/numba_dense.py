@@ -16,6 +16,7 @@ from .numba_jit import kernel
 from .numba_math import typed, vexp
 
 BLOCK = 2048  # elements per block: a block stays in L1 while it is worked on
+WIDE = 128  # rows at least this long take the bias row itself, not a tile
 
 
 @kernel
@@ -41,7 +42,9 @@ def _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
     itself; Z is only read, so it may be a read-only array). Softmax: max, exp, sum.
 
     Elementwise kinds run one flat loop per block of rows, adding the bias from a tiled
-    copy: no loop per row, so it vectorizes as well for n = 1 as for n = 1024.
+    copy: no loop per row, so it vectorizes as well for n = 1 as for n = 1024. Rows of
+    ``WIDE`` or more (without keep_z) take the bias row itself instead, one loop per row:
+    at (4096, 1024) the tiled blocks measured 30% slower than a copy, rows as fast.
     """
     n = Z.shape[1]
     if kind == SOFTMAX:
@@ -64,6 +67,9 @@ def _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
     if hi <= lo or n == 0:
         return
     flat_z, flat_out, flat_a = Z.reshape(-1), Z_out.reshape(-1), A.reshape(-1)
+    if n >= WIDE and not keep_z:  # rows long enough to vectorize: the bias row repeats
+        forward_block(kind, flat_z[lo * n:hi * n], b, flat_a[lo * n:hi * n], alpha)
+        return
     rows = min(max(1, BLOCK // n), hi - lo)
     tile = _tiled(b, rows)
     zeros = np.zeros(tile.shape[0] if keep_z else 0, tile.dtype)  # bias already added
@@ -83,7 +89,8 @@ def _grad_rows(kind, dA, Z, A, dZ, db, alpha, lo, hi):
     """dZ = dA * f'(Z) and db += sum of dZ over rows lo..hi-1 (softmax: its JVP).
 
     Elementwise kinds run one flat loop per block (one call for all of them), summing
-    into a block-sized accumulator folded down to one row at the end (no loop per row)."""
+    into a block-sized accumulator folded down to one row at the end (no loop per row);
+    rows of ``WIDE`` or more sum into db directly, row after row."""
     n = Z.shape[1]
     if kind == SOFTMAX:
         for i in range(lo, hi):
@@ -98,9 +105,13 @@ def _grad_rows(kind, dA, Z, A, dZ, db, alpha, lo, hi):
     if hi <= lo or n == 0:
         return
     flat_da, flat_z, flat_a, flat_dz = dA.reshape(-1), Z.reshape(-1), A.reshape(-1), dZ.reshape(-1)
+    base, stop = lo * n, hi * n
+    if n >= WIDE:  # rows long enough to vectorize: sum straight into db, row by row
+        grad_block(kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
+                   flat_dz[base:stop], db, alpha)
+        return
     rows = min(max(1, BLOCK // n), hi - lo)
     acc = np.zeros(rows * n, db.dtype)
-    base, stop = lo * n, hi * n
     grad_block(kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
                flat_dz[base:stop], acc, alpha)
     while rows > 1:  # fold the accumulator's rows in halves

@@ -154,17 +154,20 @@ def _close(actual, expected, dtype, scale=None):
         np.max(np.abs(actual - expected) / (scale + 1e-300))
 
 
+@pytest.mark.parametrize("n_out", [6, 200])  # 200: rows at least WIDE take the bias row
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ELEMENTWISE + ["softmax", "step"])
-def test_dense_forward_matches_numpy(name, dtype, path):
-    X, W, b, _ = _data(dtype)
+def test_dense_forward_matches_numpy(name, dtype, n_out, path):
+    X, W, b, _ = _data(dtype, n_out=n_out)
     act = activations.get(name)
-    Z, A = NUMBA.ops.dense_forward(X, W, b, act)
     Z_ref, A_ref = NUMPY.ops.dense_forward(X, W, b, act)
     scale = np.abs(X) @ np.abs(W) + np.abs(b)  # the product's own rounding scale
-    _close(Z, Z_ref, dtype, scale)
-    _close(A, A_ref, dtype, np.abs(A_ref) + (scale if name == "identity" else 0))
-    assert Z.dtype == A.dtype == np.dtype(dtype)
+    for keep_z in (True, False):
+        Z, A = NUMBA.ops.dense_forward(X, W, b, act, keep_z)
+        if keep_z or not act.derivative_from_output:
+            _close(Z, Z_ref, dtype, scale)
+        _close(A, A_ref, dtype, np.abs(A_ref) + (scale if name == "identity" else 0))
+        assert Z.dtype == A.dtype == np.dtype(dtype)
 
 
 def _dz_scale(dA, Z, A, act):
@@ -174,10 +177,11 @@ def _dz_scale(dA, Z, A, act):
     return np.abs(dZ) + da * a * a + a * np.sum(da * a, axis=1, keepdims=True)
 
 
+@pytest.mark.parametrize("n_out", [40, 200])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ELEMENTWISE + ["softmax", "step"])
-def test_activation_forward_matches_numpy(name, dtype, path):
-    Z = _data(dtype, m=300, n_out=40)[3] * 4
+def test_activation_forward_matches_numpy(name, dtype, n_out, path):
+    Z = _data(dtype, m=300, n_out=n_out)[3] * 4
     act = activations.get(name)
     Z.setflags(write=False)  # the op only reads Z (benchmarks pass read-only inputs)
     A, A_ref = NUMBA.ops.activation_forward(Z, act), NUMPY.ops.activation_forward(Z, act)
@@ -202,10 +206,11 @@ def test_layer_backward_matches_numpy(name, dtype, path):
             assert dX is None and dX_r is None
 
 
+@pytest.mark.parametrize("n_out", [40, 200])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ELEMENTWISE + ["softmax"])
-def test_activation_backward_matches_numpy(name, dtype, path):
-    X, W, b, dA = _data(dtype, m=300, n_in=5, n_out=40)
+def test_activation_backward_matches_numpy(name, dtype, n_out, path):
+    X, W, b, dA = _data(dtype, m=300, n_in=5, n_out=n_out)
     act = activations.get(name)
     Z, A = NUMPY.ops.dense_forward(X, W, b, act)
     dZ, db = NUMBA.ops.activation_backward(dA, Z, A, act)
