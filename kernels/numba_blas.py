@@ -58,6 +58,23 @@ def loaded_libraries(maps="/proc/self/maps"):
     return sorted(found, key=lambda p: (not p.startswith(numpy_dir), p))
 
 
+CONFIGS = ("scipy_openblas_get_config64_", "scipy_openblas_get_config",
+           "openblas_get_config64_", "openblas_get_config")
+
+
+def integer_width_matches(library, ilp64, symbol):
+    """True if ``library`` is known to take the integers ``symbol`` implies: OpenBLAS
+    says so in its build configuration (USE64BITINT); otherwise only the 64_ suffix
+    convention is trusted. A wrong width would pass garbage sizes, so when in doubt
+    the library is not used."""
+    for name in CONFIGS:
+        config = getattr(library, name, None)
+        if config is not None:
+            config.restype = ctypes.c_char_p
+            return (b"USE64BITINT" in (config() or b"")) == ilp64
+    return ilp64 and symbol.endswith("64_")
+
+
 def find(libraries=None):
     """NumPy's CBLAS GEMMs as a ``Gemm``, or None if none can be found (then kernels
     that need it are not used and the op-by-op path runs). ``np.matmul`` is called
@@ -72,6 +89,8 @@ def find(libraries=None):
             try:
                 s, d = (getattr(library, template.format(p)) for p in "sd")
             except AttributeError:
+                continue
+            if not integer_width_matches(library, ilp64, template):
                 continue
             address = ctypes.cast(s, ctypes.c_void_p).value, ctypes.cast(d, ctypes.c_void_p).value
             return Gemm(path, template.format("?"), ilp64, *address)

@@ -96,3 +96,23 @@ def test_loaded_libraries_reads_the_process_map(tmp_path):
     assert found[0].endswith("libscipy_openblas.so") and found[1] == "/usr/lib/libopenblas.so.0"
     assert len(found) == 2
     assert numba_blas.loaded_libraries(str(tmp_path / "no-such-file")) == []
+
+
+class _Library:
+    """A stand-in for a ctypes library: named functions only (setting ``restype`` on
+    them, as ctypes needs, is harmless)."""
+
+    def __init__(self, **functions):
+        self.__dict__.update(functions)
+
+
+def test_the_integer_width_must_be_confirmed_before_a_library_is_used():
+    openblas64 = _Library(openblas_get_config=lambda: b"OpenBLAS 0.3.28 USE64BITINT")
+    openblas32 = _Library(openblas_get_config=lambda: b"OpenBLAS 0.3.28 DYNAMIC_ARCH")
+    assert numba_blas.integer_width_matches(openblas64, True, "cblas_{}gemm64_")
+    assert not numba_blas.integer_width_matches(openblas64, False, "cblas_{}gemm")
+    assert numba_blas.integer_width_matches(openblas32, False, "cblas_{}gemm")
+    assert not numba_blas.integer_width_matches(openblas32, True, "cblas_{}gemm64_")
+    other = _Library()  # not OpenBLAS: only the 64_ suffix convention is trusted
+    assert numba_blas.integer_width_matches(other, True, "cblas_{}gemm64_")
+    assert not numba_blas.integer_width_matches(other, False, "cblas_{}gemm")
