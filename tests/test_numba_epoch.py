@@ -2,9 +2,9 @@
 stacks of Dense layers) against the NumPy reference's op-by-op steps: which models
 take it, and that parameters, optimizer state, gradients and history agree for every
 optimizer, both losses, mini-batches with shuffling, schedules, repeated fit calls
-and divergence. Each of these runs on both epoch kernels: the loop kernel that small
-stacks take, and the BLAS kernel of larger ones (forced for the small test models by
-lowering the size limit).
+and divergence. Each of these runs on both epoch kernels: the loop kernel that the tiniest
+stacks take, and the BLAS kernel of larger ones (the size limit between them is moved
+to send every test model to one or the other).
 """
 
 import numpy as np
@@ -28,12 +28,14 @@ TOLERANCE = {"float64": 1e-9, "float32": 2e-3}
 
 @pytest.fixture(params=["loops", "blas"])
 def kernel(request, monkeypatch):
-    """Which epoch kernel the models of a test take: 'blas' lowers the size limit so
-    that every model goes to the BLAS kernel."""
+    """Which epoch kernel the models of a test take, by moving the size limit between
+    them: every model to the loop kernel, or every model to the BLAS kernel."""
     if request.param == "blas":
         if numba_ops.gemm_library() is None:
             pytest.skip("no CBLAS GEMM found in this process, so the BLAS kernel is never used")
-        monkeypatch.setattr(numba_ops, "FUSED_EPOCH_MAX", -1)
+        monkeypatch.setattr(numba_ops, "LOOP_LAYER_MAX", -1)
+    else:
+        monkeypatch.setattr(numba_ops, "LOOP_LAYER_MAX", 1 << 60)
     return request.param
 
 
@@ -129,8 +131,13 @@ def test_larger_stacks_take_the_blas_epoch_when_numpys_gemm_is_found(monkeypatch
     small_model.optimizer = fastnn.optimizers.get("sgd", lr=0.1)
     small = NUMBA.ops.epoch_steps(small_model, Xd, Yd, 400)
     assert isinstance(small, numba_ops._FusedEpoch) and small.gemm is None
-    monkeypatch.setattr(numba_ops, "_GEMM", [None])  # as where no GEMM can be found
+    monkeypatch.setattr(numba_ops, "_GEMM", [None])  # as where no GEMM can be found:
     assert not isinstance(NUMBA.ops.epoch_steps(model, Xd, Yd, 400), numba_ops._FusedEpoch)
+    middle = fastnn.Sequential([fastnn.Dense(2, 20, "relu"), fastnn.Dense(20, 1, "sigmoid")],
+                               dtype="float64", seed=0, backend="numba")  # 40 weights
+    middle.optimizer = fastnn.optimizers.get("sgd", lr=0.1)
+    loops = NUMBA.ops.epoch_steps(middle, Xd, Yd, 16)  # loops up to FUSED_EPOCH_MAX
+    assert isinstance(loops, numba_ops._FusedEpoch) and loops.gemm is None
 
 
 @pytest.mark.parametrize("why", ["clip_norm", "dropout", "mse", "hidden softmax"])
@@ -177,8 +184,8 @@ def test_fused_fit_matches_the_numpy_steps(case, dtype, kernel):
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_a_wide_mlp_takes_the_blas_epoch_and_matches_the_numpy_steps(dtype, optimizer):
-    """A 20-64-64-5 softmax MLP (5.7k weights: a batch of 64 is 365k multiply-adds, past
-    the loop kernel's limit) trained on shuffled batches with a short last one."""
+    """A 20-64-64-5 softmax MLP (layers of 1280, 4096 and 320 weights: too big for the
+    loop kernel) trained on shuffled batches with a short last one."""
     rng = np.random.default_rng(4)
     X = rng.standard_normal((300, 20))
     y = np.argmax(X @ rng.standard_normal((20, 5)), axis=1)

@@ -7,8 +7,10 @@
   the bias and activation are fused into one pass over its output.
 - A model made only of Dense layers, with a cross-entropy loss and no gradient
   clipping, trains a whole epoch per kernel call (``epoch_steps``): a loop kernel
-  while a step costs at most ``FUSED_EPOCH_MAX`` multiply-adds, above that a kernel
-  that calls NumPy's own GEMM (plain SGD folded into the weight-gradient product).
+  when every layer has at most ``LOOP_LAYER_MAX`` weights (the planar 2-4-1), else a
+  kernel that calls NumPy's own GEMM (plain SGD folded into the weight-gradient
+  product); where that GEMM cannot be found, the loop kernel up to
+  ``FUSED_EPOCH_MAX`` multiply-adds a step and the op-by-op steps above.
 The thresholds come from bench/ measurements (see the README's Numba section).
 Activations or layouts no kernel covers fall back to the generic op, which is exact.
 """
@@ -32,7 +34,9 @@ from fastnn.optimizers import SGD
 
 PARALLEL_MIN = 1 << 18
 SMALL_LAYER_MAX = 1 << 13
-FUSED_EPOCH_MAX = 1 << 18  # multiply-adds per step (batch * weights) for the loop kernel
+LOOP_LAYER_MAX = 32  # weights per layer up to which the loop kernel beats the BLAS one
+FUSED_EPOCH_MAX = 1 << 18  # multiply-adds per step (batch * weights) for the loop kernel,
+# where no GEMM can be called: above it the op-by-op steps are faster
 WARM_BATCH = 128  # warmup(model) compiles the epoch kernel for batches of 2 and of this
 _EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32),
           np.dtype(np.float64): np.empty((0, 0), np.float64)}
@@ -261,10 +265,10 @@ class _FusedEpoch:
         if not _fits(X, Y, *values) or X.ndim != 2:
             return None
         gemm = None
-        if batch * sum(layer.n_in * layer.n_out for layer in layers) > FUSED_EPOCH_MAX:
+        if max(layer.n_in * layer.n_out for layer in layers) > LOOP_LAYER_MAX:
             gemm = gemm_library()
-            if gemm is None:
-                return None
+        if gemm is None and batch * sum(x.n_in * x.n_out for x in layers) > FUSED_EPOCH_MAX:
+            return None  # no GEMM to call, and too big for the loops to beat the op-by-op steps
         return cls(model, X, Y, batch, loss_kind, specs, gemm)
 
     def __init__(self, model, X, Y, batch, loss_kind, specs, gemm):
@@ -402,8 +406,8 @@ def warmup(dtypes, model=None):
 def _warm_fused_epoch(model):
     """Run the epoch kernel once on zero arrays shaped like ``model`` (two samples), so
     the specialization for its depth and dtype is compiled; the model is untouched.
-    The kernel a batch takes depends on its size: both are compiled where batches of
-    2 and of ``WARM_BATCH`` samples take different ones."""
+    Where no GEMM is found, the kernel a batch takes depends on its size: both paths
+    are compiled where batches of 2 and of ``WARM_BATCH`` samples differ."""
     if not all(type(layer) is Dense for layer in model.layers):
         return
     if model.optimizer is not None and rules.RULES.get(model.optimizer.name) is None:
