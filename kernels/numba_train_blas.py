@@ -1,11 +1,12 @@
 """A whole training epoch of a stack of Dense layers in one kernel call, products by BLAS.
 
-For layers too big for ``numba_train``'s loops (the MLP 784-256-256-10), the products
+For stacks with layers too big for ``numba_train``'s loops (the MLP 784-256-256-10,
+anything past 32 weights a layer), the products
 go to NumPy's own GEMM, called from inside the kernel (``numba_blas``), so a step
 costs its GEMMs plus one serial pass per elementwise job and no Python at all. Arrays
 are batch-first as everywhere else in fastnn. The step's buffers come from the caller
-(``buffers``), allocated once, so no step allocates: a fresh buffer of 128 KiB or more
-is new pages from the OS, faulted in on first touch. The elementwise work is the
+(``buffers``), allocated once, so no step allocates (a fresh buffer of 128 KiB or more
+can be new pages from the OS, faulted in on first touch). The elementwise work is the
 op-by-op kernels' (``_activate_rows``, ``_grad_rows``, the loss kernels, the optimizer
 bodies), so results match the op-by-op path to rounding.
 
@@ -13,8 +14,8 @@ Each layer's backward runs in this order: its input gradient (with the weights o
 this step), then its update, then the layer below; this equals computing every
 gradient first and updating after. With ``fold`` set (plain SGD), the update is folded
 into the weight-gradient product, W = (1 - lr * wd) W - lr * (in^T dZ), so dW is never
-written and the update costs no pass of its own; the weight gradients are then left
-as they were, and the caller says so.
+written and the update costs no pass of its own; the caller then sets the weights'
+``grad`` to None rather than leave a stale one.
 
 Layers arrive as tuples of arrays, activations as ``kinds``/``alphas``, the optimizer
 as a rule number with its ``hp`` tuples (see ``numba_optimizers``); the caller adds
