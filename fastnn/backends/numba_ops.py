@@ -246,9 +246,9 @@ def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
 
 class _FusedEpoch:
     """``run(order)`` for ``epoch_steps``: the model's arrays gathered once into the
-    tuples the epoch kernels take. Small stacks run ``numba_train.train_epoch``
-    (feature-major loops); larger ones ``numba_train_blas.train_epoch`` (NumPy's GEMM
-    called from the kernel), when that GEMM can be found."""
+    tuples the epoch kernels take. Stacks of tiny layers run ``numba_train.train_epoch``
+    (feature-major loops); the others ``numba_train_blas.train_epoch`` (NumPy's GEMM
+    called from the kernel) when that GEMM can be found (see ``plan``)."""
 
     @classmethod
     def plan(cls, model, X, Y, batch):
