@@ -25,7 +25,7 @@ the returned step count to its t.
 import numpy as np
 
 from .numba_blas import gemm
-from .numba_dense import _activate_rows, _grad_rows
+from .numba_dense import _activate_rows, _grad_rows, _sum_rows
 from .numba_jit import kernel
 from .numba_losses import sigmoid_bce, softmax_xent
 from .numba_math import typed_as
@@ -42,14 +42,6 @@ def _rows(source, order, start, rows, out):
     for i in range(rows):
         out[i, :] = source[order[start + i]]
     return out[:rows]
-
-
-@kernel
-def _column_sums(a, out):
-    """out = sum of a over its rows, in row order."""
-    out[:] = 0
-    for i in range(a.shape[0]):
-        out += a[i]
 
 
 @kernel
@@ -84,7 +76,7 @@ def train_epoch(address, ilp64, fold, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1
         hw, hb = hpW, hpb
         if rule == ADAM:
             hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
-        _column_sums(dZ, dbs[layers - 1])
+        _sum_rows(dZ, dbs[layers - 1])
         for li in range(layers - 1, -1, -1):
             dZ = dZs[li][:rows]
             if li > 0:  # the input gradient, with this step's weights

@@ -287,9 +287,11 @@ class _FusedEpoch:
         self.no_order = np.empty(0, np.int64)
         self.bound = None
 
-    def _folds(self, rule):
-        """True if plain SGD's weight update is folded into the weight-gradient GEMM
-        (dW is then never formed, and the weights' ``grad`` is left None)."""
+    def _folds(self):
+        """True if the current optimizer's weight update is folded into the weight-
+        gradient GEMM (plain SGD on the BLAS kernel: dW is never formed, and the weights'
+        ``grad`` is left None)."""
+        rule = rules.RULES.get(getattr(self.model.optimizer, "name", None))
         return self.gemm is not None and rule == rules.SGD
 
     def _bind(self):
@@ -300,7 +302,7 @@ class _FusedEpoch:
         if self.rule is None:  # the kernel has no such rule: generic steps from now on
             return
         optimizer.ensure_state(params, self.model.backend)
-        self.fold = self._folds(self.rule)
+        self.fold = self._folds()
         for p in self._written():  # the kernel writes each step's gradients here
             if p.grad is None or p.grad.shape != p.value.shape or not _fits(p.value, p.grad):
                 p.grad = np.empty_like(p.value)
@@ -317,13 +319,12 @@ class _FusedEpoch:
 
     def _written(self):
         """The parameters whose ``grad`` the kernel writes (all but folded weights)."""
-        return self.params[1::2] if self.fold else self.params
+        return self.params[1::2] if self._folds() else self.params
 
     def _binding(self):
         """The objects the tuples were built from (compared by identity; holding them
         keeps their ids unique)."""
         optimizer = self.model.optimizer
-        self.fold = self._folds(rules.RULES.get(getattr(optimizer, "name", None)))
         return (optimizer, optimizer.state, *(p.value for p in self.params),
                 *(p.grad for p in self._written()))
 
