@@ -11,7 +11,7 @@ give each chunk its own bias-gradient row, summed at the end.
 import numpy as np
 from numba import prange
 
-from .numba_activations import SOFTMAX, forward_block, grad_block
+from .numba_activations import ANY, KINDS, SOFTMAX, forward_block_for, grad_block_for
 from .numba_jit import kernel
 from .numba_math import typed, vexp
 
@@ -36,97 +36,104 @@ def _tiled(b, rows):
     return tile
 
 
-@kernel
-def _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
-    """A = f(Z + b) for rows lo..hi-1, and Z_out = Z + b when ``keep_z`` (Z_out may be Z
-    itself; Z is only read, so it may be a read-only array). Softmax: max, exp, sum.
+def _serial(KIND):
+    """(bias_activation, activation_grad) built for ``KIND``, a kind or ``ANY`` (as
+    ``numba_activations.for_kind`` builds the blocks): the op-by-op layers call the
+    build for their own kind, so a first training step compiles only its kinds' loops;
+    the parallel and fused-epoch kernels call the build for ``ANY``."""
 
-    Elementwise kinds run one flat loop per block of rows, adding the bias from a tiled
-    copy: no loop per row, so it vectorizes as well for n = 1 as for n = 1024. Rows of
-    ``WIDE`` or more (without keep_z) take the bias row itself instead, one loop per row:
-    at (4096, 1024) the tiled blocks measured 30% slower than a copy, rows as fast.
-    """
-    n = Z.shape[1]
-    if kind == SOFTMAX:
-        for i in range(lo, hi):
-            top = Z[i, 0] + b[0]
-            for j in range(n):
-                top = max(top, Z[i, j] + b[j])
-            total = typed(top, 0.0)
-            for j in range(n):
-                v = Z[i, j] + b[j]
-                if keep_z:
-                    Z_out[i, j] = v
-                e = vexp(v - top)
-                A[i, j] = e
-                total += e
-            scale = typed(top, 1.0) / total
-            for j in range(n):
-                A[i, j] *= scale
-        return
-    if hi <= lo or n == 0:
-        return
-    flat_z, flat_out, flat_a = Z.reshape(-1), Z_out.reshape(-1), A.reshape(-1)
-    if n >= WIDE and not keep_z:  # rows long enough to vectorize: the bias row repeats
-        forward_block(kind, flat_z[lo * n:hi * n], b, flat_a[lo * n:hi * n], alpha)
-        return
-    rows = min(max(1, BLOCK // n), hi - lo)
-    tile = _tiled(b, rows)
-    zeros = np.zeros(tile.shape[0] if keep_z else 0, tile.dtype)  # bias already added
-    for start in range(lo, hi, rows):
-        base, count = start * n, (min(start + rows, hi) - start) * n
-        z, out = flat_z[base:base + count], flat_out[base:base + count]
-        if keep_z:  # store z + b (in L1 for the next loop), then f of it
-            for k in range(count):
-                out[k] = z[k] + tile[k]
-            forward_block(kind, out, zeros[:count], flat_a[base:base + count], alpha)
-        else:
-            forward_block(kind, z, tile[:count], flat_a[base:base + count], alpha)
+    @kernel
+    def bias_activation(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
+        """A = f(Z + b) for rows lo..hi-1, and Z_out = Z + b when ``keep_z`` (Z_out may be Z
+        itself; Z is only read, so it may be a read-only array). Softmax: max, exp, sum.
+        The serial kernel itself (rows 0..m-1): a wrapper kernel around it would cost its
+        own compile, about 1 s of the cold start, for nothing.
+
+        Elementwise kinds run one flat loop per block of rows, adding the bias from a tiled
+        copy: no loop per row, so it vectorizes as well for n = 1 as for n = 1024. Rows of
+        ``WIDE`` or more (without keep_z) take the bias row itself instead, one loop per row:
+        at (4096, 1024) the tiled blocks measured 30% slower than a copy, rows as fast.
+        """
+        n = Z.shape[1]
+        if KIND == SOFTMAX or KIND == ANY and kind == SOFTMAX:
+            for i in range(lo, hi):
+                top = Z[i, 0] + b[0]
+                for j in range(n):
+                    top = max(top, Z[i, j] + b[j])
+                total = typed(top, 0.0)
+                for j in range(n):
+                    v = Z[i, j] + b[j]
+                    if keep_z:
+                        Z_out[i, j] = v
+                    e = vexp(v - top)
+                    A[i, j] = e
+                    total += e
+                scale = typed(top, 1.0) / total
+                for j in range(n):
+                    A[i, j] *= scale
+            return
+        if hi <= lo or n == 0:
+            return
+        flat_z, flat_out, flat_a = Z.reshape(-1), Z_out.reshape(-1), A.reshape(-1)
+        wide = n >= WIDE and not keep_z  # rows long enough to vectorize: the bias row repeats
+        rows = hi - lo if wide else min(max(1, BLOCK // n), hi - lo)
+        bias = b if wide else _tiled(b, rows)
+        zeros = np.zeros(bias.shape[0] if keep_z else 0, bias.dtype)  # bias already added
+        for start in range(lo, hi, rows):
+            base, count = start * n, (min(start + rows, hi) - start) * n
+            z, out = flat_z[base:base + count], flat_out[base:base + count]
+            if keep_z:  # store z + b (in L1 for the next loop), then f of it
+                for k in range(count):
+                    out[k] = z[k] + bias[k]
+            # one call site: each one more inlines forward_block's loops again (compile time)
+            forward_block_for(KIND, kind, out if keep_z else z,
+                              zeros[:count] if keep_z else bias[:count],
+                              flat_a[base:base + count], alpha)
+
+    @kernel
+    def activation_grad(kind, dA, Z, A, dZ, db, alpha, lo, hi):
+        """dZ = dA * f'(Z) and db += sum of dZ over rows lo..hi-1 (softmax: its JVP); the
+        caller zeroes db. Like ``bias_activation``, the serial kernel itself.
+
+        Elementwise kinds run one flat loop per block (one call for all of them), summing
+        into a block-sized accumulator folded down to one row at the end (no loop per row);
+        rows of ``WIDE`` or more sum into db directly, row after row."""
+        n = Z.shape[1]
+        if KIND == SOFTMAX or KIND == ANY and kind == SOFTMAX:
+            for i in range(lo, hi):
+                inner = typed(alpha, 0.0)
+                for j in range(n):
+                    inner += dA[i, j] * A[i, j]
+                for j in range(n):
+                    g = A[i, j] * (dA[i, j] - inner)
+                    dZ[i, j] = g
+                    db[j] += g
+            return
+        if hi <= lo or n == 0:
+            return
+        flat_da, flat_z, flat_a = dA.reshape(-1), Z.reshape(-1), A.reshape(-1)
+        base, stop = lo * n, hi * n
+        wide = n >= WIDE  # rows long enough to vectorize: sum straight into db, row by row
+        rows = 1 if wide else min(max(1, BLOCK // n), hi - lo)
+        acc = db if wide else np.zeros(rows * n, db.dtype)
+        grad_block_for(KIND, kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
+                       dZ.reshape(-1)[base:stop], acc, alpha)
+        if wide:
+            return
+        while rows > 1:  # fold the accumulator's rows in halves
+            half = rows // 2
+            top = (rows - half) * n
+            for k in range(half * n):
+                acc[k] += acc[top + k]
+            rows -= half
+        for j in range(n):
+            db[j] += acc[j]
+
+    return bias_activation, activation_grad
 
 
-@kernel
-def _grad_rows(kind, dA, Z, A, dZ, db, alpha, lo, hi):
-    """dZ = dA * f'(Z) and db += sum of dZ over rows lo..hi-1 (softmax: its JVP).
-
-    Elementwise kinds run one flat loop per block (one call for all of them), summing
-    into a block-sized accumulator folded down to one row at the end (no loop per row);
-    rows of ``WIDE`` or more sum into db directly, row after row."""
-    n = Z.shape[1]
-    if kind == SOFTMAX:
-        for i in range(lo, hi):
-            inner = typed(alpha, 0.0)
-            for j in range(n):
-                inner += dA[i, j] * A[i, j]
-            for j in range(n):
-                g = A[i, j] * (dA[i, j] - inner)
-                dZ[i, j] = g
-                db[j] += g
-        return
-    if hi <= lo or n == 0:
-        return
-    flat_da, flat_z, flat_a, flat_dz = dA.reshape(-1), Z.reshape(-1), A.reshape(-1), dZ.reshape(-1)
-    base, stop = lo * n, hi * n
-    if n >= WIDE:  # rows long enough to vectorize: sum straight into db, row by row
-        grad_block(kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
-                   flat_dz[base:stop], db, alpha)
-        return
-    rows = min(max(1, BLOCK // n), hi - lo)
-    acc = np.zeros(rows * n, db.dtype)
-    grad_block(kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
-               flat_dz[base:stop], acc, alpha)
-    while rows > 1:  # fold the accumulator's rows in halves
-        half = rows // 2
-        top = (rows - half) * n
-        for k in range(half * n):
-            acc[k] += acc[top + k]
-        rows -= half
-    for j in range(n):
-        db[j] += acc[j]
-
-
-@kernel
-def bias_activation(kind, Z, b, Z_out, A, alpha, keep_z):
-    _activate_rows(kind, Z, b, Z_out, A, alpha, 0, Z.shape[0], keep_z)
+SERIAL = {kind: _serial(kind) for kind in (ANY, *KINDS.values())}  # compiled on first call
+bias_activation, activation_grad = SERIAL[ANY]
 
 
 @kernel(parallel=True)
@@ -134,13 +141,7 @@ def bias_activation_parallel(kind, Z, b, Z_out, A, alpha, keep_z, chunks):
     m = Z.shape[0]
     for c in prange(chunks):
         lo, hi = c * m // chunks, (c + 1) * m // chunks
-        _activate_rows(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z)
-
-
-@kernel
-def activation_grad(kind, dA, Z, A, dZ, db, alpha):
-    db[:] = 0
-    _grad_rows(kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
+        bias_activation(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z)
 
 
 @kernel
@@ -161,7 +162,8 @@ def activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial):
     ``partial`` (zeros on entry), added up at the end."""
     m, chunks = Z.shape[0], partial.shape[0]
     for c in prange(chunks):
-        _grad_rows(kind, dA, Z, A, dZ, partial[c], alpha, c * m // chunks, (c + 1) * m // chunks)
+        lo, hi = c * m // chunks, (c + 1) * m // chunks
+        activation_grad(kind, dA, Z, A, dZ, partial[c], alpha, lo, hi)
     _sum_rows(partial, db)
 
 
@@ -179,7 +181,7 @@ def small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z):
             w = W[k, j]
             for i in range(m):
                 Z[i, j] += X[i, k] * w
-    _activate_rows(kind, Z, b, Z, A, alpha, 0, m, keep_z)
+    bias_activation(kind, Z, b, Z, A, alpha, 0, m, keep_z)
 
 
 @kernel
@@ -204,5 +206,5 @@ def small_dense_backward(X, W, dZ, dW, dX, need_dx):
 def small_layer_backward(kind, X, W, dA, Z, A, dZ, dW, db, dX, alpha, need_dx):
     """A small layer's whole backward: dZ and db, then dW and dX, in one call."""
     db[:] = 0
-    _grad_rows(kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
+    activation_grad(kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
     small_dense_backward(X, W, dZ, dW, dX, need_dx)

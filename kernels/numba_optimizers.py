@@ -1,7 +1,8 @@
 """Optimizer updates, each one pass over a parameter and its state, in place.
 
-Every update is written once as a body over flat arrays and run by a serial driver,
-or split across threads (``prange`` over chunks) for large parameters. ``hp`` is a
+Every update is written once over flat arrays: ``update`` is the serial kernel, and
+``update_parallel`` splits it across threads (``prange`` over chunks) for large
+parameters. ``hp`` is a
 tuple of floats (lr, weight_decay, h1, ..., h7), with the h's as listed for each rule
 below; each is cast to the parameter's dtype first, so the arithmetic rounds like
 the NumPy reference's float32.
@@ -20,7 +21,7 @@ RULES = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adagrad": ADAG
 
 
 @kernel
-def _apply(rule, p, g, s1, s2, hp):
+def update(rule, p, g, s1, s2, hp):
     """One rule over flat arrays (g + weight_decay * p is the decayed gradient). Loops
     count from 0 so indices skip Numba's negative-index check and vectorize."""
     n = p.shape[0]
@@ -64,16 +65,10 @@ def _apply(rule, p, g, s1, s2, hp):
             p[i] -= lr * (m / h6) / (math.sqrt(v / h7) + h5)
 
 
-@kernel
-def update(rule, p, g, s1, s2, hp):
-    """Apply ``rule`` to the whole parameter ``p`` (any shape, C-contiguous) in place."""
-    _apply(rule, p.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1), hp)
-
-
 @kernel(parallel=True)
 def update_parallel(rule, p, g, s1, s2, hp, chunks):
     p, g, s1, s2 = p.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1)
     n = p.shape[0]
     for c in prange(chunks):
         lo, hi = c * n // chunks, (c + 1) * n // chunks
-        _apply(rule, p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi], hp)
+        update(rule, p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi], hp)

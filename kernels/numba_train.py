@@ -26,7 +26,7 @@ from .numba_activations import SOFTMAX, forward_block, grad_block
 from .numba_jit import kernel
 from .numba_losses import sigmoid_bce
 from .numba_math import typed_as, vexp
-from .numba_optimizers import ADAM, _apply
+from .numba_optimizers import ADAM, update
 
 BCE, XENT = 0, 1  # output losses: sigmoid + binary cross-entropy, softmax + cross-entropy
 
@@ -58,8 +58,9 @@ def _columns(source, order, start, rows):
     out = np.empty((source.shape[0], rows), source.dtype)
     for k in range(source.shape[0]):
         row, column = out[k], source[k]
-        if order.shape[0] == 0:
-            row[:] = column[start:start + rows]
+        if order.shape[0] == 0:  # a loop, not row[:] = ...: see numba_train_blas._rows
+            for i in range(rows):
+                row[i] = column[start + i]
         else:
             for i in range(rows):
                 row[i] = column[order[start + i]]
@@ -208,7 +209,7 @@ def train_epoch(kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, rule, hpW, 
         if rule == ADAM:
             hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
         for li in range(layers):
-            _apply(rule, Ws[li].reshape(-1), dWs[li].reshape(-1), s1W[li].reshape(-1),
+            update(rule, Ws[li].reshape(-1), dWs[li].reshape(-1), s1W[li].reshape(-1),
                    s2W[li].reshape(-1), hw)
-            _apply(rule, bs[li], dbs[li], s1b[li], s2b[li], hb)
+            update(rule, bs[li], dbs[li], s1b[li], s2b[li], hb)
     return steps

@@ -1,14 +1,14 @@
 """A whole training epoch of a stack of Dense layers in one kernel call, products by BLAS.
 
 For stacks with layers too big for ``numba_train``'s loops (the MLP 784-256-256-10,
-anything past 32 weights a layer), the products
-go to NumPy's own GEMM, called from inside the kernel (``numba_blas``), so a step
-costs its GEMMs plus one serial pass per elementwise job and no Python at all. Arrays
-are batch-first as everywhere else in fastnn. The step's buffers come from the caller
-(``buffers``), allocated once, so no step allocates (a fresh buffer of 128 KiB or more
-can be new pages from the OS, faulted in on first touch). The elementwise work is the
-op-by-op kernels' (``_activate_rows``, ``_grad_rows``, the loss kernels, the optimizer
-bodies), so results match the op-by-op path to rounding.
+anything past 32 weights a layer), the products go to NumPy's own GEMM, called from
+inside the kernel (``numba_blas``), so a step costs its GEMMs plus one serial pass
+per elementwise job and no Python at all. Arrays are batch-first as everywhere else
+in fastnn. The step's buffers come from the caller (``buffers``), allocated once, so
+no step allocates (a fresh buffer of 128 KiB or more can be new pages from the OS,
+faulted in on first touch). The elementwise work is the op-by-op kernels'
+(``bias_activation``, ``activation_grad``, the loss kernels, ``update``), so results
+match the op-by-op path to rounding.
 
 Each layer's backward runs in this order: its input gradient (with the weights of
 this step), then its update, then the layer below; this equals computing every
@@ -25,22 +25,26 @@ the returned step count to its t.
 import numpy as np
 
 from .numba_blas import gemm
-from .numba_dense import _activate_rows, _grad_rows, _sum_rows
+from .numba_dense import _sum_rows, activation_grad, bias_activation
 from .numba_jit import kernel
 from .numba_losses import sigmoid_bce, softmax_xent
 from .numba_math import typed_as
-from .numba_optimizers import ADAM, _apply
+from .numba_optimizers import ADAM, update
 from .numba_train import BCE, _adam_hp, _score
 
 
 @kernel
 def _rows(source, order, start, rows, out):
     """Rows start..start+rows-1 of ``source`` (a view), or its rows
-    ``order[start:start+rows]`` gathered into ``out[:rows]`` when ``order`` is not empty."""
+    ``order[start:start+rows]`` gathered into ``out[:rows]`` when ``order`` is not empty.
+    Copied element by element: an array assigned to a slice (``out[i, :] = ...``)
+    compiles Numba's shape-mismatch message, string formatting and all: 2.4 s cold."""
     if order.shape[0] == 0:
         return source[start:start + rows]
     for i in range(rows):
-        out[i, :] = source[order[start + i]]
+        row, target = source[order[start + i]], out[i]
+        for j in range(row.shape[0]):
+            target[j] = row[j]
     return out[:rows]
 
 
@@ -63,7 +67,7 @@ def train_epoch(address, ilp64, fold, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1
         for li in range(layers):
             Z, A = Zs[li][:rows], As[li][:rows]
             gemm(address, ilp64, ins[li], Ws[li], Z, 1.0, 0.0, False, False)
-            _activate_rows(kinds[li], Z, bs[li], Z, A, alphas[li], 0, rows, keeps[li])
+            bias_activation(kinds[li], Z, bs[li], Z, A, alphas[li], 0, rows, keeps[li])
             ins.append(A)
         Z, A, dZ = Zs[layers - 1][:rows], ins[layers], dZs[layers - 1][:rows]
         if loss_kind == BCE:
@@ -87,13 +91,13 @@ def train_epoch(address, ilp64, fold, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1
                      False)
             else:
                 gemm(address, ilp64, ins[li], dZ, dWs[li], 1.0, 0.0, True, False)
-                _apply(rule, Ws[li].reshape(-1), dWs[li].reshape(-1), s1W[li].reshape(-1),
+                update(rule, Ws[li].reshape(-1), dWs[li].reshape(-1), s1W[li].reshape(-1),
                        s2W[li].reshape(-1), hw)
-            _apply(rule, bs[li], dbs[li], s1b[li], s2b[li], hb)
+            update(rule, bs[li], dbs[li], s1b[li], s2b[li], hb)
             if li > 0:  # through the activation below: its dZ and db
                 below = As[li - 1][:rows]
                 dbs[li - 1][:] = 0
-                _grad_rows(kinds[li - 1], dA, Zs[li - 1][:rows] if keeps[li - 1] else below,
+                activation_grad(kinds[li - 1], dA, Zs[li - 1][:rows] if keeps[li - 1] else below,
                            below, dZs[li - 1][:rows], dbs[li - 1], alphas[li - 1], 0, rows)
     return steps
 

@@ -27,6 +27,7 @@ from numba import njit  # noqa: E402  (only once the backend is known to load)
 
 from fastnn.backends import numba_ops  # noqa: E402
 from fastnn.kernels import (  # noqa: E402
+    numba_activations,
     numba_dense,
     numba_jit,
     numba_losses,
@@ -371,6 +372,48 @@ def _run(code, **env):
     full = {**os.environ, **env}
     return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
                           text=True, timeout=600)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n", [3, 200])  # tiled narrow rows; wide rows take the bias row
+def test_each_kinds_own_build_gives_the_any_kind_build_bit_for_bit(dtype, n):
+    rng = np.random.default_rng(5)
+    Z, dA = (rng.standard_normal((40, n)).astype(dtype) * 4 for _ in range(2))
+    b = rng.standard_normal(n).astype(dtype)
+    alpha = np.dtype(dtype).type(0.1)
+    for kind in numba_activations.KINDS.values():
+        outputs = []
+        for build in (numba_activations.ANY, kind):
+            forward, grad = numba_dense.SERIAL[build]
+            Z_out, A = np.empty_like(Z), np.empty_like(Z)
+            forward(kind, Z, b, Z_out, A, alpha, 0, 40, True)
+            dZ, db = np.empty_like(Z), np.zeros(n, dtype)
+            grad(kind, dA, Z_out, A, dZ, db, alpha, 0, 40)
+            outputs.append((Z_out, A, dZ, db))
+        for any_kind, own in zip(*outputs):
+            np.testing.assert_array_equal(own, any_kind, err_msg=f"kind {kind}")
+
+
+def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_path):
+    code = (
+        "import numpy as np, fastnn\n"
+        "from fastnn.kernels import numba_activations as a, numba_dense as d\n"
+        "model = fastnn.Sequential([fastnn.Dense(300, 300, 'relu'), "
+        "fastnn.Dense(300, 2, 'softmax')], seed=0, backend='numba')\n"
+        "X, Y = model.prepare(np.ones((128, 300)), np.zeros(128, int))\n"
+        "model.compute_gradients(X, Y)\n"
+        "compiled = sorted(k for k, (f, g) in a.BUILDS.items() if f.signatures or g.signatures)\n"
+        "hits = sum(sum(k.stats.cache_hits.values()) for k in d.SERIAL[a.RELU])\n"
+        "print(compiled, len(d.SERIAL[a.SOFTMAX][0].signatures), hits)"
+    )
+    cache = str(tmp_path / "numba-cache")
+    first = _run(code, NUMBA_CACHE_DIR=cache)
+    assert first.returncode == 0, first.stderr
+    # relu's blocks only: softmax is row-wise (no block), and nothing built for ANY kind
+    assert first.stdout.split() == [f"[{numba_activations.RELU}]", "1", "0"]
+    second = _run(code, NUMBA_CACHE_DIR=cache)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split()[-1] == "2"  # both relu builds came from the cache
 
 
 def test_importing_and_selecting_the_backend_compiles_nothing():

@@ -28,7 +28,7 @@ from fastnn.kernels import numba_losses as losses
 from fastnn.kernels import numba_optimizers as rules
 from fastnn.kernels import numba_train as train
 from fastnn.kernels import numba_train_blas as train_blas
-from fastnn.kernels.numba_activations import IDENTITY, SOFTMAX, STEP, kind_of
+from fastnn.kernels.numba_activations import ANY, IDENTITY, KINDS, SOFTMAX, STEP, kind_of
 from fastnn.layers import Dense, Parameter
 from fastnn.optimizers import SGD
 
@@ -83,7 +83,8 @@ def dense_forward(X, W, b, activation, keep_z=True):
     elif Z.size >= PARALLEL_MIN:
         dense.bias_activation_parallel(kind, Z, b, Z, A, alpha, keep_z, _threads())
     else:
-        dense.bias_activation(kind, Z, b, Z, A, alpha, keep_z)
+        forward, _ = dense.SERIAL[kind]
+        forward(kind, Z, b, Z, A, alpha, 0, Z.shape[0], keep_z)
     return (Z if keep_z else A), A
 
 
@@ -97,7 +98,8 @@ def activation_forward(Z, activation):
     if Z.size >= PARALLEL_MIN:  # A stands in for the Z output, which is not written
         dense.bias_activation_parallel(kind, Z, zero_bias, A, A, alpha, False, _threads())
     else:
-        dense.bias_activation(kind, Z, zero_bias, A, A, alpha, False)
+        forward, _ = dense.SERIAL[kind]
+        forward(kind, Z, zero_bias, A, A, alpha, 0, Z.shape[0], False)
     return A
 
 
@@ -107,12 +109,13 @@ def activation_backward(dA, Z, A, activation):
         return generic.activation_backward(np, dA, Z, A, activation)
     kind, alpha = spec
     dZ = np.empty_like(Z)
-    db = np.empty(Z.shape[1], Z.dtype)
+    db = np.zeros(Z.shape[1], Z.dtype)
     if Z.size >= PARALLEL_MIN:
         partial = np.zeros((_threads(), Z.shape[1]), Z.dtype)
         dense.activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial)
     else:
-        dense.activation_grad(kind, dA, Z, A, dZ, db, alpha)
+        _, grad = dense.SERIAL[kind]
+        grad(kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
     return dZ, db
 
 
@@ -379,18 +382,25 @@ OVERRIDES = {
 
 def warmup(dtypes, model=None):
     """Compile (or load from the cache) every kernel for each dtype, and the fused
-    epoch for ``model``'s depth if it takes one; returns seconds."""
+    epoch for ``model``'s depth if it takes one; returns seconds. The per-kind builds
+    of the serial kernels are compiled for ``model``'s activations, or for every kind
+    when there is no model."""
     start = time.perf_counter()
+    kinds = set(KINDS.values())
     if model is not None:
         _warm_fused_epoch(model)
+        kinds = {spec[0] for spec in (kind_of(layer.activation) for layer in model.layers
+                                      if hasattr(layer, "activation")) if spec}
     for dtype in dtypes:
         one = dtype.type(0.0)
         X, W, b = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.ones(2, dtype)
         Z, A, dZ = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.empty((2, 2), dtype)
         dense.small_dense_forward(0, X, W, b, Z, A, one, True)
-        dense.bias_activation(0, Z, b, Z, A, one, True)
+        for kind in sorted(kinds | {ANY}):
+            forward, grad = dense.SERIAL[kind]
+            forward(max(kind, 0), Z, b, Z, A, one, 0, 2, True)
+            grad(max(kind, 0), A, Z, A, dZ, b.copy(), one, 0, 2)
         dense.bias_activation_parallel(0, Z, b, Z, A, one, True, 1)
-        dense.activation_grad(0, A, Z, A, dZ, b.copy(), one)
         dense.activation_grad_parallel(0, A, Z, A, dZ, b.copy(), one, np.empty((1, 2), dtype))
         dense.small_dense_backward(X, W, dZ, W.copy(), X.copy(), True)
         dense.small_layer_backward(0, X, W, A, Z, A, dZ, W.copy(), b.copy(), X.copy(), one,
