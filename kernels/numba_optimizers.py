@@ -2,10 +2,9 @@
 
 Every update is written once over flat arrays: ``update`` is the serial kernel, and
 ``update_parallel`` splits it across threads (``prange`` over chunks) for large
-parameters. ``hp`` is a
-tuple of floats (lr, weight_decay, h1, ..., h7), with the h's as listed for each rule
-below; each is cast to the parameter's dtype first, so the arithmetic rounds like
-the NumPy reference's float32.
+parameters. ``hp`` is a tuple of floats (lr, weight_decay, h1, ..., h7), with the h's
+as listed for each rule below; each is cast to the parameter's dtype first, so the
+arithmetic rounds like the NumPy reference's float32.
 """
 
 import math

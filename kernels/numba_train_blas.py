@@ -98,7 +98,7 @@ def train_epoch(address, ilp64, fold, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1
                 below = As[li - 1][:rows]
                 dbs[li - 1][:] = 0
                 activation_grad(kinds[li - 1], dA, Zs[li - 1][:rows] if keeps[li - 1] else below,
-                           below, dZs[li - 1][:rows], dbs[li - 1], alphas[li - 1], 0, rows)
+                                below, dZs[li - 1][:rows], dbs[li - 1], alphas[li - 1], 0, rows)
     return steps
 
 
