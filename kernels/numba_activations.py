@@ -6,23 +6,26 @@ that calls only that kind's scalar function, so LLVM inlines it and vectorizes t
 loop (a branch on ``kind`` inside the loop defeats the vectorizer). Softmax is
 row-wise and lives in ``numba_dense``; step has a forward only.
 
-Each block comes in one build per kind as well as the build for ``ANY`` kind (see
-``for_kind``): a build for relu compiles relu's loop alone, not the exp, tanh and
-log1p of the others, which is most of a first training step's compile time.
+Each block is built for a set of kinds, a bit mask (``mask``; see ``blocks``): a build
+for relu compiles relu's loop alone, not the exp, tanh and log1p of the others, which
+is most of a first training step's compile time; ``ANY`` is the build for every kind.
 """
 
-from numba import njit, types
-from numba.extending import overload
+import functools
 
-from .numba_jit import kernel
+from numba import njit
+
+from .numba_jit import by_constant, kernel, mask, members, sole
 from .numba_math import typed, vexp, vlog1p_unit, vsigmoid, vtanh
 
 IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTPLUS, SOFTMAX, STEP = range(8)
-ANY = -1  # a build for any kind: it reads the kind from its ``kind`` argument
 KINDS = {
     "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU, "sigmoid": SIGMOID,
     "tanh": TANH, "softplus": SOFTPLUS, "softmax": SOFTMAX, "step": STEP,
 }
+
+
+ANY = mask(*KINDS.values())  # the build for every kind
 
 
 def kind_of(activation):
@@ -81,13 +84,18 @@ def step(z, alpha):
     return typed(z, 1.0) if z > typed(z, 0.0) else typed(z, 0.0)
 
 
-def for_kind(KIND):
-    """(forward_block, grad_block) built for ``KIND``, a kind or ``ANY``.
+@functools.cache
+def blocks(MASK):
+    """(forward_block, grad_block) built for the kinds in ``MASK`` (see ``mask``).
 
-    Every branch reads ``KIND == X or KIND == ANY and kind == X``: ``KIND`` is a
-    constant of the closure, so Numba prunes the branches of other kinds before it
-    types them, and a build for one kind compiles that kind's loop and nothing else.
-    Builds are cached on disk like any kernel (the closure holds only an int)."""
+    Every branch reads ``X == SOLE or X in IN and kind == X``, with ``IN`` and ``SOLE``
+    constants of the closure (the kinds, and the only kind if there is one), so Numba
+    prunes the branches of kinds not in the build before it types them: a build for
+    relu compiles relu's loop and nothing else, and never reads ``kind``. A build for
+    several kinds tests ``kind`` once per call; the caller passes one of its kinds (any
+    other runs as identity). Builds are cached on disk like any kernel (the closure
+    holds only ints)."""
+    IN, SOLE = members(MASK), sole(MASK)
 
     @kernel
     def forward_block(kind, z, bias, a, alpha):
@@ -102,27 +110,27 @@ def for_kind(KIND):
         for start in range(0, z.shape[0], width):
             zs, out = z[start:start + width], a[start:start + width]
             count = zs.shape[0]
-            if KIND == RELU or KIND == ANY and kind == RELU:
+            if RELU == SOLE or RELU in IN and kind == RELU:
                 for k in range(count):
                     v = zs[k] + bias[k]
                     out[k] = relu(v, alpha)
-            elif KIND == LEAKY_RELU or KIND == ANY and kind == LEAKY_RELU:
+            elif LEAKY_RELU == SOLE or LEAKY_RELU in IN and kind == LEAKY_RELU:
                 for k in range(count):
                     v = zs[k] + bias[k]
                     out[k] = leaky_relu(v, alpha)
-            elif KIND == SIGMOID or KIND == ANY and kind == SIGMOID:
+            elif SIGMOID == SOLE or SIGMOID in IN and kind == SIGMOID:
                 for k in range(count):
                     v = zs[k] + bias[k]
                     out[k] = vsigmoid(v)
-            elif KIND == TANH or KIND == ANY and kind == TANH:
+            elif TANH == SOLE or TANH in IN and kind == TANH:
                 for k in range(count):
                     v = zs[k] + bias[k]
                     out[k] = vtanh(v)
-            elif KIND == SOFTPLUS or KIND == ANY and kind == SOFTPLUS:
+            elif SOFTPLUS == SOLE or SOFTPLUS in IN and kind == SOFTPLUS:
                 for k in range(count):
                     v = zs[k] + bias[k]
                     out[k] = softplus(v, alpha)
-            elif KIND == STEP or KIND == ANY and kind == STEP:
+            elif STEP == SOLE or STEP in IN and kind == STEP:
                 for k in range(count):
                     v = zs[k] + bias[k]
                     out[k] = step(v, alpha)
@@ -141,27 +149,27 @@ def for_kind(KIND):
         for start in range(0, z.shape[0], width):
             stop = start + width
             das, zs, As, out = da[start:stop], z[start:stop], a[start:stop], dz[start:stop]
-            if KIND == RELU or KIND == ANY and kind == RELU:
+            if RELU == SOLE or RELU in IN and kind == RELU:
                 for k in range(zs.shape[0]):
                     g = relu_grad(das[k], zs[k], As[k], alpha)
                     out[k] = g
                     acc[k] += g
-            elif KIND == LEAKY_RELU or KIND == ANY and kind == LEAKY_RELU:
+            elif LEAKY_RELU == SOLE or LEAKY_RELU in IN and kind == LEAKY_RELU:
                 for k in range(zs.shape[0]):
                     g = leaky_relu_grad(das[k], zs[k], As[k], alpha)
                     out[k] = g
                     acc[k] += g
-            elif KIND == SIGMOID or KIND == ANY and kind == SIGMOID:
+            elif SIGMOID == SOLE or SIGMOID in IN and kind == SIGMOID:
                 for k in range(zs.shape[0]):
                     g = sigmoid_grad(das[k], zs[k], As[k], alpha)
                     out[k] = g
                     acc[k] += g
-            elif KIND == TANH or KIND == ANY and kind == TANH:
+            elif TANH == SOLE or TANH in IN and kind == TANH:
                 for k in range(zs.shape[0]):
                     g = tanh_grad(das[k], zs[k], As[k], alpha)
                     out[k] = g
                     acc[k] += g
-            elif KIND == SOFTPLUS or KIND == ANY and kind == SOFTPLUS:
+            elif SOFTPLUS == SOLE or SOFTPLUS in IN and kind == SOFTPLUS:
                 for k in range(zs.shape[0]):
                     g = softplus_grad(das[k], zs[k], As[k], alpha)
                     out[k] = g
@@ -175,33 +183,17 @@ def for_kind(KIND):
     return forward_block, grad_block
 
 
-BUILDS = {kind: for_kind(kind) for kind in (ANY, *KINDS.values())}  # compiled on first call
-forward_block, grad_block = BUILDS[ANY]
+def _forward_block(MASK):
+    """``forward_block`` built for the kinds in ``MASK``."""
+    return blocks(MASK)[0]
 
 
-def forward_block_for(KIND, kind, z, bias, a, alpha):
-    """``BUILDS[KIND]``'s forward_block, from Numba code where ``KIND`` is a constant (a
-    per-kind kernel's closure constant). A kernel's closure may hold no dispatcher:
-    Numba would give the kernel a new cache key in every process."""
-    raise NotImplementedError("only callable from Numba-compiled code")
+def _grad_block(MASK):
+    """``grad_block`` built for the kinds in ``MASK``."""
+    return blocks(MASK)[1]
 
 
-def grad_block_for(KIND, kind, da, z, a, dz, acc, alpha):
-    """``BUILDS[KIND]``'s grad_block, like ``forward_block_for``."""
-    raise NotImplementedError("only callable from Numba-compiled code")
-
-
-@overload(forward_block_for, prefer_literal=True)
-def _forward_block_for(KIND, kind, z, bias, a, alpha):
-    if not isinstance(KIND, types.IntegerLiteral):
-        return None
-    block = BUILDS[KIND.literal_value][0]
-    return lambda KIND, kind, z, bias, a, alpha: block(kind, z, bias, a, alpha)
-
-
-@overload(grad_block_for, prefer_literal=True)
-def _grad_block_for(KIND, kind, da, z, a, dz, acc, alpha):
-    if not isinstance(KIND, types.IntegerLiteral):
-        return None
-    block = BUILDS[KIND.literal_value][1]
-    return lambda KIND, kind, da, z, a, dz, acc, alpha: block(kind, da, z, a, dz, acc, alpha)
+# forward_block_for(MASK, kind, ...) and grad_block_for(MASK, kind, ...) from kernels
+# whose MASK is a constant; forward_block and grad_block themselves are for any kind
+forward_block_for, grad_block_for = by_constant(_forward_block), by_constant(_grad_block)
+forward_block, grad_block = _forward_block(ANY), _grad_block(ANY)

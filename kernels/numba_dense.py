@@ -8,11 +8,13 @@ drivers run one chunk; parallel drivers split rows across threads with ``prange`
 give each chunk its own bias-gradient row, summed at the end.
 """
 
+import functools
+
 import numpy as np
 from numba import prange
 
-from .numba_activations import ANY, KINDS, SOFTMAX, forward_block_for, grad_block_for
-from .numba_jit import kernel
+from .numba_activations import ANY, SOFTMAX, forward_block_for, grad_block_for
+from .numba_jit import by_constant, kernel, members, sole
 from .numba_math import typed, vexp
 
 BLOCK = 2048  # elements per block: a block stays in L1 while it is worked on
@@ -36,11 +38,14 @@ def _tiled(b, rows):
     return tile
 
 
-def _serial(KIND):
-    """(bias_activation, activation_grad) built for ``KIND``, a kind or ``ANY`` (as
-    ``numba_activations.for_kind`` builds the blocks): the op-by-op layers call the
-    build for their own kind, so a first training step compiles only its kinds' loops;
-    the parallel and fused-epoch kernels call the build for ``ANY``."""
+@functools.cache
+def serial(MASK):
+    """(bias_activation, activation_grad) built for the kinds in ``MASK``, as
+    ``numba_activations.blocks`` builds the blocks: the op-by-op layers call the build
+    for their own kind and the epoch kernels the build for their model's kinds, so a
+    first training step compiles only its kinds' loops; the parallel kernels call the
+    build for ``ANY`` kind."""
+    IN, SOLE = members(MASK), sole(MASK)
 
     @kernel
     def bias_activation(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
@@ -55,7 +60,7 @@ def _serial(KIND):
         at (4096, 1024) the tiled blocks measured 30% slower than a copy, rows as fast.
         """
         n = Z.shape[1]
-        if KIND == SOFTMAX or KIND == ANY and kind == SOFTMAX:
+        if SOFTMAX == SOLE or SOFTMAX in IN and kind == SOFTMAX:
             for i in range(lo, hi):
                 top = Z[i, 0] + b[0]
                 for j in range(n):
@@ -86,9 +91,9 @@ def _serial(KIND):
                 for k in range(count):
                     out[k] = z[k] + bias[k]
             # one call site: each one more inlines forward_block's loops again (compile time)
-            forward_block_for(KIND, kind, out if keep_z else z,
-                              zeros[:count] if keep_z else bias[:count],
-                              flat_a[base:base + count], alpha)
+            forward_block_for(MASK, (kind, out if keep_z else z,
+                               zeros[:count] if keep_z else bias[:count],
+                               flat_a[base:base + count], alpha))
 
     @kernel
     def activation_grad(kind, dA, Z, A, dZ, db, alpha, lo, hi):
@@ -99,7 +104,7 @@ def _serial(KIND):
         into a block-sized accumulator folded down to one row at the end (no loop per row);
         rows of ``WIDE`` or more sum into db directly, row after row."""
         n = Z.shape[1]
-        if KIND == SOFTMAX or KIND == ANY and kind == SOFTMAX:
+        if SOFTMAX == SOLE or SOFTMAX in IN and kind == SOFTMAX:
             for i in range(lo, hi):
                 inner = typed(alpha, 0.0)
                 for j in range(n):
@@ -116,8 +121,8 @@ def _serial(KIND):
         wide = n >= WIDE  # rows long enough to vectorize: sum straight into db, row by row
         rows = 1 if wide else min(max(1, BLOCK // n), hi - lo)
         acc = db if wide else np.zeros(rows * n, db.dtype)
-        grad_block_for(KIND, kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
-                       dZ.reshape(-1)[base:stop], acc, alpha)
+        grad_block_for(MASK, (kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
+                        dZ.reshape(-1)[base:stop], acc, alpha))
         if wide:
             return
         while rows > 1:  # fold the accumulator's rows in halves
@@ -132,8 +137,20 @@ def _serial(KIND):
     return bias_activation, activation_grad
 
 
-SERIAL = {kind: _serial(kind) for kind in (ANY, *KINDS.values())}  # compiled on first call
-bias_activation, activation_grad = SERIAL[ANY]
+def _bias_activation(MASK):
+    """``bias_activation`` built for the kinds in ``MASK``."""
+    return serial(MASK)[0]
+
+
+def _activation_grad(MASK):
+    """``activation_grad`` built for the kinds in ``MASK``."""
+    return serial(MASK)[1]
+
+
+# for kernels whose MASK is a constant: bias_activation_for(MASK, (kind, Z, ...))
+bias_activation_for = by_constant(_bias_activation)
+activation_grad_for = by_constant(_activation_grad)
+bias_activation, activation_grad = serial(ANY)  # for any kind
 
 
 @kernel(parallel=True)

@@ -12,10 +12,13 @@ loops with divisions vectorize; ``fastmath={"contract"}`` allows fused multiply-
 and nothing else (no reassociation, so range reductions stay exact).
 """
 
+import functools
 import os
 import tempfile
 
 import numba
+from numba import types
+from numba.extending import overload
 from numba.misc.appdirs import AppDirs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,3 +64,48 @@ def kernel(function=None, *, parallel=False, reassociate=False):
     options = dict(OPTIONS, fastmath={"contract", "reassoc"}) if reassociate else OPTIONS
     decorate = numba.njit(parallel=parallel, **options)
     return decorate if function is None else decorate(function)
+
+
+def mask(*numbers):
+    """The bit mask of a set of small numbers (activation kinds, optimizer rules): what a
+    build for those of them is keyed by (see ``by_constant``)."""
+    return sum(1 << k for k in set(numbers))
+
+
+def members(bits):
+    """The numbers in the mask ``bits``, as a tuple (a build's kinds or rules)."""
+    return tuple(k for k in range(bits.bit_length()) if bits >> k & 1)
+
+
+def sole(bits):
+    """The one number in the mask ``bits``, or -1 if it holds several: a build for one
+    kind tests ``X == SOLE`` (a constant) and never reads the kind at run time."""
+    numbers = members(bits)
+    return numbers[0] if len(numbers) == 1 else -1
+
+
+def by_constant(factory):
+    """A function for kernels to call as ``f(KEY, args)``, meaning ``factory(KEY)(*args)``
+    with ``KEY`` an int known when the caller compiles (a closure constant of the
+    caller's build) and ``args`` a tuple. ``factory(KEY)`` returns a kernel built for
+    that key, made once per key (``f.build``). A kernel's closure may hold only plain
+    values: holding a kernel would give the caller a new cache key in every process, so
+    builds reach each other through these functions. The step between is inlined at
+    Numba level (a separate function measured 0.1-0.3 s of compile time per call site);
+    Numba's inliner takes no ``*args``, hence the tuple."""
+    build = functools.cache(factory)
+
+    def call(key, args):
+        raise NotImplementedError("only callable from Numba-compiled code")
+
+    @overload(call, prefer_literal=True, inline="always")
+    def _call(key, args):
+        if not isinstance(key, types.IntegerLiteral):
+            return None
+        chosen = build(key.literal_value)
+        return lambda key, args: chosen(*args)
+
+    call.build = build
+    call.__name__ = call.__qualname__ = f"{factory.__name__}_by_constant"
+    call.__doc__ = factory.__doc__
+    return call

@@ -14,19 +14,26 @@ the sigmoid + BCE loss use the same element functions, and only the weight and b
 gradients' sums over the batch are reassociated (``_dot``).
 
 Layers arrive as tuples of arrays (one entry per layer), their activations as
-``kinds``/``alphas`` arrays, and the optimizer as a rule number with its ``hp`` tuples
-(see ``numba_optimizers``); the caller adds the returned step count to its t.
+``kinds``/``alphas`` arrays, and the optimizer's ``hp`` tuples as ``numba_optimizers``
+lays them out; the caller adds the returned step count to its t.
+
+The kernel is built per model configuration (``epoch_kernel``): the masks of the
+forward and backward kinds, the optimizer rule and the loss are constants of the
+build, so Numba prunes every other kind's, rule's and loss's code before typing it.
+A build for every kind and rule compiled in 9 s cold; the planar net's build needs
+a third of that (see the README's Numba section).
 """
 
+import functools
 import math
 
 import numpy as np
 
-from .numba_activations import SOFTMAX, forward_block, grad_block
-from .numba_jit import kernel
+from .numba_activations import SOFTMAX, forward_block_for, grad_block_for
+from .numba_jit import by_constant, kernel, mask, members, sole
 from .numba_losses import sigmoid_bce
 from .numba_math import typed_as, vexp
-from .numba_optimizers import ADAM, update
+from .numba_optimizers import ADAM, update_for
 
 BCE, XENT = 0, 1  # output losses: sigmoid + binary cross-entropy, softmax + cross-entropy
 
@@ -90,23 +97,34 @@ def _column_exp_sum(ZT, i):
     return top, total
 
 
-@kernel
-def _forward(kind, inT, W, b, ZT, AT, alpha, zeros):
-    """ZT = (in @ W + b)^T and AT = f(ZT), feature-major."""
-    n_in, n_out = W.shape
-    for j in range(n_out):
-        z = ZT[j]
-        _combine(z, inT, W[:, j])
-        bj = b[j]
-        for i in range(z.shape[0]):
-            z[i] += bj
-        if kind != SOFTMAX:
-            forward_block(kind, z, zeros, AT[j], alpha)
-    if kind == SOFTMAX:  # over units, per sample (column)
-        for i in range(ZT.shape[1]):
-            top, total = _column_exp_sum(ZT, i)
+@functools.cache
+def _forward_build(MASK):
+    """``forward`` built for the kinds in ``MASK``."""
+    IN, SOLE = members(MASK), sole(MASK)
+
+    @kernel
+    def forward(kind, inT, W, b, ZT, AT, alpha, zeros):
+        """ZT = (in @ W + b)^T and AT = f(ZT), feature-major."""
+        n_in, n_out = W.shape
+        for j in range(n_out):
+            z = ZT[j]
+            _combine(z, inT, W[:, j])
+            bj = b[j]
+            for i in range(z.shape[0]):
+                z[i] += bj
+        if SOFTMAX == SOLE or SOFTMAX in IN and kind == SOFTMAX:  # per sample (column)
+            for i in range(ZT.shape[1]):
+                top, total = _column_exp_sum(ZT, i)
+                for j in range(n_out):
+                    AT[j, i] = vexp(ZT[j, i] - top) / total
+        else:
             for j in range(n_out):
-                AT[j, i] = vexp(ZT[j, i] - top) / total
+                forward_block_for(MASK, (kind, ZT[j], zeros, AT[j], alpha))
+
+    return forward
+
+
+_forward = by_constant(_forward_build)  # _forward(MASK, (kind, inT, ...))
 
 
 @kernel
@@ -168,48 +186,59 @@ def _adam_hp(hp, t):
             1.0 - hp[2] ** float(t), 1.0 - hp[4] ** float(t))
 
 
-@kernel
-def train_epoch(kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, rule, hpW, hpb, t,
-                loss_kind, XT, YT, order, batch, sums):
-    """One epoch of mini-batch steps over the (features, samples) arrays XT and YT,
-    with the optimizer at step ``t`` before it; adds the epoch's loss and metric sums
-    to ``sums`` and returns the number of steps taken."""
-    m, layers = XT.shape[1], len(Ws)
-    steps = 0
-    for start in range(0, m, batch):
-        rows = min(batch, m - start)
-        zeros = np.zeros(rows, XT.dtype)
-        ins, Zs = [_columns(XT, order, start, rows)], []  # layer i reads ins[i], writes ins[i + 1]
-        YTb = _columns(YT, order, start, rows)
-        for li in range(layers):
-            ZT = np.empty((Ws[li].shape[1], rows), XT.dtype)
-            AT = np.empty_like(ZT)
-            _forward(kinds[li], ins[li], Ws[li], bs[li], ZT, AT, alphas[li], zeros)
-            Zs.append(ZT)
-            ins.append(AT)
-        ZT, AT = Zs[layers - 1], ins[layers]
-        dZT = np.empty_like(ZT)
-        if loss_kind == BCE:
-            loss = sigmoid_bce(ZT, AT, YTb, dZT, 1.0 / max(ZT.size, 1), True)
-        else:
-            loss = _softmax_xent(ZT, AT, YTb, dZT)
-        sums[0] += typed_as(sums, loss) * rows
-        sums[1] += _score(loss_kind, AT, YTb)
-        for li in range(layers - 1, -1, -1):
-            need_dx = li > 0
-            dInT = np.empty_like(ins[li]) if need_dx else ins[li][:0]
-            _backward(ins[li], Ws[li], dZT, dWs[li], dbs[li], dInT, need_dx)
-            if need_dx:  # through the activation of the layer below
-                dZT = np.empty_like(dInT)
-                for j in range(dInT.shape[0]):
-                    grad_block(kinds[li - 1], dInT[j], Zs[li - 1][j], ins[li][j], dZT[j],
-                               zeros.copy(), alphas[li - 1])
-        steps += 1
-        hw, hb = hpW, hpb
-        if rule == ADAM:
-            hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
-        for li in range(layers):
-            update(rule, Ws[li].reshape(-1), dWs[li].reshape(-1), s1W[li].reshape(-1),
-                   s2W[li].reshape(-1), hw)
-            update(rule, bs[li], dbs[li], s1b[li], s2b[li], hb)
-    return steps
+@functools.cache
+def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
+    """``train_epoch`` built for one configuration: the masks of the forward kinds (every
+    layer's) and the backward kinds (the hidden layers'), the optimizer rule and the loss
+    kind, all constants of the build."""
+    RULES = mask(RULE)
+
+    @kernel
+    def train_epoch(kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW, hpb, t, XT, YT,
+                    order, batch, sums):
+        """One epoch of mini-batch steps over the (features, samples) arrays XT and YT,
+        with the optimizer at step ``t`` before it; adds the epoch's loss and metric sums
+        to ``sums`` and returns the number of steps taken."""
+        m, layers = XT.shape[1], len(Ws)
+        steps = 0
+        for start in range(0, m, batch):
+            rows = min(batch, m - start)
+            zeros = np.zeros(rows, XT.dtype)
+            # layer i reads ins[i] and writes ins[i + 1]
+            ins, Zs = [_columns(XT, order, start, rows)], []
+            YTb = _columns(YT, order, start, rows)
+            for li in range(layers):
+                ZT = np.empty((Ws[li].shape[1], rows), XT.dtype)
+                AT = np.empty_like(ZT)
+                _forward(FORWARD, (kinds[li], ins[li], Ws[li], bs[li], ZT, AT, alphas[li],
+                          zeros))
+                Zs.append(ZT)
+                ins.append(AT)
+            ZT, AT = Zs[layers - 1], ins[layers]
+            dZT = np.empty_like(ZT)
+            if LOSS == BCE:
+                loss = sigmoid_bce(ZT, AT, YTb, dZT, 1.0 / max(ZT.size, 1), True)
+            else:
+                loss = _softmax_xent(ZT, AT, YTb, dZT)
+            sums[0] += typed_as(sums, loss) * rows
+            sums[1] += _score(LOSS, AT, YTb)
+            for li in range(layers - 1, -1, -1):
+                need_dx = li > 0
+                dInT = np.empty_like(ins[li]) if need_dx else ins[li][:0]
+                _backward(ins[li], Ws[li], dZT, dWs[li], dbs[li], dInT, need_dx)
+                if need_dx:  # through the activation of the layer below
+                    dZT = np.empty_like(dInT)
+                    for j in range(dInT.shape[0]):
+                        grad_block_for(BACKWARD, (kinds[li - 1], dInT[j], Zs[li - 1][j],
+                                        ins[li][j], dZT[j], zeros.copy(), alphas[li - 1]))
+            steps += 1
+            hw, hb = hpW, hpb
+            if RULE == ADAM:
+                hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
+            for li in range(layers):
+                update_for(RULES, (RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
+                            s1W[li].reshape(-1), s2W[li].reshape(-1), hw))
+                update_for(RULES, (RULE, bs[li], dbs[li], s1b[li], s2b[li], hb))
+        return steps
+
+    return train_epoch

@@ -34,6 +34,7 @@ from fastnn.kernels import (  # noqa: E402
     numba_math,
     numba_optimizers,  # noqa: E402
 )
+from fastnn.kernels.numba_jit import mask  # noqa: E402
 
 NUMPY = backends.load("numpy")
 RTOL = {"float32": 1e-5, "float64": 1e-12}
@@ -381,17 +382,36 @@ def test_each_kinds_own_build_gives_the_any_kind_build_bit_for_bit(dtype, n):
     Z, dA = (rng.standard_normal((40, n)).astype(dtype) * 4 for _ in range(2))
     b = rng.standard_normal(n).astype(dtype)
     alpha = np.dtype(dtype).type(0.1)
-    for kind in numba_activations.KINDS.values():
-        outputs = []
-        for build in (numba_activations.ANY, kind):
-            forward, grad = numba_dense.SERIAL[build]
+    kinds = numba_activations.KINDS.values()
+    for kind in kinds:
+        other = numba_activations.TANH if kind != numba_activations.TANH else numba_activations.RELU
+        outputs = []  # the build for every kind, for this kind alone, for it and one other
+        for build in (numba_activations.ANY, mask(kind), mask(kind, other)):
+            forward, grad = numba_dense.serial(build)
             Z_out, A = np.empty_like(Z), np.empty_like(Z)
             forward(kind, Z, b, Z_out, A, alpha, 0, 40, True)
             dZ, db = np.empty_like(Z), np.zeros(n, dtype)
             grad(kind, dA, Z_out, A, dZ, db, alpha, 0, 40)
             outputs.append((Z_out, A, dZ, db))
-        for any_kind, own in zip(*outputs):
+        for any_kind, own, pair in zip(*outputs):
             np.testing.assert_array_equal(own, any_kind, err_msg=f"kind {kind}")
+            np.testing.assert_array_equal(pair, any_kind, err_msg=f"kind {kind} with {other}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_each_rules_own_build_gives_the_any_rule_update_bit_for_bit(dtype):
+    rng = np.random.default_rng(6)
+    hp = (0.01, 0.001, 0.9, 0.1, 0.999, 0.001, 1e-8, 0.1, 0.01)
+    for rule in numba_optimizers.RULES.values():
+        start = [np.abs(rng.standard_normal(300)).astype(dtype) for _ in range(4)]
+        outputs = []
+        for build in (numba_optimizers.update, numba_optimizers.rules(mask(rule))):
+            p, g, s1, s2 = (a.copy() for a in start)
+            build(rule, p, g, s1, s2, hp)
+            outputs.append((p, s1, s2))
+        assert not np.array_equal(outputs[0][0], start[0])  # the rule did run
+        for any_rule, own in zip(*outputs):
+            np.testing.assert_array_equal(own, any_rule, err_msg=f"rule {rule}")
 
 
 def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_path):
@@ -402,9 +422,10 @@ def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_
         "fastnn.Dense(300, 2, 'softmax')], seed=0, backend='numba')\n"
         "X, Y = model.prepare(np.ones((128, 300)), np.zeros(128, int))\n"
         "model.compute_gradients(X, Y)\n"
-        "compiled = sorted(k for k, (f, g) in a.BUILDS.items() if f.signatures or g.signatures)\n"
-        "hits = sum(sum(k.stats.cache_hits.values()) for k in d.SERIAL[a.RELU])\n"
-        "print(compiled, len(d.SERIAL[a.SOFTMAX][0].signatures), hits)"
+        "built = lambda m: any(f.signatures for f in a.blocks(m))\n"
+        "compiled = [k for k in a.KINDS.values() if built(a.mask(k))] + ['any'] * built(a.ANY)\n"
+        "hits = sum(sum(k.stats.cache_hits.values()) for k in d.serial(a.mask(a.RELU)))\n"
+        "print(compiled, len(d.serial(a.mask(a.SOFTMAX))[0].signatures), hits)"
     )
     cache = str(tmp_path / "numba-cache")
     first = _run(code, NUMBA_CACHE_DIR=cache)
@@ -414,6 +435,36 @@ def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_
     second = _run(code, NUMBA_CACHE_DIR=cache)
     assert second.returncode == 0, second.stderr
     assert second.stdout.split()[-1] == "2"  # both relu builds came from the cache
+
+
+@pytest.mark.parametrize("dims", [(2, 4, 1), (40, 30, 20, 3)])  # the loop and BLAS kernels
+def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp_path, dims):
+    code = (
+        "import numpy as np, fastnn\n"
+        "from fastnn.kernels import numba_activations as a, numba_optimizers as o\n"
+        "from fastnn.kernels import numba_train as t, numba_train_blas as tb\n"
+        f"dims = {dims}\n"
+        "out = 'sigmoid' if dims[-1] == 1 else 'softmax'\n"
+        "model = fastnn.from_layer_dims(list(dims), 'tanh', out, seed=0, backend='numba')\n"
+        "rng = np.random.default_rng(0)\n"
+        "X, y = rng.standard_normal((64, dims[0])), rng.integers(0, max(dims[-1], 2), 64)\n"
+        "model.fit(X, y, epochs=2, batch_size=32, optimizer='adam', lr=0.01)\n"
+        "kind = a.mask(a.SIGMOID if dims[-1] == 1 else a.SOFTMAX, a.TANH)\n"
+        "loss = t.BCE if dims[-1] == 1 else t.XENT\n"
+        "epoch = (t if len(dims) == 3 else tb).epoch_kernel(kind, a.mask(a.TANH), o.ADAM, loss)\n"
+        "other = (t if len(dims) == 3 else tb).epoch_kernel(kind, a.mask(a.TANH), o.SGD, loss)\n"
+        "blocks = [f.signatures for f in a.blocks(a.ANY)] + [o.update.signatures]\n"
+        "print(len(epoch.signatures), len(other.signatures), sum(map(len, blocks)), "
+        "sum(epoch.stats.cache_hits.values()))"
+    )
+    cache = str(tmp_path / "numba-cache")
+    first = _run(code, NUMBA_CACHE_DIR=cache)
+    assert first.returncode == 0, first.stderr
+    # the build for tanh, the output, Adam and the loss: no other rule, nothing for any kind
+    assert first.stdout.split() == ["1", "0", "0", "0"]
+    second = _run(code, NUMBA_CACHE_DIR=cache)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == ["1", "0", "0", "1"]  # loaded from the cache
 
 
 def test_importing_and_selecting_the_backend_compiles_nothing():

@@ -263,19 +263,40 @@ def test_divergence_on_the_fused_path_keeps_the_last_finite_parameters(kernel):
         _assert_close(ours, ref, "float32", "restored parameters")
 
 
-def test_warmup_of_a_model_compiles_its_fused_epoch_and_leaves_it_untouched():
+def _epoch_build(module, model, optimizer):
+    """The epoch kernel's build for ``model`` trained with ``optimizer`` (a name)."""
+    from fastnn.kernels import numba_activations as acts
+    from fastnn.kernels import numba_optimizers as rules
+    from fastnn.kernels.numba_jit import mask
+
+    kinds = [acts.kind_of(layer.activation)[0] for layer in model.layers]
+    loss = numba_ops.LOSS_KINDS[model.loss.name]
+    return module.epoch_kernel(mask(*kinds), mask(*kinds[:-1]), rules.RULES[optimizer], loss)
+
+
+@pytest.mark.parametrize("optimizer", [None, "adam"])
+def test_warmup_of_a_model_compiles_its_fused_epoch_and_leaves_it_untouched(optimizer):
     from fastnn.kernels import numba_train
 
-    model = _binary(("tanh", "relu") * 3, dtype="float32")  # a depth no other test uses
+    # depths no other test uses: a new specialization either way
+    model = _binary(("tanh", "relu") * (3 if optimizer is None else 4), dtype="float32")
+    build = _epoch_build(numba_train, model, optimizer or "sgd")
     before = [np.array(p.value) for p in model.parameters()]
-    compiled = len(numba_train.train_epoch.signatures)
-    fastnn.warmup(model)
-    assert len(numba_train.train_epoch.signatures) == compiled + 1
+    compiled = len(build.signatures)
+    fastnn.warmup(model, optimizer=optimizer)
+    assert len(build.signatures) == compiled + 1
     assert all(np.array_equal(b, p.value) for b, p in zip(before, model.parameters()))
     assert model.optimizer is None and all(p.grad is None for p in model.parameters())
     X, y = datasets.planar()
-    model.fit(X, y, epochs=2, lr=0.5)
-    assert len(numba_train.train_epoch.signatures) == compiled + 1  # nothing new to compile
+    model.fit(X, y, epochs=2, lr=0.5, optimizer=optimizer)
+    assert len(build.signatures) == compiled + 1  # nothing new to compile
+
+
+def test_warmup_names_an_unknown_optimizer_and_needs_a_model_for_one():
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
+        fastnn.warmup(_binary(), optimizer="adamw")
+    with pytest.raises(ValueError, match="needs a model"):
+        fastnn.warmup("numba", optimizer="adam")
 
 
 def test_warmup_of_a_wide_model_compiles_the_blas_epoch():
@@ -289,12 +310,13 @@ def test_warmup_of_a_wide_model_compiles_the_blas_epoch():
     model = fastnn.Sequential([fastnn.Dense(a, b, "relu") for a, b in zip(dims, dims[1:-1])]
                               + [fastnn.Dense(dims[-2], dims[-1], "softmax")],
                               dtype="float32", seed=0, backend="numba")
+    build = _epoch_build(numba_train_blas, model, "sgd")
     before = [np.array(p.value) for p in model.parameters()]
     fastnn.warmup(model)
     weights = types.UniTuple(types.float32[:, ::1], 4)  # the specialization for this model
-    assert any(weights in signature for signature in numba_train_blas.train_epoch.signatures)
+    assert any(weights in signature for signature in build.signatures)
     assert all(np.array_equal(b, p.value) for b, p in zip(before, model.parameters()))
-    compiled = len(numba_train_blas.train_epoch.signatures)
+    compiled = len(build.signatures)
     rng = np.random.default_rng(0)
     model.fit(rng.standard_normal((64, 300)), rng.integers(0, 2, 64), epochs=1, batch_size=32)
-    assert len(numba_train_blas.train_epoch.signatures) == compiled  # nothing new to compile
+    assert len(build.signatures) == compiled  # nothing new to compile

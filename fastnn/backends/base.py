@@ -156,9 +156,9 @@ class Backend:
         seed gives the same numbers on every backend (see ``fastnn.random``)."""
         return self.rng_class(self, seed)
 
-    def warmup(self, dtypes=("float32",), model=None):
-        """Compile this backend's kernels ahead of use (and those training ``model``
-        needs, if given); returns seconds (none to compile here)."""
+    def warmup(self, dtypes=("float32",), model=None, optimizer=None):
+        """Compile this backend's kernels ahead of use (and those training ``model`` with
+        ``optimizer`` needs, if given); returns seconds (none to compile here)."""
         return 0.0
 
     def copy(self, x):

@@ -28,10 +28,11 @@ class NumbaBackend(NumpyBackend):
         self._numba_ops = numba_ops
         self.cache_dir = jit.CACHE_DIR
 
-    def warmup(self, dtypes=("float32",), model=None):
-        """Compile (or load from the cache) every kernel for ``dtypes``, and the fused
-        training epoch for ``model`` if it takes one; returns seconds."""
-        return self._numba_ops.warmup([np.dtype(self.dtype(d)) for d in dtypes], model)
+    def warmup(self, dtypes=("float32",), model=None, optimizer=None):
+        """Compile (or load from the cache) the kernels for ``dtypes``, and the fused
+        training epoch for ``model`` and ``optimizer`` if it takes one; returns seconds."""
+        return self._numba_ops.warmup([np.dtype(self.dtype(d)) for d in dtypes], model,
+                                      optimizer)
 
 
 def create():

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 
 from fastnn import ops as generic
-from fastnn import steps
+from fastnn import optimizers, steps
 from fastnn.kernels import numba_blas as blas
 from fastnn.kernels import numba_dense as dense
 from fastnn.kernels import numba_losses as losses
@@ -29,8 +29,8 @@ from fastnn.kernels import numba_optimizers as rules
 from fastnn.kernels import numba_train as train
 from fastnn.kernels import numba_train_blas as train_blas
 from fastnn.kernels.numba_activations import ANY, IDENTITY, KINDS, SOFTMAX, STEP, kind_of
+from fastnn.kernels.numba_jit import mask
 from fastnn.layers import Dense, Parameter
-from fastnn.optimizers import SGD
 
 PARALLEL_MIN = 1 << 18
 SMALL_LAYER_MAX = 1 << 13
@@ -83,7 +83,7 @@ def dense_forward(X, W, b, activation, keep_z=True):
     elif Z.size >= PARALLEL_MIN:
         dense.bias_activation_parallel(kind, Z, b, Z, A, alpha, keep_z, _threads())
     else:
-        forward, _ = dense.SERIAL[kind]
+        forward, _ = dense.serial(mask(kind))
         forward(kind, Z, b, Z, A, alpha, 0, Z.shape[0], keep_z)
     return (Z if keep_z else A), A
 
@@ -98,7 +98,7 @@ def activation_forward(Z, activation):
     if Z.size >= PARALLEL_MIN:  # A stands in for the Z output, which is not written
         dense.bias_activation_parallel(kind, Z, zero_bias, A, A, alpha, False, _threads())
     else:
-        forward, _ = dense.SERIAL[kind]
+        forward, _ = dense.serial(mask(kind))
         forward(kind, Z, zero_bias, A, A, alpha, 0, Z.shape[0], False)
     return A
 
@@ -114,7 +114,7 @@ def activation_backward(dA, Z, A, activation):
         partial = np.zeros((_threads(), Z.shape[1]), Z.dtype)
         dense.activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial)
     else:
-        _, grad = dense.SERIAL[kind]
+        _, grad = dense.serial(mask(kind))
         grad(kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
     return dZ, db
 
@@ -186,7 +186,7 @@ def _update(rule, p, g, s1, s2, hp):
     if p.size >= PARALLEL_MIN:
         rules.update_parallel(rule, p, g, s1, s2, hp, _threads())
     else:
-        rules.update(rule, p, g, s1, s2, hp)
+        rules.rules(mask(rule))(rule, p, g, s1, s2, hp)  # the build for this rule alone
     return True
 
 
@@ -285,6 +285,9 @@ class _FusedEpoch:
             self.keeps = np.array([not layer.activation.derivative_from_output
                                    for layer in model.layers[:-1]] + [True])
         self.kinds = np.array([kind for kind, _ in specs], np.int64)
+        # what the kernel is built for, with the rule and the loss: every layer's kind
+        # forward, the hidden layers' backward
+        self.masks = (mask(*self.kinds.tolist()), mask(*self.kinds[:-1].tolist()))
         self.alphas = np.array([alpha for _, alpha in specs], X.dtype)
         self.params = model.parameters()
         self.no_order = np.empty(0, np.int64)
@@ -349,14 +352,15 @@ class _FusedEpoch:
         sums = np.zeros(2, self.X.dtype)
         order = self.no_order if order is None else order
         layers = (self.kinds, self.alphas, self.Ws, self.bs, self.dWs, self.dbs, self.s1W,
-                  self.s1b, self.s2W, self.s2b, self.rule, self.hp_w, self.hp_b, optimizer.t,
-                  self.loss_kind)
+                  self.s1b, self.s2W, self.s2b, self.hp_w, self.hp_b, optimizer.t)
+        build = (*self.masks, self.rule, self.loss_kind)
         if self.gemm is None:
-            taken = train.train_epoch(*layers, self.XT, self.YT, order, self.batch, sums)
+            run = train.epoch_kernel(*build)
+            taken = run(*layers, self.XT, self.YT, order, self.batch, sums)
         else:
-            taken = train_blas.train_epoch(self.gemm.address(self.X.dtype), self.gemm.ilp64,
-                                           self.fold, self.keeps, *layers, self.X, self.Y, order,
-                                           self.batch, sums, self.work)
+            run = train_blas.epoch_kernel(*build)
+            taken = run(self.gemm.address(self.X.dtype), self.gemm.ilp64, self.fold, self.keeps,
+                        *layers, self.X, self.Y, order, self.batch, sums, self.work)
             if self.fold:
                 for p in self.params[0::2]:
                     p.grad = None
@@ -380,15 +384,20 @@ OVERRIDES = {
 }
 
 
-def warmup(dtypes, model=None):
-    """Compile (or load from the cache) every kernel for each dtype, and the fused
-    epoch for ``model``'s depth if it takes one; returns seconds. The per-kind builds
-    of the serial kernels are compiled for ``model``'s activations, or for every kind
-    when there is no model."""
+def warmup(dtypes, model=None, optimizer=None):
+    """Compile (or load from the cache) the kernels for each dtype, and the fused epoch
+    for ``model`` if it takes one; returns seconds. Builds that are made per activation
+    kind and per optimizer rule are compiled for ``model``'s activations and for
+    ``optimizer`` (a name or Optimizer; default: the one ``fit`` would use, the model's
+    or plain SGD), or for every kind and rule when there is no model."""
     start = time.perf_counter()
-    kinds = set(KINDS.values())
+    kinds, rule_set = set(KINDS.values()), set(rules.RULES.values())
     if model is not None:
-        _warm_fused_epoch(model)
+        chosen = optimizers.get(optimizer) if optimizer is not None else model.optimizer
+        name = "sgd" if chosen is None else chosen.name
+        rule_set = {rules.RULES[name]} if name in rules.RULES else set()
+        if rule_set:
+            _warm_fused_epoch(model, name)
         kinds = {spec[0] for spec in (kind_of(layer.activation) for layer in model.layers
                                       if hasattr(layer, "activation")) if spec}
     for dtype in dtypes:
@@ -396,9 +405,9 @@ def warmup(dtypes, model=None):
         X, W, b = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.ones(2, dtype)
         Z, A, dZ = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.empty((2, 2), dtype)
         dense.small_dense_forward(0, X, W, b, Z, A, one, True)
-        for build in sorted(kinds | {ANY}):
-            forward, grad = dense.SERIAL[build]
-            kind = IDENTITY if build == ANY else build  # the any-kind build runs identity
+        for build in sorted(kinds) + [ANY]:
+            forward, grad = dense.serial(mask(build) if build != ANY else ANY)
+            kind = IDENTITY if build == ANY else build  # any kind's build runs identity
             forward(kind, Z, b, Z, A, one, 0, 2, True)
             grad(kind, A, Z, A, dZ, b.copy(), one, 0, 2)
         dense.bias_activation_parallel(0, Z, b, Z, A, one, True, 1)
@@ -410,41 +419,43 @@ def warmup(dtypes, model=None):
         losses.softmax_xent(Z, A, A, dZ, 0.5, True)
         hp = (0.1, 0.0, 0.9, 0.1, 0.9, 0.1, 1e-8, 0.1, 0.1)
         p = np.zeros(4, dtype)  # _update passes flat views of weights and biases
-        rules.update(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp)
+        for rule in sorted(rule_set):
+            rules.rules(mask(rule))(rule, p, p.copy(), p.copy(), p.copy(), hp)
+        rules.update(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp)  # update_parallel's
         rules.update_parallel(rules.ADAM, p, p.copy(), p.copy(), p.copy(), hp, 1)
     return time.perf_counter() - start
 
 
-def _warm_fused_epoch(model):
-    """Run the epoch kernel once on zero arrays shaped like ``model`` (two samples), so
-    the specialization for its depth and dtype is compiled; the model is untouched.
-    Where no GEMM is found, the kernel a batch takes depends on its size: both paths
-    are compiled where batches of 2 and of ``WARM_BATCH`` samples differ."""
+def _warm_fused_epoch(model, optimizer):
+    """Run the epoch kernel once on zero arrays shaped like ``model`` (two samples),
+    with a new ``optimizer`` (a rule's name), so the build for its configuration, depth
+    and dtype is compiled; the model is untouched. Where no GEMM is found, the kernel a
+    batch takes depends on its size: both are compiled where batches of 2 and of
+    ``WARM_BATCH`` samples differ."""
     if not all(type(layer) is Dense for layer in model.layers):
         return
-    if model.optimizer is not None and rules.RULES.get(model.optimizer.name) is None:
-        return  # fit will take the generic steps
     dtype = np.dtype(model.dtype)
     X, Y = np.zeros((2, model.n_in), dtype), np.zeros((2, model.n_out), dtype)
     kernels = set()
     for batch in (2, WARM_BATCH):  # the kernel sees min(batch, 2) rows either way
-        probe = _FusedEpoch.plan(_Probe(model), X, Y, batch)
+        probe = _FusedEpoch.plan(_Probe(model, optimizer), X, Y, batch)
         if probe is not None and (probe.gemm is None) not in kernels:
             kernels.add(probe.gemm is None)
             probe()
 
 
 class _Probe:
-    """A stand-in for a Dense-only model: zero copies of its parameters, plain SGD."""
+    """A stand-in for a Dense-only model: zero copies of its parameters, and a new
+    optimizer of the named kind."""
 
-    def __init__(self, model):
+    def __init__(self, model, optimizer):
         self.loss, self.backend, self.layers = model.loss, model.backend, []
         for layer in model.layers:
             copy = Dense(layer.n_in, layer.n_out, layer.activation)
             copy.params = tuple(Parameter(p.name, np.zeros_like(p.value), p.decay)
                                 for p in layer.params)
             self.layers.append(copy)
-        self.optimizer = SGD(lr=0.01)
+        self.optimizer = optimizers.get(optimizer, lr=0.01)
 
     def parameters(self):
         return [p for layer in self.layers for p in layer.params]
