@@ -7,6 +7,7 @@ gradcheck on this backend runs in test_gradcheck.py through the ``backend`` fixt
 """
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -526,19 +527,63 @@ def test_read_only_package_and_home_fall_back_to_the_temp_cache(tmp_path):
     assert run.stdout.strip() == "True"
 
 
-def test_threading_layer_is_workqueue_unless_the_user_chose():
+def _layer_in_a_fresh_process(**env):
     code = (
         "import numba, numpy as np, fastnn\n"
         "from fastnn.kernels import numba_dense as d\n"
         "Z = np.ones((8, 8)); A = np.empty_like(Z)\n"
         "d.bias_activation_parallel(1, Z, np.zeros(8), Z, A, 0.0, True, 2)\n"
-        "print(numba.threading_layer())"
+        "print(numba.threading_layer(), *fastnn.get_backend().threading_layer)"
     )
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
-    run = subprocess.run([sys.executable, "-c", code], env={**env, "FASTNN_BACKEND": "numba"},
+    base = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    run = subprocess.run([sys.executable, "-c", code],
+                         env={**base, "FASTNN_BACKEND": "numba", **env},
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "workqueue"
+    return run.stdout.split()
+
+
+def test_threading_layer_is_tbb_where_it_loads_else_workqueue():
+    from fastnn.backends import numba_threads
+
+    problem = numba_threads.tbb_problem()
+    running = _layer_in_a_fresh_process()
+    assert running[:2] == (["workqueue", "workqueue"] if problem else ["tbb", "tbb"])
+    if sys.platform == "linux" and platform.machine() == "x86_64":
+        assert problem is None  # the numba and test extras install tbb here
+
+
+def test_the_users_threading_layer_is_kept():
+    assert _layer_in_a_fresh_process(NUMBA_THREADING_LAYER="workqueue")[:3] == [
+        "workqueue", "workqueue", "NUMBA_THREADING_LAYER"]
+
+
+def test_threading_layer_choice_falls_back_and_says_why():
+    from fastnn.backends import numba_threads
+
+    class Config:
+        THREADING_LAYER = "default"
+
+    class FakeNumba:
+        config = Config()
+
+    numba_fake = FakeNumba()
+    assert numba_threads.choose(numba_fake, {}, lambda: "libtbb.so.12 not found") == (
+        "workqueue", "libtbb.so.12 not found")
+    assert numba_fake.config.THREADING_LAYER == "workqueue"
+    assert numba_threads.choose(numba_fake, {}, lambda: None) == ("tbb", "TBB loads")
+    assert numba_fake.config.THREADING_LAYER == "tbb"
+    chosen = numba_threads.choose(numba_fake, {"NUMBA_THREADING_LAYER": "omp"}, lambda: None)
+    assert chosen == ("omp", "NUMBA_THREADING_LAYER")
+    assert numba_fake.config.THREADING_LAYER == "tbb"  # left as the user's setting has it
+
+
+def test_tbb_problem_names_a_missing_library(tmp_path, monkeypatch):
+    from fastnn.backends import numba_threads
+
+    monkeypatch.setitem(numba_threads.TBB_NAMES, sys.platform, "libfastnn-no-such-tbb.so")
+    problem = numba_threads.tbb_problem(prefixes=(str(tmp_path),))
+    assert "libfastnn-no-such-tbb.so not found" in problem and "fastnn[numba]" in problem
 
 
 def test_warmup_on_other_backends_has_nothing_to_compile():

@@ -1,16 +1,13 @@
 """The Numba backend: NumPy arrays, with the hot-path ops replaced by JIT-fused kernels
 from ``fastnn.kernels`` (see ``numba_ops`` for which kernel runs when).
 
-Creating it chooses the threading layer and the kernel cache directory, then imports
-the kernels; nothing compiles until a kernel is first called or ``warmup`` runs.
-Threads: Numba's OpenMP layer spins its workers, and so does OpenBLAS after a matmul;
-on a 2-core machine the two pools then stall each other (6-40x measured). fastnn
-therefore selects the ``workqueue`` layer unless NUMBA_THREADING_LAYER says otherwise,
-and keeps small kernels on one thread (see bench/ for the measurements).
+Creating it chooses the threading layer (TBB where it loads, else workqueue; never
+OpenMP unless asked: see ``numba_threads``) and the kernel cache directory, then
+imports the kernels; nothing compiles until a kernel is first called or ``warmup``
+runs. Small kernels stay on one thread (see bench/ for the measurements).
 """
 
 import importlib.util
-import os
 
 import numpy as np
 
@@ -49,9 +46,12 @@ def create():
             "reinstall it with: pip install --force-reinstall 'fastnn[numba]'"
         ) from error
 
-    if not os.environ.get("NUMBA_THREADING_LAYER"):
-        numba.config.THREADING_LAYER = "workqueue"
+    from fastnn.backends import numba_threads
+
+    layer = numba_threads.choose(numba)
     from fastnn.backends import numba_ops
     from fastnn.kernels import numba_jit
 
-    return NumbaBackend(numba_ops, numba_jit)
+    backend = NumbaBackend(numba_ops, numba_jit)
+    backend.threading_layer = layer  # (name, why), shown by `fastnn info`
+    return backend

@@ -116,9 +116,15 @@ def numba_gemm():
 
 def threads():
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    try:
+        layer, why = backends.load("numba").threading_layer
+    except BackendUnavailable:
+        layer, why = None, None
     return {
         "cpu_count": os.cpu_count(),
         "usable_cpus": usable,
+        "numba_threading_layer": layer,
+        "numba_threading_layer_why": why,
         "environment": {name: os.environ.get(name) for name in THREAD_VARIABLES},
     }
 
@@ -178,6 +184,9 @@ def text_lines(report):
         lines.append(f"  numba epoch kernel GEMM: none ({gemm['reason']})")
     t = report["threads"]
     lines += ["", f"threads: {t['usable_cpus']} usable CPUs of {t['cpu_count']}"]
+    if t["numba_threading_layer"]:
+        lines.append(f"  numba threading layer: {t['numba_threading_layer']} "
+                     f"({t['numba_threading_layer_why']})")
     lines += [f"  {name}={value}" if value is not None else f"  {name} unset"
               for name, value in t["environment"].items()]
     lines += ["", "GPU:"]
