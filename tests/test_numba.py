@@ -376,6 +376,18 @@ def _run(code, **env):
                           text=True, timeout=600)
 
 
+def _cold_then_cached(code, tmp_path):
+    """The printed words of ``code`` run twice in fresh processes sharing one new Numba
+    cache: first with it empty, then with what the first run stored."""
+    cache = str(tmp_path / "numba-cache")
+    outputs = []
+    for _ in range(2):
+        run = _run(code, NUMBA_CACHE_DIR=cache)
+        assert run.returncode == 0, run.stderr
+        outputs.append(run.stdout.split())
+    return outputs
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("n", [3, 200])  # tiled narrow rows; wide rows take the bias row
 def test_each_kinds_own_build_gives_the_any_kind_build_bit_for_bit(dtype, n):
@@ -428,14 +440,10 @@ def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_
         "hits = sum(sum(k.stats.cache_hits.values()) for k in d.serial(a.mask(a.RELU)))\n"
         "print(compiled, len(d.serial(a.mask(a.SOFTMAX))[0].signatures), hits)"
     )
-    cache = str(tmp_path / "numba-cache")
-    first = _run(code, NUMBA_CACHE_DIR=cache)
-    assert first.returncode == 0, first.stderr
+    first, second = _cold_then_cached(code, tmp_path)
     # relu's blocks only: softmax is row-wise (no block), and nothing built for ANY kind
-    assert first.stdout.split() == [f"[{numba_activations.RELU}]", "1", "0"]
-    second = _run(code, NUMBA_CACHE_DIR=cache)
-    assert second.returncode == 0, second.stderr
-    assert second.stdout.split()[-1] == "2"  # both relu builds came from the cache
+    assert first == [f"[{numba_activations.RELU}]", "1", "0"]
+    assert second[-1] == "2"  # both relu builds came from the cache
 
 
 @pytest.mark.parametrize("dims", [(2, 4, 1), (40, 30, 20, 3)])  # the loop and BLAS kernels
@@ -458,14 +466,10 @@ def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp
         "print(len(epoch.signatures), len(other.signatures), sum(map(len, blocks)), "
         "sum(epoch.stats.cache_hits.values()))"
     )
-    cache = str(tmp_path / "numba-cache")
-    first = _run(code, NUMBA_CACHE_DIR=cache)
-    assert first.returncode == 0, first.stderr
+    first, second = _cold_then_cached(code, tmp_path)
     # the build for tanh, the output, Adam and the loss: no other rule, nothing for any kind
-    assert first.stdout.split() == ["1", "0", "0", "0"]
-    second = _run(code, NUMBA_CACHE_DIR=cache)
-    assert second.returncode == 0, second.stderr
-    assert second.stdout.split() == ["1", "0", "0", "1"]  # loaded from the cache
+    assert first == ["1", "0", "0", "0"]
+    assert second == ["1", "0", "0", "1"]  # loaded from the cache
 
 
 def test_importing_and_selecting_the_backend_compiles_nothing():
