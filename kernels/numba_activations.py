@@ -97,7 +97,7 @@ def blocks(MASK):
     holds only ints)."""
     IN, SOLE = members(MASK), sole(MASK)
 
-    @kernel
+    @kernel(build=(MASK,))
     def forward_block(kind, z, bias, a, alpha):
         """a = f(z + bias) over equal-length 1-D arrays z and a, with ``bias`` repeating
         every ``len(bias)`` elements (a whole number of rows' bias); z is only read.
@@ -138,7 +138,7 @@ def blocks(MASK):
                 for k in range(count):
                     out[k] = zs[k] + bias[k]
 
-    @kernel
+    @kernel(build=(MASK,))
     def grad_block(kind, da, z, a, dz, acc, alpha):
         """dz = da * f'(z) over equal-length 1-D arrays, and acc += dz with ``acc`` repeating
         every ``len(acc)`` elements (it collects a whole number of rows' bias gradient).

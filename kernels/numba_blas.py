@@ -21,7 +21,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .numba_jit import kernel
+from .numba_jit import kernel, subroutine
 from .numba_math import typed_as
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enum values
@@ -134,10 +134,20 @@ def _call(typingctx, address, ilp64, trans_a, trans_b, m, n, k, alpha, a, lda, b
     return signature, codegen
 
 
-@kernel
+@kernel(inline=True)
 def gemm(address, ilp64, a, b, c, alpha, beta, trans_a, trans_b):
     """c = alpha * op(a) @ op(b) + beta * c, op(x) being x.T where trans_x is set;
-    C-contiguous 2-D arrays of c's float dtype, c overlapping neither a nor b."""
+    C-contiguous 2-D arrays of c's float dtype, c overlapping neither a nor b.
+
+    Calls ``_gemm`` as one subroutine for every call: compiled as a kernel of its own
+    for the constant flags callers write (True, False), it compiled once for each
+    combination, 0.2 s each."""
+    _gemm_call(address, ilp64, a, b, c, alpha, beta, trans_a, trans_b)
+
+
+@kernel
+def _gemm(address, ilp64, a, b, c, alpha, beta, trans_a, trans_b):
+    """``gemm`` itself."""
     m, n = c.shape
     k = a.shape[0] if trans_a else a.shape[1]
     if (a.shape[1] if trans_a else a.shape[0]) != m or \
@@ -150,3 +160,6 @@ def gemm(address, ilp64, a, b, c, alpha, beta, trans_a, trans_b):
           np.int64(TRANS if trans_b else NO_TRANS), np.int64(m), np.int64(n), np.int64(k),
           typed_as(c, alpha), a.ctypes.data, np.int64(max(1, a.shape[1])), b.ctypes.data,
           np.int64(max(1, b.shape[1])), typed_as(c, beta), c.ctypes.data, np.int64(max(1, n)))
+
+
+_gemm_call = subroutine(_gemm)

@@ -21,7 +21,7 @@ BLOCK = 2048  # elements per block: a block stays in L1 while it is worked on
 WIDE = 128  # rows at least this long take the bias row itself, not a tile
 
 
-@kernel
+@kernel(inline=True)
 def _tiled(b, rows):
     """b repeated ``rows`` times as one flat array, by doubling copies (no per-row loop)."""
     n = b.shape[0]
@@ -47,7 +47,7 @@ def serial(MASK):
     build for ``ANY`` kind."""
     IN, SOLE = members(MASK), sole(MASK)
 
-    @kernel
+    @kernel(build=(MASK,))
     def bias_activation(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
         """A = f(Z + b) for rows lo..hi-1, and Z_out = Z + b when ``keep_z`` (Z_out may be Z
         itself; Z is only read, so it may be a read-only array). Softmax: max, exp, sum.
@@ -91,11 +91,11 @@ def serial(MASK):
                 for k in range(count):
                     out[k] = z[k] + bias[k]
             # one call site: each one more inlines forward_block's loops again (compile time)
-            forward_block_for(MASK, (kind, out if keep_z else z,
-                               zeros[:count] if keep_z else bias[:count],
-                               flat_a[base:base + count], alpha))
+            forward_block_for(MASK, kind, out if keep_z else z,
+                              zeros[:count] if keep_z else bias[:count],
+                              flat_a[base:base + count], alpha)
 
-    @kernel
+    @kernel(build=(MASK,))
     def activation_grad(kind, dA, Z, A, dZ, db, alpha, lo, hi):
         """dZ = dA * f'(Z) and db += sum of dZ over rows lo..hi-1 (softmax: its JVP); the
         caller zeroes db. Like ``bias_activation``, the serial kernel itself.
@@ -121,8 +121,8 @@ def serial(MASK):
         wide = n >= WIDE  # rows long enough to vectorize: sum straight into db, row by row
         rows = 1 if wide else min(max(1, BLOCK // n), hi - lo)
         acc = db if wide else np.zeros(rows * n, db.dtype)
-        grad_block_for(MASK, (kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
-                        dZ.reshape(-1)[base:stop], acc, alpha))
+        grad_block_for(MASK, kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
+                       dZ.reshape(-1)[base:stop], acc, alpha)
         if wide:
             return
         while rows > 1:  # fold the accumulator's rows in halves
@@ -147,7 +147,7 @@ def _activation_grad(MASK):
     return serial(MASK)[1]
 
 
-# for kernels whose MASK is a constant: bias_activation_for(MASK, (kind, Z, ...))
+# for kernels whose MASK is a constant: bias_activation_for(MASK, kind, Z, ...)
 bias_activation_for = by_constant(_bias_activation)
 activation_grad_for = by_constant(_activation_grad)
 bias_activation, activation_grad = serial(ANY)  # for any kind
@@ -161,7 +161,7 @@ def bias_activation_parallel(kind, Z, b, Z_out, A, alpha, keep_z, chunks):
         bias_activation(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z)
 
 
-@kernel
+@kernel(inline=True)
 def _sum_rows(partial, out):
     """out = the sum of partial's rows, in plain loops: in a parallel kernel each array
     expression (``db += partial[c]``) becomes a parallel region of its own, and each

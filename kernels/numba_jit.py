@@ -18,7 +18,8 @@ import tempfile
 
 import numba
 from numba import types
-from numba.extending import overload
+from numba.core import cgutils, compiler
+from numba.extending import intrinsic
 from numba.misc.appdirs import AppDirs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,11 +59,32 @@ if CACHE_DIR not in (None, NUMBA_DEFAULT):
 OPTIONS = {"cache": CACHE_DIR is not None, "error_model": "numpy", "fastmath": {"contract"}}
 
 
-def kernel(function=None, *, parallel=False, reassociate=False):
+def kernel(function=None, *, parallel=False, reassociate=False, inline=False, build=None):
     """``numba.njit`` with fastnn's options; ``parallel=True`` for prange kernels,
-    ``reassociate=True`` to let sums split into partial sums (reductions only)."""
+    ``reassociate=True`` to let sums split into partial sums (reductions only).
+
+    ``inline=True`` for helpers called from other kernels: Numba pastes their code
+    into each caller before typing it, instead of compiling them as functions of their
+    own (each one cost 0.1-0.3 s cold, and its code was optimized again in every
+    caller). They take the caller's options, so reassociating helpers stay functions.
+    Called from Python they compile as usual.
+
+    ``build`` (a tuple of ints) names a kernel made by a factory for that key: every
+    build of a factory shares its Python name, and compiled code names functions by
+    that and a per-process counter, so a build loaded from the cache and another one
+    compiled in this process could meet under one symbol, and one of them would run
+    the other's code (seen: tanh's blocks ran softplus's loop). The key in the name
+    keeps builds apart."""
     options = dict(OPTIONS, fastmath={"contract", "reassoc"}) if reassociate else OPTIONS
-    decorate = numba.njit(parallel=parallel, **options)
+    if inline:
+        options = dict(options, inline="always")
+    njit = numba.njit(parallel=parallel, **options)
+
+    def decorate(function):
+        if build is not None:
+            function.__qualname__ += "[" + ",".join(map(str, build)) + "]"
+        return njit(function)
+
     return decorate if function is None else decorate(function)
 
 
@@ -84,28 +106,69 @@ def sole(bits):
     return numbers[0] if len(numbers) == 1 else -1
 
 
+subroutines_compiled = set()  # kernels this process compiled as subroutines (diagnostics)
+
+
+def call_subroutine(context, builder, kernel, signature, values, value_types):
+    """Lower a call of ``kernel`` (a dispatcher) on ``values`` of ``value_types``, compiled
+    for ``signature`` as a subroutine of the caller: Numba compiles the kernel's Python
+    function once per signature and closure (with the kernel's own options) and links it
+    into the caller's code, as it does for its own library functions. Unlike a call of
+    the dispatcher, this makes no Python or C wrapper, no dispatcher entry and no cache
+    file for it: the caller's cache holds the subroutine's code (start-up figures in
+    the README's Numba section)."""
+    flags = compiler.Flags()
+    kernel.targetdescr.options.parse_as_flags(flags, kernel.targetoptions)
+    compiled = context.compile_subroutine(builder, kernel.py_func, signature, flags=flags)
+    subroutines_compiled.add(kernel)
+    values = [context.cast(builder, v, t, a)
+              for v, t, a in zip(values, value_types, signature.args)]
+    return context.call_internal(builder, compiled.fndesc, signature, values)
+
+
+def subroutine(kernel):
+    """A function for kernels to call instead of ``kernel`` (which returns nothing): it
+    calls ``kernel`` as a subroutine (``call_subroutine``), compiled once for the
+    arguments' types with constants such as ``True`` taken as plain values, not once
+    for each combination of constants."""
+
+    @intrinsic
+    def call(typingctx, *args):
+        arg_types = tuple(types.unliteral(t) for t in args)
+
+        def codegen(context, builder, sig, values):
+            values = cgutils.unpack_tuple(builder, values[0], len(args))
+            call_subroutine(context, builder, kernel, types.none(*arg_types), values, args)
+            return context.get_dummy_value()
+
+        return types.none(types.StarArgTuple.from_types(args)), codegen
+
+    return call
+
+
 def by_constant(factory):
-    """A function for kernels to call as ``f(KEY, args)``, meaning ``factory(KEY)(*args)``
+    """A function for kernels to call as ``f(KEY, *args)``, meaning ``factory(KEY)(*args)``
     with ``KEY`` an int known when the caller compiles (a closure constant of the
-    caller's build) and ``args`` a tuple. ``factory(KEY)`` returns a kernel built for
-    that key, made once per key (``f.build``). A kernel's closure may hold only plain
-    values: holding a kernel would give the caller a new cache key in every process, so
-    builds reach each other through these functions. The step between is inlined at
-    Numba level (a separate function measured 0.1-0.3 s of compile time per call site);
-    Numba's inliner takes no ``*args``, hence the tuple."""
+    caller's build); the build returns nothing. ``factory(KEY)`` returns a kernel built
+    for that key, made once per key (``f.build``). A kernel's closure may hold only
+    plain values: holding a kernel would give the caller a new cache key in every
+    process, so builds reach each other through these functions, which call the build
+    as a subroutine (``call_subroutine``)."""
     build = functools.cache(factory)
 
-    def call(key, args):
-        raise NotImplementedError("only callable from Numba-compiled code")
-
-    @overload(call, prefer_literal=True, inline="always")
-    def _call(key, args):
+    @intrinsic
+    def call(typingctx, key, *args):
         if not isinstance(key, types.IntegerLiteral):
             return None
-        chosen = build(key.literal_value)
-        return lambda key, args: chosen(*args)
+        arg_types = tuple(types.unliteral(t) for t in args)
+
+        def codegen(context, builder, sig, values):
+            values = cgutils.unpack_tuple(builder, values[1], len(args))
+            call_subroutine(context, builder, build(key.literal_value),
+                            types.none(*arg_types), values, args)
+            return context.get_dummy_value()
+
+        return types.none(key, types.StarArgTuple.from_types(args)), codegen
 
     call.build = build
-    call.__name__ = call.__qualname__ = f"{factory.__name__}_by_constant"
-    call.__doc__ = factory.__doc__
     return call

@@ -12,7 +12,7 @@ from .numba_jit import kernel
 from .numba_math import typed, typed_as, vexp, vlog1p_unit
 
 
-@kernel
+@kernel(inline=True)
 def sigmoid_bce(Z, A, Y, dZ, scale, need_grad):
     """mean(max(z,0) - z*y + log1p(exp(-|z|))); dZ = (a - y) * scale (1/N) if need_grad."""
     z, a, y = Z.reshape(-1), A.reshape(-1), Y.reshape(-1)
@@ -29,7 +29,7 @@ def sigmoid_bce(Z, A, Y, dZ, scale, need_grad):
     return total / z.size
 
 
-@kernel
+@kernel(inline=True)
 def softmax_xent(Z, A, Y, dZ, scale, need_grad):
     """-sum(y * log_softmax(z)) / m from the row max and log-sum-exp; dZ = (a - y) * scale."""
     m, n = Z.shape

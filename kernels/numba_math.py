@@ -27,6 +27,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from .numba_jit import call_subroutine
+
 # ---------------------------------------------------------------- bit casts
 
 
@@ -61,7 +63,7 @@ def _float32_as_int32(typingctx, value):
     return types.int32(types.float32), codegen
 
 
-@njit
+@njit(inline="always")
 def clamp(x, lo, hi):
     """x limited to [lo, hi], NaN kept (min/max would drop it): compiles to min/max
     with the operands in the order that returns x when it is NaN."""
@@ -69,7 +71,7 @@ def clamp(x, lo, hi):
     return lo if x < lo else x
 
 
-@njit
+@njit(inline="always")
 def _exp32_parts(y):
     """(p, t) with e**y = p * 2**n for y in [-87.33, 88.72]: n = round(y / ln2) comes as
     t = n + 1.5 * 2**23 (n in t's low bits: no float-to-int conversion), r = y - n ln2
@@ -87,7 +89,7 @@ def _exp32_parts(y):
     return p * (r * r) + r + F32(1.0), t
 
 
-@njit
+@njit(inline="always")
 def exp32_core(y):
     """e**y for y in [-87.33, 88.72]; 2**n as two factors so that n = 128 (near overflow) fits."""
     p, t = _exp32_parts(y)
@@ -161,7 +163,7 @@ def log1p_unit32(u):
 F64 = np.float64
 
 
-@njit
+@njit(inline="always")
 def exp64_core(y):
     """e**y for y in [-708.39, 709.78]: y = n ln2 + r, |r| <= ln2/2, Taylor degree 13."""
     n = np.floor(y * F64(1.4426950408889634) + F64(0.5))
@@ -238,20 +240,21 @@ def log1p_unit64(u):
 
 
 def _by_precision(f32, f64):
-    """An overload that picks the float32 or float64 implementation at compile time."""
+    """A function of one float that calls ``f32`` or ``f64``, chosen by the argument's type
+    when the caller compiles, as a subroutine (``numba_jit.call_subroutine``)."""
 
-    def stub(x):
-        raise NotImplementedError("only callable from Numba-compiled code")
+    @intrinsic
+    def choose(typingctx, x):
+        chosen = {types.float32: f32, types.float64: f64}.get(x)
+        if chosen is None:
+            return None
 
-    @overload(stub)
-    def _choose(x):
-        if x == types.float32:
-            return lambda x: f32(x)
-        if x == types.float64:
-            return lambda x: f64(x)
-        return None
+        def codegen(context, builder, sig, args):
+            return call_subroutine(context, builder, chosen, sig, args, sig.args)
 
-    return stub
+        return x(x), codegen
+
+    return choose
 
 
 vexp = _by_precision(exp32, exp64)

@@ -31,7 +31,7 @@ def rules(MASK):
     nothing."""
     IN, SOLE = members(MASK), sole(MASK)
 
-    @kernel
+    @kernel(build=(MASK,))
     def update(rule, p, g, s1, s2, hp):
         """One rule over flat arrays (g + weight_decay * p is the decayed gradient). Loops
         count from 0 so indices skip Numba's negative-index check and vectorize."""

@@ -56,7 +56,7 @@ def _sum(a):
     return total
 
 
-@kernel
+@kernel(inline=True)
 def _columns(source, order, start, rows):
     """Columns start..start+rows-1 of a (features, samples) array, or the columns
     ``order[start:start+rows]`` when ``order`` is not empty; contiguous."""
@@ -74,7 +74,7 @@ def _columns(source, order, start, rows):
     return out
 
 
-@kernel
+@kernel(inline=True)
 def _combine(out, rows, weights):
     """out = sum over r of weights[r] * rows[r], accumulated in order of r: a layer's
     units from its inputs (forward) or its inputs' gradients from its units (backward)."""
@@ -85,7 +85,7 @@ def _combine(out, rows, weights):
             out[i] += row[i] * w
 
 
-@kernel
+@kernel(inline=True)
 def _column_exp_sum(ZT, i):
     """(top, sum of exp(z - top)) over column i of ZT, top being its largest entry."""
     top = ZT[0, i]
@@ -102,7 +102,7 @@ def _forward_build(MASK):
     """``forward`` built for the kinds in ``MASK``."""
     IN, SOLE = members(MASK), sole(MASK)
 
-    @kernel
+    @kernel(build=(MASK,))
     def forward(kind, inT, W, b, ZT, AT, alpha, zeros):
         """ZT = (in @ W + b)^T and AT = f(ZT), feature-major."""
         n_in, n_out = W.shape
@@ -119,15 +119,15 @@ def _forward_build(MASK):
                     AT[j, i] = vexp(ZT[j, i] - top) / total
         else:
             for j in range(n_out):
-                forward_block_for(MASK, (kind, ZT[j], zeros, AT[j], alpha))
+                forward_block_for(MASK, kind, ZT[j], zeros, AT[j], alpha)
 
     return forward
 
 
-_forward = by_constant(_forward_build)  # _forward(MASK, (kind, inT, ...))
+_forward = by_constant(_forward_build)  # _forward(MASK, kind, inT, ...)
 
 
-@kernel
+@kernel(inline=True)
 def _softmax_xent(ZT, AT, YT, dZT):
     """Summed cross-entropy of softmax columns; dZT = (a - y) / batch."""
     n, m = ZT.shape
@@ -142,7 +142,7 @@ def _softmax_xent(ZT, AT, YT, dZT):
     return total / max(m, 1)
 
 
-@kernel
+@kernel(inline=True)
 def _score(loss_kind, AT, YT):
     """The batch's metric sum: outputs on the right side of 0.5 (binary, averaged over
     output units) or samples whose arg-max class is right (multiclass)."""
@@ -165,7 +165,7 @@ def _score(loss_kind, AT, YT):
     return total
 
 
-@kernel
+@kernel(inline=True)
 def _backward(inT, W, dZT, dW, db, dInT, need_dx):
     """db = row sums of dZT, dW = in^T dZ, and dInT = (dZ W^T)^T when need_dx."""
     n_in, n_out = W.shape
@@ -179,7 +179,7 @@ def _backward(inT, W, dZT, dW, db, dInT, need_dx):
             _combine(dInT[k], dZT, W[k])
 
 
-@kernel
+@kernel(inline=True)
 def _adam_hp(hp, t):
     """hp with Adam's bias corrections 1 - beta**t for step t."""
     return (hp[0], hp[1], hp[2], hp[3], hp[4], hp[5], hp[6],
@@ -193,7 +193,7 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
     kind, all constants of the build."""
     RULES = mask(RULE)
 
-    @kernel
+    @kernel(build=(FORWARD, BACKWARD, RULE, LOSS))
     def train_epoch(kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW, hpb, t, XT, YT,
                     order, batch, sums):
         """One epoch of mini-batch steps over the (features, samples) arrays XT and YT,
@@ -210,8 +210,8 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
             for li in range(layers):
                 ZT = np.empty((Ws[li].shape[1], rows), XT.dtype)
                 AT = np.empty_like(ZT)
-                _forward(FORWARD, (kinds[li], ins[li], Ws[li], bs[li], ZT, AT, alphas[li],
-                          zeros))
+                _forward(FORWARD, kinds[li], ins[li], Ws[li], bs[li], ZT, AT, alphas[li],
+                         zeros)
                 Zs.append(ZT)
                 ins.append(AT)
             ZT, AT = Zs[layers - 1], ins[layers]
@@ -229,16 +229,16 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
                 if need_dx:  # through the activation of the layer below
                     dZT = np.empty_like(dInT)
                     for j in range(dInT.shape[0]):
-                        grad_block_for(BACKWARD, (kinds[li - 1], dInT[j], Zs[li - 1][j],
-                                        ins[li][j], dZT[j], zeros.copy(), alphas[li - 1]))
+                        grad_block_for(BACKWARD, kinds[li - 1], dInT[j], Zs[li - 1][j],
+                                       ins[li][j], dZT[j], zeros.copy(), alphas[li - 1])
             steps += 1
             hw, hb = hpW, hpb
             if RULE == ADAM:
                 hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
             for li in range(layers):
-                update_for(RULES, (RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
-                            s1W[li].reshape(-1), s2W[li].reshape(-1), hw))
-                update_for(RULES, (RULE, bs[li], dbs[li], s1b[li], s2b[li], hb))
+                update_for(RULES, RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
+                           s1W[li].reshape(-1), s2W[li].reshape(-1), hw)
+                update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
         return steps
 
     return train_epoch

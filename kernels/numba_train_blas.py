@@ -37,7 +37,7 @@ from .numba_optimizers import ADAM, update_for
 from .numba_train import BCE, _adam_hp, _score
 
 
-@kernel
+@kernel(inline=True)
 def _rows(source, order, start, rows, out):
     """Rows start..start+rows-1 of ``source`` (a view), or its rows
     ``order[start:start+rows]`` gathered into ``out[:rows]`` when ``order`` is not empty.
@@ -59,7 +59,7 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
     kind, all constants of the build."""
     RULES = mask(RULE)
 
-    @kernel
+    @kernel(build=(FORWARD, BACKWARD, RULE, LOSS))
     def train_epoch(address, ilp64, fold, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b,
                     s2W, s2b, hpW, hpb, t, X, Y, order, batch, sums, work):
         """One epoch of mini-batch steps over the batch-first arrays X and Y, with the GEMM
@@ -78,8 +78,8 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
             for li in range(layers):
                 Z, A = Zs[li][:rows], As[li][:rows]
                 gemm(address, ilp64, ins[li], Ws[li], Z, 1.0, 0.0, False, False)
-                bias_activation_for(FORWARD, (kinds[li], Z, bs[li], Z, A, alphas[li], 0, rows,
-                                     keeps[li]))
+                bias_activation_for(FORWARD, kinds[li], Z, bs[li], Z, A, alphas[li], 0, rows,
+                                    keeps[li])
                 ins.append(A)
             Z, A, dZ = Zs[layers - 1][:rows], ins[layers], dZs[layers - 1][:rows]
             if LOSS == BCE:
@@ -103,16 +103,16 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
                          True, False)
                 else:
                     gemm(address, ilp64, ins[li], dZ, dWs[li], 1.0, 0.0, True, False)
-                    update_for(RULES, (RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
-                                s1W[li].reshape(-1), s2W[li].reshape(-1), hw))
-                update_for(RULES, (RULE, bs[li], dbs[li], s1b[li], s2b[li], hb))
+                    update_for(RULES, RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
+                               s1W[li].reshape(-1), s2W[li].reshape(-1), hw)
+                update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
                 if li > 0:  # through the activation below: its dZ and db
                     below = As[li - 1][:rows]
                     dbs[li - 1][:] = 0
                     Zb = Zs[li - 1][:rows] if keeps[li - 1] else below
-                    activation_grad_for(BACKWARD, (kinds[li - 1], dA, Zb, below,
-                                         dZs[li - 1][:rows], dbs[li - 1], alphas[li - 1], 0,
-                                         rows))
+                    activation_grad_for(BACKWARD, kinds[li - 1], dA, Zb, below,
+                                        dZs[li - 1][:rows], dbs[li - 1], alphas[li - 1], 0,
+                                        rows)
         return steps
 
     return train_epoch

@@ -370,9 +370,9 @@ LIST_KERNELS = (
 )
 
 
-def _run(code, **env):
+def _run(code, *args, **env):
     full = {**os.environ, **env}
-    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
+    return subprocess.run([sys.executable, "-c", code, *args], env=full, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -386,6 +386,26 @@ def _cold_then_cached(code, tmp_path):
         assert run.returncode == 0, run.stderr
         outputs.append(run.stdout.split())
     return outputs
+
+
+def test_every_build_of_a_factory_compiles_under_a_name_of_its_own():
+    """Compiled code names a function by its Python name and a per-process counter, so
+    two builds of one factory compiled in different processes could share a symbol in a
+    third that loads both from the cache, and one would run the other's code (seen:
+    tanh's blocks running softplus's loop). The build's key is part of its name."""
+    from fastnn.kernels import numba_train, numba_train_blas
+    tanh, softplus = mask(numba_activations.TANH), mask(numba_activations.SOFTPLUS)
+    builds = [numba_activations.blocks, numba_dense.serial, numba_optimizers.rules,
+              numba_train._forward_build]
+    for factory in builds:
+        names = {k.py_func.__qualname__ for key in (tanh, softplus)
+                 for k in np.atleast_1d(factory(key))}
+        assert len(names) == 2 * len(np.atleast_1d(factory(tanh))), names
+        assert all(f"[{tanh}]" in n or f"[{softplus}]" in n for n in names)
+    for module in (numba_train, numba_train_blas):
+        one, two = (module.epoch_kernel(tanh, tanh, rule, 0).py_func.__qualname__
+                    for rule in (0, 5))
+        assert one != two and one.endswith(f"[{tanh},{tanh},0,0]")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -431,11 +451,12 @@ def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_
     code = (
         "import numpy as np, fastnn\n"
         "from fastnn.kernels import numba_activations as a, numba_dense as d\n"
+        "from fastnn.kernels.numba_jit import subroutines_compiled\n"
         "model = fastnn.Sequential([fastnn.Dense(300, 300, 'relu'), "
         "fastnn.Dense(300, 2, 'softmax')], seed=0, backend='numba')\n"
         "X, Y = model.prepare(np.ones((128, 300)), np.zeros(128, int))\n"
         "model.compute_gradients(X, Y)\n"
-        "built = lambda m: any(f.signatures for f in a.blocks(m))\n"
+        "built = lambda m: any(f in subroutines_compiled for f in a.blocks(m))\n"
         "compiled = [k for k in a.KINDS.values() if built(a.mask(k))] + ['any'] * built(a.ANY)\n"
         "hits = sum(sum(k.stats.cache_hits.values()) for k in d.serial(a.mask(a.RELU)))\n"
         "print(compiled, len(d.serial(a.mask(a.SOFTMAX))[0].signatures), hits)"
@@ -452,6 +473,7 @@ def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp
         "import numpy as np, fastnn\n"
         "from fastnn.kernels import numba_activations as a, numba_optimizers as o\n"
         "from fastnn.kernels import numba_train as t, numba_train_blas as tb\n"
+        "from fastnn.kernels.numba_jit import subroutines_compiled as compiled\n"
         f"dims = {dims}\n"
         "out = 'sigmoid' if dims[-1] == 1 else 'softmax'\n"
         "model = fastnn.from_layer_dims(list(dims), 'tanh', out, seed=0, backend='numba')\n"
@@ -462,14 +484,17 @@ def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp
         "loss = t.BCE if dims[-1] == 1 else t.XENT\n"
         "epoch = (t if len(dims) == 3 else tb).epoch_kernel(kind, a.mask(a.TANH), o.ADAM, loss)\n"
         "other = (t if len(dims) == 3 else tb).epoch_kernel(kind, a.mask(a.TANH), o.SGD, loss)\n"
-        "blocks = [f.signatures for f in a.blocks(a.ANY)] + [o.update.signatures]\n"
-        "print(len(epoch.signatures), len(other.signatures), sum(map(len, blocks)), "
-        "sum(epoch.stats.cache_hits.values()))"
+        "own = [*a.blocks(kind), *a.blocks(a.mask(a.TANH)), o.update_for.build(a.mask(o.ADAM))]\n"
+        "others = [*a.blocks(a.ANY), o.update, o.update_for.build(a.mask(o.SGD))]\n"
+        "print(len(epoch.signatures), len(other.signatures), sum(f in compiled for f in own), "
+        "sum(f in compiled for f in others), sum(epoch.stats.cache_hits.values()))"
     )
     first, second = _cold_then_cached(code, tmp_path)
-    # the build for tanh, the output, Adam and the loss: no other rule, nothing for any kind
-    assert first == ["1", "0", "0", "0"]
-    assert second == ["1", "0", "0", "1"]  # loaded from the cache
+    # the build for tanh, the output, Adam and the loss, with its subroutines (the forward
+    # block of every layer's kinds, tanh's gradient block, Adam's update): no other rule,
+    # nothing for any kind
+    assert first == ["1", "0", "3", "0", "0"]
+    assert second == ["1", "0", "0", "0", "1"]  # loaded from the cache: nothing compiled
 
 
 def test_importing_and_selecting_the_backend_compiles_nothing():
