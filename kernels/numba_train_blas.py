@@ -12,7 +12,7 @@ match the op-by-op path to rounding.
 
 Each layer's backward runs in this order: its input gradient (with the weights of
 this step), then its update, then the layer below; this equals computing every
-gradient first and updating after. With ``fold`` set (plain SGD), the update is folded
+gradient first and updating after. For plain SGD (``RULE == SGD``), the update is folded
 into the weight-gradient product, W = (1 - lr * wd) W - lr * (in^T dZ), so dW is never
 written and the update costs no pass of its own; the caller then sets the weights'
 ``grad`` to None rather than leave a stale one.
@@ -33,7 +33,7 @@ from .numba_dense import _sum_rows, activation_grad_for, bias_activation_for
 from .numba_jit import kernel, mask
 from .numba_losses import sigmoid_bce, softmax_xent
 from .numba_math import typed_as
-from .numba_optimizers import ADAM, update_for
+from .numba_optimizers import ADAM, SGD, update_for
 from .numba_train import BCE, _adam_hp, _score
 
 
@@ -57,10 +57,10 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
     """``train_epoch`` built for one configuration: the masks of the forward kinds (every
     layer's) and the backward kinds (the hidden layers'), the optimizer rule and the loss
     kind, all constants of the build."""
-    RULES = mask(RULE)
+    RULES, FOLD = mask(RULE), RULE == SGD
 
     @kernel(build=(FORWARD, BACKWARD, RULE, LOSS))
-    def train_epoch(address, ilp64, fold, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b,
+    def train_epoch(address, ilp64, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b,
                     s2W, s2b, hpW, hpb, t, X, Y, order, batch, sums, work):
         """One epoch of mini-batch steps over the batch-first arrays X and Y, with the GEMM
         at ``address`` and the optimizer at step ``t`` before it; adds the epoch's loss and
@@ -98,7 +98,7 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
                 if li > 0:  # the input gradient, with this step's weights
                     dA = dAs[li][:rows]
                     gemm(address, ilp64, dZ, Ws[li], dA, 1.0, 0.0, False, True)
-                if fold:
+                if FOLD:
                     gemm(address, ilp64, ins[li], dZ, Ws[li], -hw[0], 1.0 - hw[0] * hw[1],
                          True, False)
                 else:

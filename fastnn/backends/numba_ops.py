@@ -359,7 +359,7 @@ class _FusedEpoch:
             taken = run(*layers, self.XT, self.YT, order, self.batch, sums)
         else:
             run = train_blas.epoch_kernel(*build)
-            taken = run(self.gemm.address(self.X.dtype), self.gemm.ilp64, self.fold, self.keeps,
+            taken = run(self.gemm.address(self.X.dtype), self.gemm.ilp64, self.keeps,
                         *layers, self.X, self.Y, order, self.batch, sums, self.work)
             if self.fold:
                 for p in self.params[0::2]:
