@@ -25,7 +25,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 from .numba_jit import call_subroutine
 
@@ -263,29 +263,27 @@ vsigmoid = _by_precision(sigmoid32, sigmoid64)
 vlog1p_unit = _by_precision(log1p_unit32, log1p_unit64)
 
 
-def typed(like, value):
-    """``value`` as a constant of ``like``'s float type (Numba would promote to float64)."""
-    raise NotImplementedError("only callable from Numba-compiled code")
+def _as_float(float_of):
+    """An intrinsic f(x, value): ``value`` (any number, taken as float64) cast to the float
+    type ``float_of(type of x)``; a cast in the caller's code, with no function of its
+    own to compile (the overloads it replaces compiled one per call signature)."""
+
+    @intrinsic
+    def cast(typingctx, x, value):
+        target = float_of(x)
+        if target not in (types.float32, types.float64) or \
+                not isinstance(value, types.Number):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return context.cast(builder, args[1], sig.args[1], target)
+
+        return target(x, types.float64), codegen
+
+    return cast
 
 
-@overload(typed)
-def _typed(like, value):
-    if like == types.float32:
-        return lambda like, value: np.float32(value)
-    if like == types.float64:
-        return lambda like, value: np.float64(value)
-    return None
-
-
-def typed_as(array, value):
-    """``value`` as a constant of ``array``'s element type."""
-    raise NotImplementedError("only callable from Numba-compiled code")
-
-
-@overload(typed_as)
-def _typed_as(array, value):
-    if array.dtype == types.float32:
-        return lambda array, value: np.float32(value)
-    if array.dtype == types.float64:
-        return lambda array, value: np.float64(value)
-    return None
+# typed(like, value): value as a constant of like's float type (Numba would promote to
+# float64); typed_as(array, value): value as a constant of the array's element type
+typed = _as_float(lambda like: like)
+typed_as = _as_float(lambda array: getattr(array, "dtype", None))
