@@ -126,22 +126,29 @@ def call_subroutine(context, builder, kernel, signature, values, value_types):
     return context.call_internal(builder, compiled.fndesc, signature, values)
 
 
+def _void_call(kernel, args, star):
+    """The codegen of an intrinsic that calls ``kernel`` as a subroutine on its star
+    arguments ``args`` (the intrinsic's argument number ``star``) and returns nothing;
+    constants such as ``True`` are taken as plain values, so every combination of them
+    shares one compile."""
+    arg_types = tuple(types.unliteral(t) for t in args)
+
+    def codegen(context, builder, sig, values):
+        values = cgutils.unpack_tuple(builder, values[star], len(args))
+        call_subroutine(context, builder, kernel, types.none(*arg_types), values, args)
+        return context.get_dummy_value()
+
+    return codegen
+
+
 def subroutine(kernel):
     """A function for kernels to call instead of ``kernel`` (which returns nothing): it
     calls ``kernel`` as a subroutine (``call_subroutine``), compiled once for the
-    arguments' types with constants such as ``True`` taken as plain values, not once
-    for each combination of constants."""
+    arguments' types, not once for each combination of constant arguments."""
 
     @intrinsic
     def call(typingctx, *args):
-        arg_types = tuple(types.unliteral(t) for t in args)
-
-        def codegen(context, builder, sig, values):
-            values = cgutils.unpack_tuple(builder, values[0], len(args))
-            call_subroutine(context, builder, kernel, types.none(*arg_types), values, args)
-            return context.get_dummy_value()
-
-        return types.none(types.StarArgTuple.from_types(args)), codegen
+        return types.none(types.StarArgTuple.from_types(args)), _void_call(kernel, args, 0)
 
     return call
 
@@ -160,15 +167,8 @@ def by_constant(factory):
     def call(typingctx, key, *args):
         if not isinstance(key, types.IntegerLiteral):
             return None
-        arg_types = tuple(types.unliteral(t) for t in args)
-
-        def codegen(context, builder, sig, values):
-            values = cgutils.unpack_tuple(builder, values[1], len(args))
-            call_subroutine(context, builder, build(key.literal_value),
-                            types.none(*arg_types), values, args)
-            return context.get_dummy_value()
-
-        return types.none(key, types.StarArgTuple.from_types(args)), codegen
+        return (types.none(key, types.StarArgTuple.from_types(args)),
+                _void_call(build(key.literal_value), args, 1))
 
     call.build = build
     return call

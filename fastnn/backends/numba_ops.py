@@ -405,9 +405,9 @@ def warmup(dtypes, model=None, optimizer=None):
         X, W, b = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.ones(2, dtype)
         Z, A, dZ = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.empty((2, 2), dtype)
         dense.small_dense_forward(0, X, W, b, Z, A, one, True)
-        for build in sorted(kinds) + [ANY]:
-            forward, grad = dense.serial(mask(build) if build != ANY else ANY)
-            kind = IDENTITY if build == ANY else build  # any kind's build runs identity
+        # each kind's own build, then the build for any kind (run as identity)
+        for build, kind in [(mask(k), k) for k in sorted(kinds)] + [(ANY, IDENTITY)]:
+            forward, grad = dense.serial(build)
             forward(kind, Z, b, Z, A, one, 0, 2, True)
             grad(kind, A, Z, A, dZ, b.copy(), one, 0, 2)
         dense.bias_activation_parallel(0, Z, b, Z, A, one, True, 1)
