@@ -195,49 +195,51 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
     @kernel(build=(FORWARD, BACKWARD, RULE, LOSS))
     def train_epoch(kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW, hpb, t, XT, YT,
                     order, batch, sums):
-        """One epoch of mini-batch steps over the (features, samples) arrays XT and YT,
-        with the optimizer at step ``t`` before it; adds the epoch's loss and metric sums
-        to ``sums`` and returns the number of steps taken."""
+        """``len(sums)`` epochs of mini-batch steps over the (features, samples) arrays XT
+        and YT (each in ``order``, if not empty), with the optimizer at step ``t`` before
+        them; adds epoch e's loss and metric sums to ``sums[e]`` and returns the number of
+        steps taken."""
         m, layers = XT.shape[1], len(Ws)
         steps = 0
-        for start in range(0, m, batch):
-            rows = min(batch, m - start)
-            zeros = np.zeros(rows, XT.dtype)
-            # layer i reads ins[i] and writes ins[i + 1]
-            ins, Zs = [_columns(XT, order, start, rows)], []
-            YTb = _columns(YT, order, start, rows)
-            for li in range(layers):
-                ZT = np.empty((Ws[li].shape[1], rows), XT.dtype)
-                AT = np.empty_like(ZT)
-                _forward(FORWARD, kinds[li], ins[li], Ws[li], bs[li], ZT, AT, alphas[li],
-                         zeros)
-                Zs.append(ZT)
-                ins.append(AT)
-            ZT, AT = Zs[layers - 1], ins[layers]
-            dZT = np.empty_like(ZT)
-            if LOSS == BCE:
-                loss = sigmoid_bce(ZT, AT, YTb, dZT, 1.0 / max(ZT.size, 1), True)
-            else:
-                loss = _softmax_xent(ZT, AT, YTb, dZT)
-            sums[0] += typed_as(sums, loss) * rows
-            sums[1] += _score(LOSS, AT, YTb)
-            for li in range(layers - 1, -1, -1):
-                need_dx = li > 0
-                dInT = np.empty_like(ins[li]) if need_dx else ins[li][:0]
-                _backward(ins[li], Ws[li], dZT, dWs[li], dbs[li], dInT, need_dx)
-                if need_dx:  # through the activation of the layer below
-                    dZT = np.empty_like(dInT)
-                    for j in range(dInT.shape[0]):
-                        grad_block_for(BACKWARD, kinds[li - 1], dInT[j], Zs[li - 1][j],
-                                       ins[li][j], dZT[j], zeros.copy(), alphas[li - 1])
-            steps += 1
-            hw, hb = hpW, hpb
-            if RULE == ADAM:
-                hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
-            for li in range(layers):
-                update_for(RULES, RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
-                           s1W[li].reshape(-1), s2W[li].reshape(-1), hw)
-                update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
+        for epoch in range(sums.shape[0]):
+            for start in range(0, m, batch):
+                rows = min(batch, m - start)
+                zeros = np.zeros(rows, XT.dtype)
+                # layer i reads ins[i] and writes ins[i + 1]
+                ins, Zs = [_columns(XT, order, start, rows)], []
+                YTb = _columns(YT, order, start, rows)
+                for li in range(layers):
+                    ZT = np.empty((Ws[li].shape[1], rows), XT.dtype)
+                    AT = np.empty_like(ZT)
+                    _forward(FORWARD, kinds[li], ins[li], Ws[li], bs[li], ZT, AT, alphas[li],
+                             zeros)
+                    Zs.append(ZT)
+                    ins.append(AT)
+                ZT, AT = Zs[layers - 1], ins[layers]
+                dZT = np.empty_like(ZT)
+                if LOSS == BCE:
+                    loss = sigmoid_bce(ZT, AT, YTb, dZT, 1.0 / max(ZT.size, 1), True)
+                else:
+                    loss = _softmax_xent(ZT, AT, YTb, dZT)
+                sums[epoch, 0] += typed_as(sums, loss) * rows
+                sums[epoch, 1] += _score(LOSS, AT, YTb)
+                for li in range(layers - 1, -1, -1):
+                    need_dx = li > 0
+                    dInT = np.empty_like(ins[li]) if need_dx else ins[li][:0]
+                    _backward(ins[li], Ws[li], dZT, dWs[li], dbs[li], dInT, need_dx)
+                    if need_dx:  # through the activation of the layer below
+                        dZT = np.empty_like(dInT)
+                        for j in range(dInT.shape[0]):
+                            grad_block_for(BACKWARD, kinds[li - 1], dInT[j], Zs[li - 1][j],
+                                           ins[li][j], dZT[j], zeros.copy(), alphas[li - 1])
+                steps += 1
+                hw, hb = hpW, hpb
+                if RULE == ADAM:
+                    hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
+                for li in range(layers):
+                    update_for(RULES, RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
+                               s1W[li].reshape(-1), s2W[li].reshape(-1), hw)
+                    update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
         return steps
 
     return train_epoch

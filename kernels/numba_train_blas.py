@@ -62,57 +62,59 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
     @kernel(build=(FORWARD, BACKWARD, RULE, LOSS))
     def train_epoch(address, ilp64, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b,
                     s2W, s2b, hpW, hpb, t, X, Y, order, batch, sums, work):
-        """One epoch of mini-batch steps over the batch-first arrays X and Y, with the GEMM
-        at ``address`` and the optimizer at step ``t`` before it; adds the epoch's loss and
-        metric sums to ``sums`` and returns the number of steps taken. ``work`` holds the
-        step's buffers, each with ``min(batch, m)`` rows (see ``buffers``). Layer li keeps
-        Z + b only if ``keeps[li]`` (the output layer, and hidden activations whose
-        derivative needs z): the others' derivatives read A in its place."""
+        """``len(sums)`` epochs of mini-batch steps over the batch-first arrays X and Y
+        (each in ``order``, if not empty), with the GEMM at ``address`` and the optimizer at
+        step ``t`` before them; adds epoch e's loss and metric sums to ``sums[e]`` and
+        returns the number of steps taken. ``work`` holds the step's buffers, each with
+        ``min(batch, m)`` rows (see ``buffers``). Layer li keeps Z + b only if
+        ``keeps[li]`` (the output layer, and hidden activations whose derivative needs z):
+        the others' derivatives read A in its place."""
         Xbuf, Ybuf, Zs, As, dZs, dAs = work
         m, layers = X.shape[0], len(Ws)
         steps = 0
-        for start in range(0, m, batch):
-            rows = min(batch, m - start)
-            ins = [_rows(X, order, start, rows, Xbuf)]  # layer li reads ins[li]
-            Yb = _rows(Y, order, start, rows, Ybuf)
-            for li in range(layers):
-                Z, A = Zs[li][:rows], As[li][:rows]
-                gemm(address, ilp64, ins[li], Ws[li], Z, 1.0, 0.0, False, False)
-                bias_activation_for(FORWARD, kinds[li], Z, bs[li], Z, A, alphas[li], 0, rows,
-                                    keeps[li])
-                ins.append(A)
-            Z, A, dZ = Zs[layers - 1][:rows], ins[layers], dZs[layers - 1][:rows]
-            if LOSS == BCE:
-                loss = sigmoid_bce(Z, A, Yb, dZ, 1.0 / max(Z.size, 1), True)
-            else:
-                loss = softmax_xent(Z, A, Yb, dZ, 1.0 / max(rows, 1), True)
-            sums[0] += typed_as(sums, loss) * rows
-            sums[1] += _score(LOSS, A.T, Yb.T)
-            steps += 1
-            hw, hb = hpW, hpb
-            if RULE == ADAM:
-                hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
-            _sum_rows(dZ, dbs[layers - 1])
-            for li in range(layers - 1, -1, -1):
-                dZ = dZs[li][:rows]
-                if li > 0:  # the input gradient, with this step's weights
-                    dA = dAs[li][:rows]
-                    gemm(address, ilp64, dZ, Ws[li], dA, 1.0, 0.0, False, True)
-                if FOLD:
-                    gemm(address, ilp64, ins[li], dZ, Ws[li], -hw[0], 1.0 - hw[0] * hw[1],
-                         True, False)
+        for epoch in range(sums.shape[0]):
+            for start in range(0, m, batch):
+                rows = min(batch, m - start)
+                ins = [_rows(X, order, start, rows, Xbuf)]  # layer li reads ins[li]
+                Yb = _rows(Y, order, start, rows, Ybuf)
+                for li in range(layers):
+                    Z, A = Zs[li][:rows], As[li][:rows]
+                    gemm(address, ilp64, ins[li], Ws[li], Z, 1.0, 0.0, False, False)
+                    bias_activation_for(FORWARD, kinds[li], Z, bs[li], Z, A, alphas[li], 0,
+                                        rows, keeps[li])
+                    ins.append(A)
+                Z, A, dZ = Zs[layers - 1][:rows], ins[layers], dZs[layers - 1][:rows]
+                if LOSS == BCE:
+                    loss = sigmoid_bce(Z, A, Yb, dZ, 1.0 / max(Z.size, 1), True)
                 else:
-                    gemm(address, ilp64, ins[li], dZ, dWs[li], 1.0, 0.0, True, False)
-                    update_for(RULES, RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
-                               s1W[li].reshape(-1), s2W[li].reshape(-1), hw)
-                update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
-                if li > 0:  # through the activation below: its dZ and db
-                    below = As[li - 1][:rows]
-                    dbs[li - 1][:] = 0
-                    Zb = Zs[li - 1][:rows] if keeps[li - 1] else below
-                    activation_grad_for(BACKWARD, kinds[li - 1], dA, Zb, below,
-                                        dZs[li - 1][:rows], dbs[li - 1], alphas[li - 1], 0,
-                                        rows)
+                    loss = softmax_xent(Z, A, Yb, dZ, 1.0 / max(rows, 1), True)
+                sums[epoch, 0] += typed_as(sums, loss) * rows
+                sums[epoch, 1] += _score(LOSS, A.T, Yb.T)
+                steps += 1
+                hw, hb = hpW, hpb
+                if RULE == ADAM:
+                    hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
+                _sum_rows(dZ, dbs[layers - 1])
+                for li in range(layers - 1, -1, -1):
+                    dZ = dZs[li][:rows]
+                    if li > 0:  # the input gradient, with this step's weights
+                        dA = dAs[li][:rows]
+                        gemm(address, ilp64, dZ, Ws[li], dA, 1.0, 0.0, False, True)
+                    if FOLD:
+                        gemm(address, ilp64, ins[li], dZ, Ws[li], -hw[0], 1.0 - hw[0] * hw[1],
+                             True, False)
+                    else:
+                        gemm(address, ilp64, ins[li], dZ, dWs[li], 1.0, 0.0, True, False)
+                        update_for(RULES, RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
+                                   s1W[li].reshape(-1), s2W[li].reshape(-1), hw)
+                    update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
+                    if li > 0:  # through the activation below: its dZ and db
+                        below = As[li - 1][:rows]
+                        dbs[li - 1][:] = 0
+                        Zb = Zs[li - 1][:rows] if keeps[li - 1] else below
+                        activation_grad_for(BACKWARD, kinds[li - 1], dA, Zb, below,
+                                            dZs[li - 1][:rows], dbs[li - 1], alphas[li - 1], 0,
+                                            rows)
         return steps
 
     return train_epoch

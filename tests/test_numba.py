@@ -408,6 +408,21 @@ def test_every_build_of_a_factory_compiles_under_a_name_of_its_own():
         assert one != two and one.endswith(f"[{tanh},{tanh},0,0]")
 
 
+def test_an_entry_point_is_the_compiled_code_for_its_arguments_types():
+    from fastnn.kernels import numba_jit
+
+    @njit
+    def scaled_sum(a, scale):
+        return a.sum() * scale
+
+    a32, a64 = np.arange(4, dtype=np.float32), np.arange(4.0)
+    run = numba_jit.entry_point(scaled_sum, (a64, 2.0))  # compiles: no signature yet
+    assert len(scaled_sum.signatures) == 1 and run(a64, 2.0) == 12.0
+    assert numba_jit.entry_point(scaled_sum, (a64, 3.0)) is run  # same types, same code
+    other = numba_jit.entry_point(scaled_sum, (a32, 2.0))
+    assert other is not run and len(scaled_sum.signatures) == 2 and other(a32, 2.0) == 12.0
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("n", [3, 200])  # tiled narrow rows; wide rows take the bias row
 def test_each_kinds_own_build_gives_the_any_kind_build_bit_for_bit(dtype, n):

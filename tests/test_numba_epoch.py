@@ -7,6 +7,9 @@ stacks take, and the BLAS kernel of larger ones (the size limit between them is 
 to send every test model to one or the other).
 """
 
+import contextlib
+import re
+
 import numpy as np
 import pytest
 
@@ -261,6 +264,99 @@ def test_divergence_on_the_fused_path_keeps_the_last_finite_parameters(kernel):
     assert outcomes[0][0] == outcomes[1][0]
     for ours, ref in zip(outcomes[0][1], outcomes[1][1]):
         _assert_close(ours, ref, "float32", "restored parameters")
+
+
+class _Nothing(Callback):
+    """A callback that does nothing: ``fit`` then runs one epoch per kernel call."""
+
+
+@contextlib.contextmanager
+def _epochs_per_call():
+    """The ``count`` of every ``_FusedEpoch.epochs`` call made inside, in order."""
+    counts, epochs = [], numba_ops._FusedEpoch.epochs
+
+    def counted(self, count, order=None):
+        counts.append(count)
+        return epochs(self, count, order)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(numba_ops._FusedEpoch, "epochs", counted)
+        yield counts
+
+
+def _fit_twice(make, X, y, **settings):
+    """(counts, model, history, outcome) of ``fit`` with no callback, then with one."""
+    runs = []
+    for callbacks in (None, [_Nothing()]):
+        with _epochs_per_call() as counts:
+            model = make()
+            try:
+                history, outcome = model.fit(X, y, callbacks=callbacks, **settings), None
+            except TrainingDiverged as error:
+                history, outcome = error.history, str(error)
+        runs.append((counts, model, history, outcome))
+    return runs
+
+
+def _assert_same_training(one, other):
+    """Bitwise equal parameters, gradients, optimizer state and step, history, epochs."""
+    (_, a, history_a, outcome_a), (_, b, history_b, outcome_b) = one, other
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.value, q.value)
+        assert (p.grad is None) == (q.grad is None)
+        if p.grad is not None:
+            np.testing.assert_array_equal(p.grad, q.grad)
+    for mine, theirs in zip(a.optimizer.state, b.optimizer.state):
+        for x, z in zip(mine, theirs):
+            np.testing.assert_array_equal(x, z)
+    assert a.optimizer.t == b.optimizer.t and a.epochs_trained == b.epochs_trained
+    assert history_a == history_b and outcome_a == outcome_b
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_epochs_run_several_per_kernel_call_exactly_as_one_per_call(kernel, monkeypatch,
+                                                                    optimizer, dtype):
+    monkeypatch.setattr(numba_ops, "CHUNK_EPOCHS", 7)
+    X, y = datasets.planar()
+    chunked, single = _fit_twice(lambda: _binary(dtype=dtype), X, y, epochs=40,
+                                 optimizer=optimizer, lr=0.5 if optimizer == "sgd" else 0.01)
+    assert chunked[0] == [7] * 5 + [5] and single[0] == [1] * 40
+    _assert_same_training(chunked, single)
+    assert len(chunked[2]["loss"]) == 40 and chunked[1].optimizer.t == 40
+
+
+def test_shuffled_batches_and_verbose_fits_call_the_kernel_per_epoch_or_per_printed_line(
+        kernel, capsys):
+    X, y = datasets.moons(n_samples=120, noise=0.2, seed=1)
+    with _epochs_per_call() as counts:
+        _binary(("relu",), 6).fit(X, y, epochs=3, batch_size=40, optimizer="adam", lr=0.01)
+    assert counts == [1, 1, 1]  # each epoch has its own shuffle
+    runs = []
+    for callbacks in (None, [_Nothing()]):
+        with _epochs_per_call() as counts:
+            _binary().fit(X, y, epochs=25, lr=0.5, verbose=10, callbacks=callbacks)
+        runs.append((counts, capsys.readouterr().out))
+    (chunked, printed), (single, printed_single) = runs
+    assert chunked == [10, 10, 5] and single == [1] * 25
+    assert printed == printed_single and printed.count("epoch ") == 3
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 1e4), ("momentum", 1e3)])
+def test_a_chunk_that_diverges_is_undone_and_run_again_epoch_by_epoch(kernel, monkeypatch,
+                                                                     optimizer, lr):
+    monkeypatch.setattr(numba_ops, "CHUNK_EPOCHS", 16)
+    X, y = datasets.planar()
+    make = lambda: _binary(("relu",), 8, dtype="float32")  # noqa: E731
+    chunked, single = _fit_twice(make, X * 1e3, y, epochs=60,
+                                 optimizer=optimizer, lr=lr)
+    diverged = re.search(r"training diverged at epoch (\d+)", chunked[3] or "")
+    assert diverged, chunked[3]
+    # the first chunk is undone, then its epochs run one by one up to the divergence
+    epoch = int(diverged.group(1))
+    assert chunked[0] == [16] + [1] * epoch and single[0] == [1] * epoch and epoch < 16
+    _assert_same_training(chunked, single)
+    assert all(np.all(np.isfinite(p.value)) for p in chunked[1].parameters())
 
 
 def _epoch_build(module, model, optimizer):

@@ -15,6 +15,7 @@ The thresholds come from bench/ measurements (see the README's Numba section).
 Activations or layouts no kernel covers fall back to the generic op, which is exact.
 """
 
+import operator
 import time
 
 import numba
@@ -29,7 +30,7 @@ from fastnn.kernels import numba_optimizers as rules
 from fastnn.kernels import numba_train as train
 from fastnn.kernels import numba_train_blas as train_blas
 from fastnn.kernels.numba_activations import ANY, IDENTITY, KINDS, SOFTMAX, STEP, kind_of
-from fastnn.kernels.numba_jit import mask
+from fastnn.kernels.numba_jit import entry_point, mask
 from fastnn.layers import Dense, Parameter
 
 PARALLEL_MIN = 1 << 18
@@ -234,6 +235,8 @@ def gemm_library():
     return _GEMM[0]
 
 
+CHUNK_EPOCHS = 256  # at most this many epochs in one kernel call
+CHUNK_WORK = 1 << 26  # multiply-adds of the forward products per call (~20-50 ms of work)
 LOSS_KINDS = {"binary_crossentropy": train.BCE, "categorical_crossentropy": train.XENT}
 HYPER_NAMES = ("momentum", "eps", "rho", "beta1", "beta2")
 
@@ -291,7 +294,13 @@ class _FusedEpoch:
         self.alphas = np.array([alpha for _, alpha in specs], X.dtype)
         self.params = model.parameters()
         self.no_order = np.empty(0, np.int64)
-        self.bound = None
+        # epochs per call for ``fit`` when nothing happens between epochs: short calls
+        # (Python gets control back to raise KeyboardInterrupt, say) that still make the
+        # per-call cost vanish for the tiny networks where it matters
+        self.samples = X.shape[0]
+        work = self.samples * sum(layer.n_in * layer.n_out for layer in model.layers)
+        self.chunk = max(1, min(CHUNK_EPOCHS, CHUNK_WORK // max(work, 1)))
+        self.bound, self.written = None, ()
 
     def _folds(self):
         """True if the current optimizer's weight update is folded into the weight-
@@ -305,11 +314,13 @@ class _FusedEpoch:
         tuples; again whenever a callback swaps the optimizer or a parameter array."""
         optimizer, params = self.model.optimizer, self.params
         self.rule = rules.RULES.get(getattr(optimizer, "name", None))
+        self.call = None  # the kernel's entry point, fetched for the new arrays
         if self.rule is None:  # the kernel has no such rule: generic steps from now on
             return
         optimizer.ensure_state(params, self.model.backend)
         self.fold = self._folds()
-        for p in self._written():  # the kernel writes each step's gradients here
+        self.written = self.params[1::2] if self.fold else self.params
+        for p in self.written:  # the kernel writes each step's gradients here
             if p.grad is None or p.grad.shape != p.value.shape or not _fits(p.value, p.grad):
                 p.grad = np.empty_like(p.value)
         pairs = list(zip(params, optimizer.state))
@@ -323,47 +334,52 @@ class _FusedEpoch:
         )
         self.settings = None  # (lr, weight_decay) the hp tuples were built for
 
-    def _written(self):
-        """The parameters whose ``grad`` the kernel writes (all but folded weights)."""
-        return self.params[1::2] if self._folds() else self.params
-
     def _binding(self):
         """The objects the tuples were built from (compared by identity; holding them
-        keeps their ids unique)."""
+        keeps their ids unique). If the optimizer is the bound one, so is the set of
+        parameters whose ``grad`` the kernel writes (``written``)."""
         optimizer = self.model.optimizer
-        return (optimizer, optimizer.state, *(p.value for p in self.params),
-                *(p.grad for p in self._written()))
+        return (optimizer, optimizer.state, *[p.value for p in self.params],
+                *[p.grad for p in self.written])
 
     def __call__(self, order=None):
-        binding = self._binding()
-        if self.bound is None or any(a is not b for a, b in zip(binding, self.bound)):
+        """One epoch in ``order`` (None: the data's own); its (loss, metric) sums."""
+        return self.epochs(1, order)[0]
+
+    def epochs(self, count, order=None):
+        """``count`` epochs in one kernel call, each in ``order``: their sums, (count, 2)."""
+        if self.bound is None or not all(map(operator.is_, self._binding(), self.bound)):
             self._bind()
             self.bound = self._binding()
         optimizer = self.model.optimizer
         if self.rule is None:
-            return steps.epoch_steps(self.model, self.X, self.Y, self.batch)(order)
+            run = steps.epoch_steps(self.model, self.X, self.Y, self.batch)
+            return np.stack([run(order) for _ in range(count)])
         settings = (optimizer.lr, optimizer.weight_decay)  # a schedule changes lr per epoch
         if settings != self.settings:
             hyper = {name: getattr(optimizer, name) for name in HYPER_NAMES
                      if hasattr(optimizer, name)}
             self.hp_w = _hyper(self.rule, optimizer.lr, optimizer.weight_decay, **hyper)
             self.hp_b = _hyper(self.rule, optimizer.lr, 0.0, **hyper)
-            self.settings = settings
-        sums = np.zeros(2, self.X.dtype)
-        order = self.no_order if order is None else order
-        layers = (self.kinds, self.alphas, self.Ws, self.bs, self.dWs, self.dbs, self.s1W,
-                  self.s1b, self.s2W, self.s2b, self.hp_w, self.hp_b, optimizer.t)
-        build = (*self.masks, self.rule, self.loss_kind)
+            self.settings, self.call = settings, None
+        sums = np.zeros((count, 2), self.X.dtype)
+        # the shuffle's order: a contiguous int64 array (or the empty one), one type always
+        order = self.no_order if order is None else np.ascontiguousarray(order, np.int64)
+        head = (self.kinds, self.alphas, self.Ws, self.bs, self.dWs, self.dbs, self.s1W,
+                self.s1b, self.s2W, self.s2b, self.hp_w, self.hp_b, optimizer.t)
         if self.gemm is None:
-            run = train.epoch_kernel(*build)
-            taken = run(*layers, self.XT, self.YT, order, self.batch, sums)
+            args = (*head, self.XT, self.YT, order, self.batch, sums)
         else:
-            run = train_blas.epoch_kernel(*build)
-            taken = run(self.gemm.address(self.X.dtype), self.gemm.ilp64, self.keeps,
-                        *layers, self.X, self.Y, order, self.batch, sums, self.work)
-            if self.fold:
-                for p in self.params[0::2]:
-                    p.grad = None
+            args = (self.gemm.address(self.X.dtype), self.gemm.ilp64, self.keeps, *head,
+                    self.X, self.Y, order, self.batch, sums, self.work)
+        if self.call is None:  # every argument keeps its type until the next _bind
+            build = (*self.masks, self.rule, self.loss_kind)
+            module = train if self.gemm is None else train_blas
+            self.call = entry_point(module.epoch_kernel(*build), args)
+        taken = self.call(*args)
+        if self.fold:
+            for p in self.params[0::2]:
+                p.grad = None
         optimizer.t += taken
         return sums
 
