@@ -1,7 +1,8 @@
 """This machine's ceilings, measured in the same run as the workloads: a large GEMM
 (GFLOP/s) and a same-size copy into a preallocated array (GB/s, read + write counted),
 each on the array library of the backend being compared (NumPy for CPU backends and
-PyTorch CPU, CuPy for the GPU)."""
+PyTorch CPU, CuPy for the GPU); for workloads that read two arrays and write one, also
+a same-size ``c = a + b`` (GB/s, all three arrays counted)."""
 
 import math
 import os
@@ -60,13 +61,40 @@ class Ceilings:
             dst[...] = src
 
         steps = {f"copy {library.name}": (timer, step)}
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        threads = _threads()
         if backend.xp is np and threads > 1 and shape[0] >= threads:
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(threads)
             steps[f"copy {library.name} x{threads}"] = (
                 timer, _threaded_copy(src, dst, self.pool, threads))
         return steps, math.prod(shape) * np.dtype(dtype).itemsize
+
+    def add_steps(self, library, shape, dtype):
+        """({label: (timer, step)}, bytes of one array): ``c = a + b`` into a preallocated
+        c (NumPy, CuPy), on one thread and split by rows over every CPU (NumPy), for
+        workloads that read two arrays and write a third (an activation's backward). A
+        copy's two arrays of a large shape can partly stay in this machine's last-level
+        cache between calls where three cannot, so a 2-in-1-out kernel's share of the
+        copy rate is bounded by the machine, not only by the kernel (the report shows
+        both)."""
+        backend, timer = library.backend, library.timer
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        if backend.xp.__name__ not in ("numpy", "cupy"):  # no out= to add into
+            return {}, nbytes
+        a, b = (backend.asarray(np.full(shape, v), dtype=backend.dtype(dtype)) for v in (1, 2))
+        c = backend.copy(a)
+
+        def step():
+            backend.xp.add(a, b, out=c)
+
+        steps = {f"add {library.name}": (timer, step)}
+        threads = _threads()
+        if backend.xp is np and threads > 1 and shape[0] >= threads:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(threads)
+            steps[f"add {library.name} x{threads}"] = (
+                timer, _threaded_add(a, b, c, self.pool, threads))
+        return steps, nbytes
 
     def _get(self, library, kind, shape, dtype, run):
         key = (library.name, kind, shape, dtype)
@@ -102,18 +130,36 @@ class Library:
         self.name, self.backend, self.timer = name, backend, timer
 
 
-def _threaded_copy(src, dst, pool, n):
-    """A copy split by rows into ``n`` parts run on ``pool``."""
-    bounds = [len(src) * i // n for i in range(n + 1)]
+def _threads():
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
-    def part(i):
-        dst[bounds[i]:bounds[i + 1]] = src[bounds[i]:bounds[i + 1]]
+
+def _split(rows, pool, n, part):
+    """A step that runs ``part(lo, hi)`` on ``n`` row ranges of ``rows`` rows on ``pool``."""
+    bounds = [rows * i // n for i in range(n + 1)]
 
     def step():
-        for future in [pool.submit(part, i) for i in range(n)]:
+        for future in [pool.submit(part, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
             future.result()
 
     return step
+
+
+def _threaded_copy(src, dst, pool, n):
+    """A copy split by rows into ``n`` parts run on ``pool``."""
+    def part(lo, hi):
+        dst[lo:hi] = src[lo:hi]
+
+    return _split(len(src), pool, n, part)
+
+
+def _threaded_add(a, b, c, pool, n):
+    """c = a + b split by rows into ``n`` parts run on ``pool``."""
+    def part(lo, hi):
+        np.add(a[lo:hi], b[lo:hi], out=c[lo:hi])
+
+    return _split(len(a), pool, n, part)
 
 
 def _median(timer, step, plan):

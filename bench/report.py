@@ -36,6 +36,8 @@ def cells(row):
 
     ceiling = (f"{row['ceiling_pct']:.0f}% {row['ceiling_kind']}"
                if row["ceiling_pct"] is not None else "")
+    if row.get("add_pct") is not None:  # 2-in-1-out rows: also against c = a + b
+        ceiling += f", {row['add_pct']:.0f}% add"
     error = "" if row["max_error"] is None else (
         "0" if row["max_error"] == 0 else f"{row['max_error']:.1e}")
     return (row["workload"], row["dtype"], row["target"], seconds(row["median_s"]),

@@ -72,6 +72,7 @@ class Row:
     ceiling_kind: str = None  # "GEMM" or "copy"
     ceiling_rate: float = None
     ceiling_pct: float = None
+    add_pct: float = None  # for 2-in-1-out workloads: the share of c = a + b's rate
     baseline: str = None
     baseline_ratio: float = None  # this median / the baseline workload's median
     max_error: float = None  # relative to the NumPy backend's result
@@ -245,12 +246,14 @@ def run_workload(workload, targets, plan, ceilings, max_spread, max_other_load=f
     copies = _copies_alongside(workload, targets, ceilings)
     with environment.OtherLoad() as other:
         timings = measure({**steps, **{k: v[:2] for k, v in copies.items()}}, plan)
-    copy_rates = {}  # library name -> the fastest copy's GB/s, measured in the same rounds
-    for label, (_, _, library, nbytes) in copies.items():
-        rate = 2.0 * nbytes / timings.pop(label).median / 1e9
-        copy_rates[library] = max(rate, copy_rates.get(library, 0.0))
-    for library, rate in copy_rates.items():
-        ceilings.record(library, "copy", workload.copy_shape, workload.dtype, rate, other.cores)
+    rates = {}  # (kind, library name) -> the fastest GB/s, measured in the same rounds
+    for label, (_, _, library, nbytes, kind, arrays) in copies.items():
+        rate = arrays * nbytes / timings.pop(label).median / 1e9
+        rates[kind, library] = max(rate, rates.get((kind, library), 0.0))
+    for (kind, library), rate in rates.items():
+        ceilings.record(library, kind, workload.copy_shape, workload.dtype, rate, other.cores)
+    copy_rates = {library: rate for (kind, library), rate in rates.items() if kind == "copy"}
+    add_rates = {library: rate for (kind, library), rate in rates.items() if kind == "add"}
     for label, timing in timings.items():
         row = rows[label]
         timing.first_call = row.first_call_s
@@ -266,6 +269,9 @@ def run_workload(workload, targets, plan, ceilings, max_spread, max_other_load=f
         row = rows[target.label]
         if row.median_s is not None:
             _rates(workload, row, target.library, ceilings, copy_rates)
+            add_rate = add_rates.get(target.library.name) if target.library else None
+            if add_rate and row.rate is not None:
+                row.add_pct = 100.0 * row.rate / add_rate
             if reference_row.median_s is not None:
                 row.speedup = reference_row.median_s / row.median_s
     return list(rows.values())
@@ -284,17 +290,22 @@ def _check(workload, row, result, data, reference_result):
 
 
 def _copies_alongside(workload, targets, ceilings):
-    """For a workload that moves bytes: {label: (timer, step, library name, bytes)},
-    a same-size copy per array library, to be measured in the same rounds as the
-    targets, so that a row's share of the copy ceiling compares two timings taken under
-    the same conditions (this host's copy rate drifts 40-60 GB/s between runs)."""
+    """For a workload that moves bytes: {label: (timer, step, library name, bytes, kind,
+    arrays moved)}, a same-size copy per array library (and for a 2-in-1-out workload a
+    same-size c = a + b), to be measured in the same rounds as the targets, so that a
+    row's share of the copy ceiling compares two timings taken under the same
+    conditions (this host's copy rate drifts 40-60 GB/s between runs)."""
     if workload.unit != "B" or not hasattr(ceilings, "copy_steps"):
         return {}
+    kinds = [("copy", ceilings.copy_steps, 2)]
+    if workload.two_in_one_out and hasattr(ceilings, "add_steps"):
+        kinds.append(("add", ceilings.add_steps, 3))
     copies, libraries = {}, {t.library.name: t.library for t in targets if t.library}
     for library in libraries.values():
-        steps, nbytes = ceilings.copy_steps(library, workload.copy_shape, workload.dtype)
-        for label, (timer, step) in steps.items():
-            copies[f"ceiling: {label}"] = (timer, step, library.name, nbytes)
+        for kind, make, arrays in kinds:
+            steps, nbytes = make(library, workload.copy_shape, workload.dtype)
+            for label, (timer, step) in steps.items():
+                copies[f"ceiling: {label}"] = (timer, step, library.name, nbytes, kind, arrays)
     return copies
 
 

@@ -1,5 +1,6 @@
 """The report runner: alternation, the derived columns, the flags, and its outputs."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -136,6 +137,36 @@ def test_byte_workloads_take_their_copy_ceiling_from_copies_measured_alongside()
     assert {"copy", "copy x2", "numpy"} <= set(log)  # sampled in the same rounds
     (recorded,) = ceilings.recorded  # kept for the report's list of ceilings
     assert recorded[:5] == ("numpy", "copy", (4,), "float64", row.ceiling_rate)
+
+
+class AddCeilings(AlongsideCeilings):
+    """Also c = a + b of 32-byte arrays (three moved) timed at 6 s: 16 GB/s."""
+
+    def add_steps(self, library, shape, dtype):
+        return {"add": (ScriptedTimer("add", [6e-9], self.log), lambda: None)}, 32
+
+
+def test_two_in_one_out_workloads_are_also_compared_with_an_add_measured_alongside():
+    log = []
+    plan = Plan(rounds=2, min_rounds=2, sample_seconds=0.0, budget_seconds=1e9, warmup_calls=1,
+                settle_seconds=0.0)
+    library = Library("numpy", None, None)
+    targets = [runner.Target("numpy", t.build, t.timer, library)
+               for t in (_target("numpy", 2 * np.arange(4.0), [4.0], log),)]
+    for both in (False, True):
+        ceilings = AddCeilings(log)
+        workload = dataclasses.replace(_toy_workload(lambda outputs, data: None),
+                                       two_in_one_out=both)
+        (row,) = runner.run_workload(workload, targets, plan, ceilings, max_spread=0.15)
+        assert row.ceiling_pct == pytest.approx(100 * row.rate / (2 * 32 / 4e-9 / 1e9))
+        if not both:  # a copy-shaped workload gets no add
+            assert row.add_pct is None and len(ceilings.recorded) == 1
+            continue
+        assert row.add_pct == pytest.approx(100 * row.rate / (3 * 32 / 6e-9 / 1e9))
+        assert [r[1] for r in ceilings.recorded] == ["copy", "add"]
+        cells = report.cells(dataclasses.asdict(row))
+        assert cells[6] == f"{row.ceiling_pct:.0f}% copy, {row.add_pct:.0f}% add"
+
 
 
 def test_rows_derive_speedup_rate_ceiling_and_flags():

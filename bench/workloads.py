@@ -38,6 +38,7 @@ class Workload:
     work: float  # per call, in ``unit``
     unit: str  # "FLOP" (vs the GEMM ceiling), "B" (vs a copy), or items ("samples", ...)
     copy_shape: tuple = None  # for "B": the copy ceiling is measured at this shape
+    two_in_one_out: bool = False  # reads two arrays and writes one: also compared with a + b
     baseline: str = None  # the name of a workload this one is compared with (same dtype)
     tolerance: float = 1e-4  # largest relative error accepted against the NumPy backend
 
@@ -116,6 +117,7 @@ def elementwise(direction, name, shape, dtype):
         inputs=inputs, fastnn=functools.partial(fastnn_op, name),
         torch=functools.partial(torch_op, name), check=functools.partial(check, name, dtype),
         work=moved * nbytes, unit="B", copy_shape=shape, tolerance=tolerance(dtype),
+        two_in_one_out=direction == "backward",
     )
 
 
