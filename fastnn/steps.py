@@ -7,7 +7,10 @@ the epoch's (loss sum, metric sum). This generic version runs each step op by op
 forward pass, the loss, backprop, optional gradient clipping and the optimizer. It is
 the ops table's ``epoch_steps`` entry, so a backend may replace it with one fused
 kernel per epoch for models where per-step Python overhead dominates (Numba does so
-for stacks of small Dense layers).
+for stacks of small Dense layers). A replacement may also offer ``run.epochs(count)``
+(several epochs in one call, their sums as a (count, 2) array) and ``run.chunk`` (how
+many epochs a call should take), which ``fit`` uses when nothing happens between
+epochs.
 """
 
 import functools

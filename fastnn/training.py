@@ -3,7 +3,9 @@
 Per epoch: set the learning rate from the schedule, optionally shuffle (on the
 device), run mini-batch steps (with gradient clipping done on the device), then read
 the epoch's loss and metric sums back together in one transfer, to log them and to
-check that training has not diverged. There is no per-step synchronisation.
+check that training has not diverged. There is no per-step synchronisation. A
+backend whose epoch runner offers ``epochs(count)`` (the Numba backend's fused epoch)
+runs several epochs per call when nothing happens between them (``_epochs_at_once``).
 
 Randomness is derived per epoch from (seed, global epoch number): the shuffle from
 ``backend.rng([seed, 0, epoch])`` and the dropout layer at index i from
@@ -99,8 +101,8 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
             callback.on_train_begin(logs)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             done = 0
-            if (hasattr(run_epoch, "epochs") and not callbacks and model.lr_schedule is None
-                    and val is None and not dropouts and not (shuffle and step < m)):
+            if (getattr(run_epoch, "chunk", 1) > 1 and not callbacks and val is None
+                    and model.lr_schedule is None and not dropouts and not (shuffle and step < m)):
                 done = _epochs_at_once(model, run_epoch, state, epochs, history, verbose)
             for local in range(done + 1, epochs + 1):
                 epoch = model.epochs_trained + 1

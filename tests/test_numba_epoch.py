@@ -327,11 +327,15 @@ def test_epochs_run_several_per_kernel_call_exactly_as_one_per_call(kernel, monk
 
 
 def test_shuffled_batches_and_verbose_fits_call_the_kernel_per_epoch_or_per_printed_line(
-        kernel, capsys):
+        kernel, capsys, monkeypatch):
     X, y = datasets.moons(n_samples=120, noise=0.2, seed=1)
     with _epochs_per_call() as counts:
         _binary(("relu",), 6).fit(X, y, epochs=3, batch_size=40, optimizer="adam", lr=0.01)
     assert counts == [1, 1, 1]  # each epoch has its own shuffle
+    with monkeypatch.context() as patch, _epochs_per_call() as counts:
+        patch.setattr(numba_ops, "CHUNK_WORK", 1)  # as for a model too big to batch epochs
+        _binary().fit(X, y, epochs=3, lr=0.5)
+    assert counts == [1, 1, 1]
     runs = []
     for callbacks in (None, [_Nothing()]):
         with _epochs_per_call() as counts:
