@@ -366,7 +366,7 @@ class _FusedEpoch:
         # the shuffle's order: a contiguous int64 array (or the empty one), one type always
         order = self.no_order if order is None else np.ascontiguousarray(order, np.int64)
         head = (self.kinds, self.alphas, self.Ws, self.bs, self.dWs, self.dbs, self.s1W,
-                self.s1b, self.s2W, self.s2b, self.hp_w, self.hp_b, optimizer.t)
+                self.s1b, self.s2W, self.s2b, self.hp_w, self.hp_b, int(optimizer.t))
         if self.gemm is None:
             args = (*head, self.XT, self.YT, order, self.batch, sums)
         else:
