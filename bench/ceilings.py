@@ -53,21 +53,18 @@ class Ceilings:
     def copy_steps(self, library, shape, dtype):
         """({label: (timer, step)}, bytes of one array): the copies ``copy`` times, for a
         runner that measures them alongside a workload (same rounds, same conditions)."""
-        backend, timer = library.backend, library.timer
+        backend = library.backend
         src = backend.asarray(np.ones(shape), dtype=backend.dtype(dtype))
         dst = backend.copy(src)
 
         def step():
             dst[...] = src
 
-        steps = {f"copy {library.name}": (timer, step)}
-        threads = _threads()
-        if backend.xp is np and threads > 1 and shape[0] >= threads:
-            if self.pool is None:
-                self.pool = ThreadPoolExecutor(threads)
-            steps[f"copy {library.name} x{threads}"] = (
-                timer, _threaded_copy(src, dst, self.pool, threads))
-        return steps, math.prod(shape) * np.dtype(dtype).itemsize
+        def rows(lo, hi):
+            dst[lo:hi] = src[lo:hi]
+
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        return self._steps(library, "copy", shape, step, rows), nbytes
 
     def add_steps(self, library, shape, dtype):
         """({label: (timer, step)}, bytes of one array): ``c = a + b`` into a preallocated
@@ -77,7 +74,7 @@ class Ceilings:
         cache between calls where three cannot, so a 2-in-1-out kernel's share of the
         copy rate is bounded by the machine, not only by the kernel (the report shows
         both)."""
-        backend, timer = library.backend, library.timer
+        backend = library.backend
         nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         if backend.xp.__name__ not in ("numpy", "cupy"):  # no out= to add into
             return {}, nbytes
@@ -87,14 +84,30 @@ class Ceilings:
         def step():
             backend.xp.add(a, b, out=c)
 
-        steps = {f"add {library.name}": (timer, step)}
-        threads = _threads()
-        if backend.xp is np and threads > 1 and shape[0] >= threads:
+        def rows(lo, hi):
+            np.add(a[lo:hi], b[lo:hi], out=c[lo:hi])
+
+        return self._steps(library, "add", shape, step, rows), nbytes
+
+    def _steps(self, library, name, shape, step, rows):
+        """{label: (timer, step)}: ``step`` on one thread and, on the host, ``rows(lo, hi)``
+        split by rows over one thread per CPU (NumPy releases the GIL while it copies and
+        adds)."""
+        n = shape[0]
+        steps = {f"{name} {library.name}": (library.timer, step)}
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        if library.backend.xp is np and threads > 1 and n >= threads:
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(threads)
-            steps[f"add {library.name} x{threads}"] = (
-                timer, _threaded_add(a, b, c, self.pool, threads))
-        return steps, nbytes
+            bounds = [n * i // threads for i in range(threads + 1)]
+            parts = list(zip(bounds, bounds[1:]))
+
+            def split():
+                for future in [self.pool.submit(rows, lo, hi) for lo, hi in parts]:
+                    future.result()
+
+            steps[f"{name} {library.name} x{threads}"] = (library.timer, split)
+        return steps
 
     def _get(self, library, kind, shape, dtype, run):
         key = (library.name, kind, shape, dtype)
@@ -128,38 +141,6 @@ class Library:
 
     def __init__(self, name, backend, timer):
         self.name, self.backend, self.timer = name, backend, timer
-
-
-def _threads():
-    """The CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-
-
-def _split(rows, pool, n, part):
-    """A step that runs ``part(lo, hi)`` on ``n`` row ranges of ``rows`` rows on ``pool``."""
-    bounds = [rows * i // n for i in range(n + 1)]
-
-    def step():
-        for future in [pool.submit(part, lo, hi) for lo, hi in zip(bounds, bounds[1:])]:
-            future.result()
-
-    return step
-
-
-def _threaded_copy(src, dst, pool, n):
-    """A copy split by rows into ``n`` parts run on ``pool``."""
-    def part(lo, hi):
-        dst[lo:hi] = src[lo:hi]
-
-    return _split(len(src), pool, n, part)
-
-
-def _threaded_add(a, b, c, pool, n):
-    """c = a + b split by rows into ``n`` parts run on ``pool``."""
-    def part(lo, hi):
-        np.add(a[lo:hi], b[lo:hi], out=c[lo:hi])
-
-    return _split(len(a), pool, n, part)
 
 
 def _median(timer, step, plan):

@@ -168,7 +168,6 @@ def test_two_in_one_out_workloads_are_also_compared_with_an_add_measured_alongsi
         assert cells[6] == f"{row.ceiling_pct:.0f}% copy, {row.add_pct:.0f}% add"
 
 
-
 def test_rows_derive_speedup_rate_ceiling_and_flags():
     def check(outputs, data):
         assert np.array_equal(outputs[0], 2 * data["x"]), "not doubled"
