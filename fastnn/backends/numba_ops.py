@@ -251,8 +251,9 @@ def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
 
 
 class _FusedEpoch:
-    """``run(order)`` for ``epoch_steps``: the model's arrays gathered once into the
-    tuples the epoch kernels take. Stacks of tiny layers run ``numba_train.train_epoch``
+    """``run(order)`` for ``epoch_steps``, and ``run.epochs(count)`` for ``fit`` to run
+    ``run.chunk`` epochs a call: the model's arrays gathered once into the tuples the
+    epoch kernels take. Stacks of tiny layers run ``numba_train.train_epoch``
     (feature-major loops); the others ``numba_train_blas.train_epoch`` (NumPy's GEMM
     called from the kernel) when that GEMM can be found (see ``plan``)."""
 
