@@ -8,19 +8,19 @@ import math
 
 import numpy as np
 
-from .numba_jit import kernel
+from .numba_jit import flat, kernel
 from .numba_math import typed, typed_as, vexp, vlog1p_unit
 
 
 @kernel(inline=True)
 def sigmoid_bce(Z, A, Y, dZ, scale, need_grad):
     """mean(max(z,0) - z*y + log1p(exp(-|z|))); dZ = (a - y) * scale (1/N) if need_grad."""
-    z, a, y = Z.reshape(-1), A.reshape(-1), Y.reshape(-1)
+    z, a, y = flat(Z), flat(A), flat(Y)
     terms = np.empty(z.size, Z.dtype)  # a flat loop without a running sum vectorizes
     for k in range(z.size):
         terms[k] = max(z[k], typed(z[k], 0.0)) - z[k] * y[k] + vlog1p_unit(vexp(-abs(z[k])))
     if need_grad:
-        g, step = dZ.reshape(-1), typed_as(dZ, scale)
+        g, step = flat(dZ), typed_as(dZ, scale)
         for k in range(z.size):
             g[k] = (a[k] - y[k]) * step
     total = 0.0

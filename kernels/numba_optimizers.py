@@ -15,7 +15,7 @@ import math
 
 from numba import prange
 
-from .numba_jit import by_constant, kernel, mask, members, sole
+from .numba_jit import by_constant, flat, kernel, mask, members, sole
 from .numba_math import typed_as
 
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = range(6)
@@ -87,7 +87,7 @@ update_for = by_constant(rules)  # update_for(MASK, rule, p, ...) from kernels o
 
 @kernel(parallel=True)
 def update_parallel(rule, p, g, s1, s2, hp, chunks):
-    p, g, s1, s2 = p.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1)
+    p, g, s1, s2 = flat(p), flat(g), flat(s1), flat(s2)
     n = p.shape[0]
     for c in prange(chunks):
         lo, hi = c * n // chunks, (c + 1) * n // chunks

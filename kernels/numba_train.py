@@ -29,7 +29,7 @@ import math
 import numpy as np
 
 from .numba_activations import SOFTMAX, forward_block_for, grad_block_for
-from .numba_jit import by_constant, kernel, mask, members, sole
+from .numba_jit import by_constant, flat, kernel, mask, members, sole
 from .numba_losses import sigmoid_bce
 from .numba_math import typed_as, vexp
 from .numba_optimizers import ADAM, update_for
@@ -237,8 +237,8 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
                 if RULE == ADAM:
                     hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
                 for li in range(layers):
-                    update_for(RULES, RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
-                               s1W[li].reshape(-1), s2W[li].reshape(-1), hw)
+                    update_for(RULES, RULE, flat(Ws[li]), flat(dWs[li]),
+                               flat(s1W[li]), flat(s2W[li]), hw)
                     update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
         return steps
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .numba_blas import gemm
 from .numba_dense import _sum_rows, activation_grad_for, bias_activation_for
-from .numba_jit import kernel, mask
+from .numba_jit import flat, kernel, mask
 from .numba_losses import sigmoid_bce, softmax_xent
 from .numba_math import typed_as
 from .numba_optimizers import ADAM, SGD, update_for
@@ -105,8 +105,8 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
                              True, False)
                     else:
                         gemm(address, ilp64, ins[li], dZ, dWs[li], 1.0, 0.0, True, False)
-                        update_for(RULES, RULE, Ws[li].reshape(-1), dWs[li].reshape(-1),
-                                   s1W[li].reshape(-1), s2W[li].reshape(-1), hw)
+                        update_for(RULES, RULE, flat(Ws[li]), flat(dWs[li]),
+                                   flat(s1W[li]), flat(s2W[li]), hw)
                     update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
                     if li > 0:  # through the activation below: its dZ and db
                         below = As[li - 1][:rows]
