@@ -15,7 +15,7 @@ import functools
 
 from numba import njit
 
-from .numba_jit import by_constant, kernel, mask, members, sole
+from .numba_jit import by_constant, kernel, mask, members, prefer_wide_vectors, sole
 from .numba_math import typed, vexp, vlog1p_unit, vsigmoid, vtanh
 
 IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTPLUS, SOFTMAX, STEP = range(8)
@@ -106,6 +106,7 @@ def blocks(MASK):
         either a block-sized tile (narrow rows) or the bias row itself (wide rows).
         Indices are plain loop counters: a computed index (base + k) gets Numba's
         negative-index check, which stops LLVM from vectorizing the loop."""
+        prefer_wide_vectors()
         width = max(bias.shape[0], 1)
         for start in range(0, z.shape[0], width):
             zs, out = z[start:start + width], a[start:start + width]
@@ -145,6 +146,7 @@ def blocks(MASK):
 
         One call covers a whole span, block by block: a call per block measured 5-15%
         slower on (4096, 1024) float32 arrays, which are larger than the caches."""
+        prefer_wide_vectors()
         width = max(acc.shape[0], 1)
         for start in range(0, z.shape[0], width):
             stop = start + width

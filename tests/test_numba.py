@@ -128,6 +128,31 @@ def test_math_functions_at_nan_and_infinities(dtype):
                                    atol=0, err_msg=name)
 
 
+def test_prefer_wide_vectors_asks_llvm_for_512_bit_vectors_without_changing_results():
+    @njit(error_model="numpy")
+    def wide(x, out):
+        numba_jit.prefer_wide_vectors()
+        for i in range(x.size):
+            out[i] = numba_math.vsigmoid(x[i])
+
+    @njit(error_model="numpy")
+    def narrow(x, out):
+        for i in range(x.size):
+            out[i] = numba_math.vsigmoid(x[i])
+
+    x = np.linspace(-100, 100, 10_001, dtype=np.float32)
+    a, b = np.empty_like(x), np.empty_like(x)
+    wide(x, a)
+    narrow(x, b)
+    np.testing.assert_array_equal(a, b)
+    assert numba_jit.WIDE_VECTORS[0] in "".join(wide.inspect_llvm().values())
+    from llvmlite import binding
+
+    has_512 = binding.get_host_cpu_features().get("avx512f", False)
+    asm = "".join(wide.inspect_asm().values())
+    assert ("zmm" in asm) == has_512, f"zmm used: {'zmm' in asm}, CPU has AVX-512: {has_512}"
+
+
 # ---------------------------------------------------------------- ops vs NumPy
 
 
