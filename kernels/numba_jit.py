@@ -238,7 +238,7 @@ def entry_point(kernel, args):
     return kernel.overloads[signature].entry_point
 
 
-WIDE_VECTORS = ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"')
+WIDE_VECTORS = '"prefer-vector-width"="512"'  # LLVM's function attribute, as IR text
 
 
 @intrinsic
@@ -251,8 +251,7 @@ def prefer_wide_vectors(typingctx):
     whose long elementwise loops should get it, and in the kernels that inline them."""
 
     def codegen(context, builder, signature, args):
-        for attribute in WIDE_VECTORS:  # string attributes, which llvmlite's add() refuses
-            set.add(builder.function.attributes, attribute)
+        set.add(builder.function.attributes, WIDE_VECTORS)  # llvmlite's add() refuses it
         return context.get_dummy_value()
 
     return types.none(), codegen

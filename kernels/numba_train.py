@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from .numba_activations import SOFTMAX, forward_block_for, grad_block_for
+from .numba_dense import _zeros
 from .numba_jit import by_constant, flat, kernel, mask, members, sole
 from .numba_losses import sigmoid_bce
 from .numba_math import typed_as, vexp
@@ -204,7 +205,7 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
         for epoch in range(sums.shape[0]):
             for start in range(0, m, batch):
                 rows = min(batch, m - start)
-                zeros = np.zeros(rows, XT.dtype)
+                zeros = _zeros(rows, XT)
                 # layer i reads ins[i] and writes ins[i + 1]
                 ins, Zs = [_columns(XT, order, start, rows)], []
                 YTb = _columns(YT, order, start, rows)
