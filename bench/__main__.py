@@ -52,8 +52,9 @@ def parse(argv=None):
                         help="skip the cold/cached start-up runs")
     parser.add_argument("--out", default="bench-results",
                         help="directory for report.json/.md/.png (default bench-results)")
-    parser.add_argument("--readme", default=None,
-                        help="also replace the measured table in this README file")
+    parser.add_argument("--page", default=None,
+                        help="also replace the measured table (between the bench-table "
+                             "markers) in this Markdown page: docs/benchmarks.md")
     args = parser.parse_args(argv)
     for option, least in (("rounds", 1), ("threads", 1), ("retries", 0), ("settle", 0)):
         if getattr(args, option) is not None and getattr(args, option) < least:
@@ -78,9 +79,9 @@ def main(argv=None):
     print(report.text(result), end="")
     for path in report.write(result, args.out):
         print(f"wrote {path}", file=sys.stderr)
-    if args.readme:
-        report.update_readme(args.readme, result)
-        print(f"updated {args.readme}", file=sys.stderr)
+    if args.page:
+        report.update_page(args.page, result)
+        print(f"updated {args.page}", file=sys.stderr)
     return 1 if report.problems(result) else 0
 
 

@@ -1,6 +1,6 @@
 """Turning a run's report (plain data from ``runner.run``) into the printed table, the
-JSON and Markdown files, a PNG chart (when matplotlib is installed), and the README's
-Benchmarks table."""
+JSON and Markdown files, a PNG chart (when matplotlib is installed), and the full table
+on the docs' benchmarks page (docs/benchmarks.md)."""
 
 import importlib.util
 import json
@@ -9,8 +9,8 @@ from pathlib import Path
 
 COLUMNS = ("workload", "dtype", "target", "median", "vs NumPy", "rate", "of ceiling",
            "vs GEMMs", "spread", "others", "faults", "max err", "compile", "flags")
-README_START = "<!-- bench-table:start -->"
-README_END = "<!-- bench-table:end -->"
+TABLE_START = "<!-- bench-table:start -->"
+TABLE_END = "<!-- bench-table:end -->"
 
 
 def seconds(s):
@@ -147,7 +147,7 @@ def text(report):
 
 
 def markdown(report):
-    """The report as Markdown: what the README's Benchmarks section shows."""
+    """The report as Markdown: the full table of docs/benchmarks.md."""
     parts = ["\n".join(f"- {line}" for line in summary(report)),
              "Ceilings measured in the same run: " + "; ".join(ceiling_lines(report)) + ".",
              markdown_table(COLUMNS, [cells(r) for r in report["rows"]])]
@@ -202,13 +202,14 @@ def write(report, out_dir):
     return written
 
 
-def update_readme(path, report):
-    """Replace the README's measured table (between the bench-table markers)."""
+def update_page(path, report):
+    """Replace the measured table of a Markdown page (between the bench-table markers),
+    such as docs/benchmarks.md."""
     path = Path(path)
-    readme = path.read_text()
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
-    if not pattern.search(readme):
-        raise ValueError(f"{path} has no {README_START} ... {README_END} block to replace; "
+    page = path.read_text()
+    pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.S)
+    if not pattern.search(page):
+        raise ValueError(f"{path} has no {TABLE_START} ... {TABLE_END} block to replace; "
                          f"add the two markers where the table belongs")
-    block = f"{README_START}\n{markdown(report)}{README_END}"
-    path.write_text(pattern.sub(lambda _: block, readme, count=1))
+    block = f"{TABLE_START}\n{markdown(report)}{TABLE_END}"
+    path.write_text(pattern.sub(lambda _: block, page, count=1))

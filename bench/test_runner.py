@@ -271,7 +271,7 @@ def test_quick_run_on_three_backends_writes_consistent_outputs(tmp_path):
     assert {p.name for p in written} >= {"report.json", "report.md"}
 
 
-def test_readme_table_is_replaced_between_the_markers(tmp_path):
+def test_a_page_table_is_replaced_between_the_markers(tmp_path):
     result = {"command": "x", "quick": True, "plan": vars(Plan()), "max_spread": 0.15,
               "max_other_load": 0.25,
               "environment": {"date": "d", "cpu": "c", "cpus_usable": 2,
@@ -279,15 +279,15 @@ def test_readme_table_is_replaced_between_the_markers(tmp_path):
                               "fastnn": "0", "git_commit": None, "thread_pools": [],
                               "environment": {}},
               "targets": ["numpy"], "ceilings": [], "rows": [], "startup": []}
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# t\n\nbefore\n{report.README_START}\nold\n{report.README_END}\nafter\n")
-    report.update_readme(readme, result)
-    text = readme.read_text()
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"# t\n\nbefore\n{report.TABLE_START}\nold\n{report.TABLE_END}\nafter\n")
+    report.update_page(page, result)
+    text = page.read_text()
     assert "old" not in text and "before" in text and text.endswith("after\n")
     assert "| workload | dtype |" in text
-    readme.write_text("# no markers\n")
+    page.write_text("# no markers\n")
     with pytest.raises(ValueError, match="bench-table:start"):
-        report.update_readme(readme, result)
+        report.update_page(page, result)
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="needs Linux's /proc/stat")
@@ -304,12 +304,26 @@ def test_unknown_group_is_refused_with_the_valid_ones():
 
 
 def test_the_command_line_runs_and_writes_its_files(tmp_path):
+    """Including --page on a copy of docs/benchmarks.md: the table between its markers
+    becomes this run's, and the rest of the page stays as it was."""
+    docs_page = (ROOT / "docs" / "benchmarks.md").read_text()
+    assert docs_page.count(report.TABLE_START) == docs_page.count(report.TABLE_END) == 1
+    page = tmp_path / "benchmarks.md"
+    page.write_text(docs_page)
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--no-startup", "--no-torch",
-         "--groups", "optimizer", "--filter", "sgd", "--out", str(tmp_path)],
+         "--groups", "optimizer", "--filter", "sgd", "--out", str(tmp_path),
+         "--page", str(page)],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "sgd update" in run.stdout and "vs NumPy" in run.stdout
+    before, _, after = docs_page.partition(report.TABLE_START)
+    updated = page.read_text()
+    assert updated.startswith(before + report.TABLE_START)
+    assert updated.endswith(report.TABLE_END + after.partition(report.TABLE_END)[2])
+    table = updated.partition(report.TABLE_START)[2].partition(report.TABLE_END)[0]
+    assert "| sgd update 0.07M params | float32 | numpy |" in table
+    assert "adam update" not in table  # the previous run's rows are gone
     saved = json.loads((tmp_path / "report.json").read_text())
     # one row per backend that runs here (numpy, and numba when installed)
     assert {r["workload"] for r in saved["rows"]} == {"sgd update 0.07M params"}
