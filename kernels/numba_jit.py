@@ -120,7 +120,7 @@ def call_subroutine(context, builder, kernel, signature, values, value_types):
     compiled once per signature and closure (with the kernel's own options) and its code
     linked into the caller's (``_Linkable``). Unlike a call of the dispatcher, this makes
     no Python or C wrapper, no dispatcher entry and no cache file for it: the caller's
-    cache holds the subroutine's code (start-up figures in the README's Numba section)."""
+    cache holds the subroutine's code (start-up figures in docs/backends/numba.md)."""
     function = kernel.py_func
     key = (function.__code__, signature,
            tuple(cell.cell_contents for cell in function.__closure__ or ()))

@@ -20,7 +20,7 @@ lays them out; the caller adds the returned step count to its t.
 The kernel is built per model configuration (``epoch_kernel``): the masks of the
 forward and backward kinds, the optimizer rule and the loss are constants of the
 build, so Numba prunes every other kind's, rule's and loss's code before typing it
-(compile times in the README's Numba section).
+(compile times in docs/backends/numba.md).
 """
 
 import functools

@@ -1,5 +1,5 @@
 """The ``fastnn`` command: info, train and check run in-process through ``main(argv)``;
-every bad argument gives one line on stderr and exit status 2; the README's commands
+every bad argument gives one line on stderr and exit status 2; the documented commands
 work; and the installed entry point runs as a subprocess."""
 
 import json
@@ -38,10 +38,10 @@ def one_error_line(err):
     return lines[0]
 
 
-def readme_cli_commands():
-    text = (ROOT / "README.md").read_text()
-    section = re.search(r"^## Command line\n(.*?)^## ", text, re.S | re.M).group(1)
-    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+def documented_cli_commands():
+    """The ``fastnn ...`` lines of the command-line guide's shell blocks, split."""
+    text = (ROOT / "docs" / "guide" / "cli.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
     return [shlex.split(line, comments=True) for block in blocks
             for line in block.splitlines() if line.startswith("fastnn ")]
 
@@ -153,10 +153,11 @@ def test_gpu_report(monkeypatch, available, broken, expected):
 # --- train --------------------------------------------------------------------------------
 
 
-def test_readme_examples_run_and_reach_their_accuracy(capsys, tmp_path, monkeypatch):
-    """The README's commands, word for word, from an empty directory."""
+def test_documented_examples_run_and_reach_their_accuracy(capsys, tmp_path, monkeypatch):
+    """The command-line guide's commands (docs/guide/cli.md), word for word, from an
+    empty directory."""
     monkeypatch.chdir(tmp_path)
-    commands = readme_cli_commands()
+    commands = documented_cli_commands()
     assert [c[1] for c in commands] == ["info", "train", "train", "train", "check"]
     for command in commands:
         status, out, err = run_cli(capsys, *command[1:])

@@ -29,7 +29,8 @@ def test_digits_without_scikit_learn_says_how_to_install(monkeypatch):
 
 
 def test_digits_example_reaches_95_percent():
-    """The README's digits example: 64-64-10 relu/softmax, Adam, 30 epochs, standardized."""
+    """The digits example of docs/guide/datasets.md: 64-64-10 relu/softmax, Adam, 30
+    epochs, standardized."""
     X, y = datasets.digits()
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, seed=0)
     X_train, mean, std = standardize(X_train)

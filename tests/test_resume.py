@@ -115,13 +115,12 @@ def test_bad_seeds(seed):
         model().fit(X, Y, seed=seed)
 
 
-def test_the_readme_example_runs(tmp_path, monkeypatch, capsys):
-    """The README's "Checkpoints, resuming and training extras" example, as written."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## Checkpoints, resuming and training extras", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+def test_the_documented_example_runs(tmp_path, monkeypatch, capsys):
+    """The example of docs/guide/checkpoints.md, as written."""
+    page = Path(__file__).resolve().parent.parent / "docs" / "guide" / "checkpoints.md"
+    code = re.search(r"```python\n(.*?)```", page.read_text(), re.S).group(1)
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, str(page), "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "40"
     stopped, best = (int(v) for v in printed[1].split()[:2])

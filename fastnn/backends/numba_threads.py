@@ -1,7 +1,7 @@
 """Which threading layer the Numba backend's parallel kernels run on.
 
 Numba's ``prange`` kernels need a thread pool: OpenMP, TBB or Numba's own workqueue.
-Measured on the 2-core development host (see the README's Numba section):
+Measured on the 2-core development host (see docs/backends/numba.md):
 - OpenMP spins its workers after a region, and OpenBLAS does after a matmul; on two
   cores the pools stall each other (6-40x).
 - workqueue never spins, but the calling thread only waits while the workers run, so
