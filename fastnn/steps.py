@@ -46,11 +46,13 @@ def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
 
 
 def clip(xp, params, clip_norm, clip_value):
-    """Clip gradients in place on the device: entries to +-clip_value, then the global
-    L2 norm to clip_norm. No value is read back to the host."""
+    """Clip gradients on the device: entries to +-clip_value, then the global L2 norm
+    to clip_norm. No value is read back to the host (``xp.clip`` is not used: through
+    array-api-compat, CuPy's copies its bounds from the host and indexes with a mask,
+    which waits for the GPU)."""
     if clip_value is not None:
         for p in params:
-            p.grad = xp.clip(p.grad, min=-clip_value, max=clip_value)
+            p.grad = xp.minimum(xp.maximum(p.grad, -clip_value), clip_value)
     if clip_norm is not None:
         scale = xp.minimum(clip_norm / global_norm(xp, [p.grad for p in params]), 1.0)
         for p in params:
