@@ -3,6 +3,7 @@ missing, and the TF32 switch. Runs everywhere (the GPU itself is faked here)."""
 
 import sys
 import types
+import warnings
 
 import pytest
 
@@ -54,3 +55,22 @@ def test_bad_tf32_value_is_refused(monkeypatch):
     monkeypatch.setenv(cupy_backend.TF32_ENV, "maybe")
     with pytest.raises(ValueError, match="FASTNN_TF32='maybe' must be 1 or 0"):
         cupy_backend._env_flag(cupy_backend.TF32_ENV)
+
+
+def test_the_synchronize_guard_works_without_cupy_14s_warning():
+    """CuPy 14 warns on every use of cupyx.allow_synchronize, and the suite turns
+    warnings into errors; the GPU tests' guard silences that one warning only. Needs
+    CuPy installed, not a GPU."""
+    pytest.importorskip("cupyx", reason="CuPy is not installed here (pip install "
+                                        "'fastnn[cuda13]')")
+    from cupy._core import syncdetect
+    from cupy_sync import no_synchronize
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with no_synchronize():
+            with pytest.raises(syncdetect.DeviceSynchronized):
+                syncdetect._declare_synchronize()  # what CuPy calls before waiting
+            with pytest.raises(UserWarning, match="other warnings still count"):
+                warnings.warn("other warnings still count", UserWarning, stacklevel=1)
+    assert syncdetect._is_allowed()
