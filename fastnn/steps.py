@@ -10,12 +10,13 @@ kernel per epoch for models where per-step Python overhead dominates (Numba does
 for stacks of small Dense layers). A replacement may also offer ``run.epochs(count)``
 (several epochs in one call, their sums as a (count, 2) array) and ``run.chunk`` (how
 many epochs a call should take), which ``fit`` uses when nothing happens between
-epochs.
+epochs. On a backend that records steps for replay (CUDA graphs), this generic
+version offers them too, by replaying a recorded epoch (``fastnn.replay``).
 """
 
 import functools
 
-from fastnn import metrics
+from fastnn import metrics, replay
 
 
 def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
@@ -42,7 +43,7 @@ def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
             sums[1] += metrics.batch_score(xp, task, A, Yb)
         return sums
 
-    return run
+    return replay.offer(model, run, m, -(-m // batch))
 
 
 def clip(xp, params, clip_norm, clip_value):
