@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -35,7 +36,8 @@ STEPS = (gpu_steps.environment, gpu_steps.info, gpu_steps.check, gpu_steps.gpu_t
          gpu_steps.training, gpu_bench.benchmarks)
 NEEDS_THE_BACKEND = ("fastnn check", "GPU tests", "CLI training", "benchmarks")
 STEP_NAMES = ("environment", "fastnn info", *NEEDS_THE_BACKEND)
-WIDTH = 220  # characters a printed line keeps (summary.md and summary.json keep all)
+WIDTH = 160  # printed lines wrap at this width, each entry to at most 3 lines (the
+# files keep everything)
 
 
 def parse(argv=None):
@@ -74,8 +76,19 @@ def main(argv=None):
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
     lines = summary_lines(summary)
     (args.out / "summary.md").write_text("```text\n" + "\n".join(lines) + "\n```\n")
-    print("\n".join(line if len(line) <= WIDTH else line[:WIDTH - 3] + "..." for line in lines))
+    print("\n".join(screen(lines)))
     return 0 if summary["passed"] else 1
+
+
+def screen(lines):
+    """``lines`` wrapped for a terminal: at most 3 lines of WIDTH characters each."""
+    out = []
+    for line in lines:
+        indent = " " * (len(line) - len(line.lstrip()) + 4)
+        wrapped = textwrap.wrap(line, WIDTH, subsequent_indent=indent, max_lines=3,
+                                placeholder=" ... (see summary.md)")
+        out += wrapped or [""]
+    return out
 
 
 def _jobs(jobs):

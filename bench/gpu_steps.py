@@ -115,8 +115,8 @@ def environment(run):
     if cupy_facts.get("runtime"):
         line += f"; CuPy's CUDA runtime {cupy_facts['runtime']}, device {cupy_facts['device']}"
     passed = reason is None and (run.dry_run or bool(smi.get("name")))
-    if reason is not None:
-        line += f"; the {run.backend!r} backend cannot run here: {reason}"
+    if reason is not None:  # first: the reason the check stops
+        line = f"the {run.backend!r} backend cannot run here: {reason}; {line}"
     return Step("environment", passed, line, details=facts)
 
 
