@@ -4,9 +4,10 @@ accelerating backend can make every update a single pass.
 
 Weight decay (L2, added to the gradient) applies to weights only, not biases.
 
-While a step is recorded for replay (``fastnn.replay``), ``clock`` holds the step
-count and learning rate in device memory and the updates read them from there
-(``rate``, ``count``): a replayed step must not reuse the numbers of the recorded one.
+While a step is recorded for replay (``fastnn.replay``), ``clock`` holds the learning
+rate and the step's other numbers (``step_numbers``: Adam's bias corrections) in
+device memory, and the updates read them from there (``rate``, ``count``): a replayed
+step must not reuse the numbers of the recorded one.
 """
 
 from fastnn.names import lookup
