@@ -43,6 +43,8 @@ class Config:
     retries: int = None  # re-measurements of a workload flagged busy; None: 2 (quick: 0)
     startup: bool = True
     command: str = "python -m bench"
+    workloads: list = None  # run exactly these (groups, pattern and dtypes are then unused)
+    torch_devices: tuple = ("cpu", "cuda")  # the PyTorch peers to add where they can run
 
 
 @dataclass
@@ -97,24 +99,26 @@ def resolve_backends(chosen):
 
 
 def make_targets(config, torch=None):
-    """A target per backend (labels made unique: 'numpy', 'numpy#2', ...), then the
-    PyTorch peers: CPU, and CUDA when a CuPy backend runs and torch sees a GPU."""
+    """A target per backend (labelled by its ``label`` or name, made unique: 'numpy',
+    'numpy#2', ...), then the PyTorch peers of ``config.torch_devices``: CPU, and CUDA
+    when a CuPy backend runs and torch sees a GPU."""
     targets, libraries, labels = [], {}, set()
     for backend, name in resolve_backends(config.backends):
-        label, n = backend.name, 2
+        shown = getattr(backend, "label", backend.name)
+        label, n = shown, 2
         while label in labels:
-            label, n = f"{backend.name}#{n}", n + 1
+            label, n = f"{shown}#{n}", n + 1
         labels.add(label)
         timer = backend_timer(backend)
-        library = libraries.setdefault(backend.xp.__name__,
-                                       Library(backend.xp.__name__, backend, timer))
+        library_name = backend.xp.__name__.rpartition(".")[2]  # array_api_compat.cupy: cupy
+        library = libraries.setdefault(library_name, Library(library_name, backend, timer))
         targets.append(Target(label, functools.partial(_fastnn_case, backend), timer, library,
                               name))
     if torch is not None:
         devices = [("cpu", libraries["numpy"])]
         if "cupy" in libraries and torch.cuda.is_available():
             devices.append(("cuda", libraries["cupy"]))
-        for device, library in devices:
+        for device, library in [d for d in devices if d[0] in config.torch_devices]:
             targets.append(Target(f"torch-{device}", functools.partial(_torch_case, torch, device),
                                   torch_timer(torch, device), library))
     return targets
@@ -171,8 +175,8 @@ def run(config, log=print):
     plan = plan_for(config)
     retries = (0 if config.quick else 2) if config.retries is None else config.retries
     ceilings = Ceilings(plan, 512 if config.quick else 2048, config.max_other_load, retries)
-    chosen = workloads.select(workloads.catalog(config.quick), config.groups, config.pattern,
-                              config.dtypes)
+    chosen = config.workloads or workloads.select(workloads.catalog(config.quick),
+                                                  config.groups, config.pattern, config.dtypes)
     if not chosen:
         raise ValueError("no workload matches the chosen groups, filter and dtypes")
     log(f"{len(chosen)} workloads x {len(targets)} targets "

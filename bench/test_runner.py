@@ -4,6 +4,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from bench.case import pure_case
 from bench.ceilings import Library
 from bench.conftest import strict_backend
 from bench.timing import Plan
+from fastnn.backends.base import Backend
 from fastnn.backends.numpy_backend import NumpyBackend
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -332,3 +334,26 @@ def test_the_command_line_runs_and_writes_its_files(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "bench", "--backends", "tensorflow"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "not a fastnn backend" in bad.stderr
+
+
+def test_a_cupy_backend_gets_the_pytorch_cuda_peer_and_backends_keep_their_labels():
+    """The CuPy backend's xp is array-api-compat's namespace (array_api_compat.cupy):
+    its array library is still CuPy's, whose device copy and PyTorch CUDA peer it gets."""
+    class FakeGpu(Backend):
+        name = "fake-gpu"
+
+        def __init__(self, label=None):
+            super().__init__(types.SimpleNamespace(__name__="array_api_compat.cupy"))
+            if label:
+                self.label = label
+
+    torch = types.SimpleNamespace(cuda=types.SimpleNamespace(is_available=lambda: True))
+    config = runner.Config(backends=[FakeGpu(), FakeGpu("fake-gpu-no-graphs")],
+                           torch_devices=("cuda",))
+    targets = runner.make_targets(config, torch)
+    assert [t.label for t in targets] == ["numpy", "fake-gpu", "fake-gpu-no-graphs",
+                                          "torch-cuda"]
+    assert [t.library.name for t in targets] == ["numpy", "cupy", "cupy", "cupy"]
+    config.torch_devices = ("cpu", "cuda")
+    assert [t.label for t in runner.make_targets(config, torch)][-2:] == ["torch-cpu",
+                                                                          "torch-cuda"]

@@ -68,6 +68,22 @@ def catalog(quick=False):
     return items
 
 
+def gpu_catalog(quick=False):
+    """The GPU check's workloads (``bench.gpu_check``), float32: every activation's
+    forward and backward on arrays well beyond a GPU's L2 cache, the MLP
+    784-1024-1024-10 step at batch 4096 with its 8 GEMMs, the planar net (10,000
+    iterations), and one epoch over 60,000 x 784; ``quick`` shrinks them all (the
+    CPU rehearsal)."""
+    shape = (64, 256) if quick else (32768, 1024)
+    items = [elementwise(d, name, shape, "float32") for name in ACTIVATIONS
+             for d in ("forward", "backward")]
+    dims, batch = ((784, 64, 64, 10), 64) if quick else ((784, 1024, 1024, 10), 4096)
+    items += [mlp_gemms_only(batch, "float32", dims), mlp_step(batch, "float32", dims=dims)]
+    items += [planar(1000 if quick else 10_000, "float32"),
+              epoch(2048 if quick else 60_000, "float32")]
+    return items
+
+
 def select(workloads, groups=None, pattern=None, dtypes=None):
     """The workloads in ``groups`` whose id contains ``pattern`` and whose dtype is listed."""
     for what, given, valid in (("groups", groups, GROUPS), ("dtypes", dtypes, DTYPES)):
@@ -266,8 +282,8 @@ def mlp_flops(batch, dims=MLP_DIMS):
     return 2 * batch * (3 * sum(products) - products[0])
 
 
-def mlp_model(backend, dtype, seed=0):
-    d = MLP_DIMS
+def mlp_model(backend, dtype, seed=0, dims=MLP_DIMS):
+    d = dims
     return fastnn.Sequential([Dense(d[0], d[1], "relu"), Dense(d[1], d[2], "relu"),
                               Dense(d[2], d[3], "softmax")], dtype=dtype, seed=seed,
                              backend=backend)
@@ -280,31 +296,39 @@ def initial_weights(build, dtype):
     return [p.value.astype(dtype) for p in model.parameters()]
 
 
-def classification_data(n, dtype, seed=0, n_classes=10):
+def classification_data(n, dtype, seed=0, n_classes=10, n_features=MLP_DIMS[0]):
     """Gaussian inputs labelled by a random linear teacher (learnable, no download)."""
-    X = normal((n, MLP_DIMS[0]), dtype, seed)
-    teacher = np.random.default_rng(seed + 1).standard_normal((MLP_DIMS[0], n_classes))
+    X = normal((n, n_features), dtype, seed)
+    teacher = np.random.default_rng(seed + 1).standard_normal((n_features, n_classes))
     return X, np.argmax(X @ teacher.astype(dtype), axis=1)
 
 
-def mlp_step(batch, dtype, by_ops=False):
+def _mlp_name(dims):
+    """'mlp' for the default 784-256-256-10, else 'mlp 784-1024-1024-10'."""
+    return "mlp" if tuple(dims) == MLP_DIMS else "mlp " + "-".join(map(str, dims))
+
+
+def mlp_step(batch, dtype, by_ops=False, dims=MLP_DIMS):
     """One SGD step of the MLP on one batch: as ``fit`` runs it (the ``epoch_steps`` op,
     here over a one-batch epoch), or ``by_ops``: ``compute_gradients`` then
     ``optimizer.step``, the layer-level API."""
-    def inputs():
-        X, y = classification_data(batch, dtype)
-        return {"X": X, "y": y, "weights": initial_weights(mlp_model, dtype)}
+    build = functools.partial(mlp_model, dims=tuple(dims))
 
+    def inputs():
+        X, y = classification_data(batch, dtype, n_classes=dims[-1], n_features=dims[0])
+        return {"X": X, "y": y, "weights": initial_weights(build, dtype), "dims": tuple(dims)}
+
+    name = _mlp_name(dims)
     return Workload(
-        name=f"mlp {'op-by-op ' if by_ops else ''}step B={batch}", group="mlp", dtype=dtype,
+        name=f"{name} {'op-by-op ' if by_ops else ''}step B={batch}", group="mlp", dtype=dtype,
         inputs=inputs, fastnn=_mlp_step_by_ops if by_ops else _mlp_step, torch=peers.mlp_step,
-        check=_check_training_step, work=mlp_flops(batch), unit="FLOP",
-        baseline=f"mlp 8 GEMMs B={batch}", tolerance=tolerance(dtype, 1e-4, 1e-9),
+        check=_check_training_step, work=mlp_flops(batch, dims), unit="FLOP",
+        baseline=f"{name} 8 GEMMs B={batch}", tolerance=tolerance(dtype, 1e-4, 1e-9),
     )
 
 
 def _mlp_step(backend, data):
-    model = mlp_model(backend, data["X"].dtype.name)
+    model = mlp_model(backend, data["X"].dtype.name, dims=data["dims"])
     X, Y = model.prepare(data["X"], data["y"])
     model.optimizer = fastnn.SGD(lr=0.01)
     run, losses = backend.ops.epoch_steps(model, X, Y, X.shape[0]), []
@@ -322,7 +346,7 @@ def _mlp_step(backend, data):
 
 
 def _mlp_step_by_ops(backend, data):
-    model = mlp_model(backend, data["X"].dtype.name)
+    model = mlp_model(backend, data["X"].dtype.name, dims=data["dims"])
     X, Y = model.prepare(data["X"], data["y"])
     opt, params, losses = fastnn.SGD(lr=0.01), model.parameters(), []
 
@@ -346,8 +370,8 @@ def _check_training_step(outputs, data):
     assert after < before, f"the step did not lower the loss ({before} -> {after})"
 
 
-def mlp_gemms_only(batch, dtype):
-    d = MLP_DIMS
+def mlp_gemms_only(batch, dtype, dims=MLP_DIMS):
+    d = dims
     shapes = {"X": (batch, d[0]), "W1": (d[0], d[1]), "W2": (d[1], d[2]), "W3": (d[2], d[3]),
               "H1": (batch, d[1]), "H2": (batch, d[2]), "D1": (batch, d[1]),
               "D2": (batch, d[2]), "D3": (batch, d[3])}
@@ -356,9 +380,9 @@ def mlp_gemms_only(batch, dtype):
         return {k: normal(s, dtype, i) for i, (k, s) in enumerate(shapes.items())}
 
     return Workload(
-        name=f"mlp 8 GEMMs B={batch}", group="mlp", dtype=dtype, inputs=inputs,
+        name=f"{_mlp_name(dims)} 8 GEMMs B={batch}", group="mlp", dtype=dtype, inputs=inputs,
         fastnn=_gemms, torch=peers.gemms, check=functools.partial(_check_gemms, dtype),
-        work=mlp_flops(batch), unit="FLOP", tolerance=tolerance(dtype),
+        work=mlp_flops(batch, dims), unit="FLOP", tolerance=tolerance(dtype),
     )
 
 

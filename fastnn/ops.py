@@ -12,6 +12,7 @@ Optimizer updates work in place on the parameter and its state arrays.
 """
 
 import functools
+import numbers
 
 from fastnn import steps
 
@@ -112,14 +113,19 @@ def rmsprop_update(xp, p, g, h, lr, rho, eps, weight_decay):
 
 
 def adam_update(xp, p, g, m, v, lr, beta1, beta2, eps, t, weight_decay):
-    """Adam with bias correction at step t (1-based)."""
+    """Adam with bias correction at step t (1-based), or with the corrections a
+    ``fastnn.replay.StepClock`` holds on the device for a recorded step."""
+    if isinstance(t, numbers.Real):
+        fix1, fix2 = 1.0 - beta1**t, 1.0 - beta2**t
+    else:
+        fix1, fix2 = t.numbers
     g = _decayed(g, p, weight_decay)
     m *= beta1
     m += (1.0 - beta1) * g
     v *= beta2
     v += (1.0 - beta2) * (g * g)
-    m_hat = m / (1.0 - beta1**t)
-    v_hat = v / (1.0 - beta2**t)
+    m_hat = m / fix1
+    v_hat = v / fix2
     p -= lr * m_hat / (xp.sqrt(v_hat) + eps)
 
 

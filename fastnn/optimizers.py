@@ -3,6 +3,11 @@ parameters through the backend's ops table, one fused op per parameter, so an
 accelerating backend can make every update a single pass.
 
 Weight decay (L2, added to the gradient) applies to weights only, not biases.
+
+While a step is recorded for replay (``fastnn.replay``), ``clock`` holds the learning
+rate and the step's other numbers (``step_numbers``: Adam's bias corrections) in
+device memory, and the updates read them from there (``rate``, ``count``): a replayed
+step must not reuse the numbers of the recorded one.
 """
 
 from fastnn.names import lookup
@@ -21,17 +26,36 @@ class Optimizer:
         self.weight_decay = in_range("weight_decay", weight_decay, 0.0, float("inf"))
         self.state = []  # per parameter: a tuple of state arrays named by ``slots``
         self.t = 0
+        self.clock = None  # a fastnn.replay.StepClock while a step is recorded
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.config().items())})"
 
     def config(self):
-        return {k: v for k, v in vars(self).items() if k not in ("state", "t")}
+        return {k: v for k, v in vars(self).items() if k not in ("state", "t", "clock")}
+
+    @property
+    def rate(self):
+        """The learning rate a step uses: ``lr``, or its device copy on the clock."""
+        return self.lr if self.clock is None else self.clock.lr
+
+    @property
+    def count(self):
+        """The step number ``t`` a step uses, or the clock that holds its numbers on the
+        device (``step_numbers``)."""
+        return self.t if self.clock is None else self.clock
+
+    def step_numbers(self, t):
+        """The numbers besides the learning rate that step ``t``'s update computes on
+        the host (a recorded step reads them from the device instead; see ``count``)."""
+        return ()
 
     def step(self, params, backend):
         """Update every parameter in place from its ``grad``, on ``backend``."""
         self.ensure_state(params, backend)
         self.t += 1
+        if self.clock is not None:
+            self.clock.tick()
         for p, state in zip(params, self.state):
             self.update(backend.ops, p.value, p.grad, state, self.weight_decay if p.decay else 0.0)
 
@@ -60,7 +84,7 @@ class SGD(Optimizer):
     name = "sgd"
 
     def update(self, ops, p, g, state, weight_decay):
-        ops.sgd_update(p, g, self.lr, weight_decay)
+        ops.sgd_update(p, g, self.rate, weight_decay)
 
 
 class Momentum(Optimizer):
@@ -72,14 +96,14 @@ class Momentum(Optimizer):
         self.momentum = in_range("momentum", momentum, 0.0, 1.0)
 
     def update(self, ops, p, g, state, weight_decay):
-        ops.momentum_update(p, g, state[0], self.lr, self.momentum, weight_decay)
+        ops.momentum_update(p, g, state[0], self.rate, self.momentum, weight_decay)
 
 
 class Nesterov(Momentum):
     name = "nesterov"
 
     def update(self, ops, p, g, state, weight_decay):
-        ops.nesterov_update(p, g, state[0], self.lr, self.momentum, weight_decay)
+        ops.nesterov_update(p, g, state[0], self.rate, self.momentum, weight_decay)
 
 
 class AdaGrad(Optimizer):
@@ -91,7 +115,7 @@ class AdaGrad(Optimizer):
         self.eps = positive_number("eps", eps)
 
     def update(self, ops, p, g, state, weight_decay):
-        ops.adagrad_update(p, g, state[0], self.lr, self.eps, weight_decay)
+        ops.adagrad_update(p, g, state[0], self.rate, self.eps, weight_decay)
 
 
 class RMSprop(Optimizer):
@@ -105,7 +129,7 @@ class RMSprop(Optimizer):
         self.eps = positive_number("eps", eps)
 
     def update(self, ops, p, g, state, weight_decay):
-        ops.rmsprop_update(p, g, state[0], self.lr, self.rho, self.eps, weight_decay)
+        ops.rmsprop_update(p, g, state[0], self.rate, self.rho, self.eps, weight_decay)
 
 
 class Adam(Optimizer):
@@ -119,10 +143,13 @@ class Adam(Optimizer):
         self.beta2 = in_range("beta2", beta2, 0.0, 1.0)
         self.eps = positive_number("eps", eps)
 
+    def step_numbers(self, t):
+        return (1.0 - self.beta1**t, 1.0 - self.beta2**t)  # as ops.adam_update computes
+
     def update(self, ops, p, g, state, weight_decay):
         m, v = state
         ops.adam_update(
-            p, g, m, v, self.lr, self.beta1, self.beta2, self.eps, self.t, weight_decay
+            p, g, m, v, self.rate, self.beta1, self.beta2, self.eps, self.count, weight_decay
         )
 
 

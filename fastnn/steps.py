@@ -10,12 +10,13 @@ kernel per epoch for models where per-step Python overhead dominates (Numba does
 for stacks of small Dense layers). A replacement may also offer ``run.epochs(count)``
 (several epochs in one call, their sums as a (count, 2) array) and ``run.chunk`` (how
 many epochs a call should take), which ``fit`` uses when nothing happens between
-epochs.
+epochs. On a backend that records steps for replay (CUDA graphs), this generic
+version offers them too, by replaying a recorded epoch (``fastnn.replay``).
 """
 
 import functools
 
-from fastnn import metrics
+from fastnn import metrics, replay
 
 
 def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
@@ -42,15 +43,17 @@ def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
             sums[1] += metrics.batch_score(xp, task, A, Yb)
         return sums
 
-    return run
+    return replay.offer(model, run, m, -(-m // batch))
 
 
 def clip(xp, params, clip_norm, clip_value):
-    """Clip gradients in place on the device: entries to +-clip_value, then the global
-    L2 norm to clip_norm. No value is read back to the host."""
+    """Clip gradients on the device: entries to +-clip_value, then the global L2 norm
+    to clip_norm. No value is read back to the host (``xp.clip`` is not used: through
+    array-api-compat, CuPy's copies its bounds from the host and indexes with a mask,
+    which waits for the GPU)."""
     if clip_value is not None:
         for p in params:
-            p.grad = xp.clip(p.grad, min=-clip_value, max=clip_value)
+            p.grad = xp.minimum(xp.maximum(p.grad, -clip_value), clip_value)
     if clip_norm is not None:
         scale = xp.minimum(clip_norm / global_norm(xp, [p.grad for p in params]), 1.0)
         for p in params:

@@ -14,6 +14,7 @@ a dtype other than float32/float64, or arrays that are not C-contiguous.
 
 import functools
 import math
+import numbers
 
 import numpy as np
 
@@ -138,13 +139,15 @@ def sigmoid_bce(xp, launcher, Z, A, Y, need_grad):
 
 def _update(name, kernel, state_count, scalars):
     """The optimizer op ``name``: one pass of ``kernel`` over p, g and the state arrays,
-    with the Python-side constants ``scalars(*hyperparameters)``."""
+    with the Python-side constants ``scalars(*hyperparameters)``. A step recorded for
+    replay passes its learning rate and step count on the device (see
+    ``fastnn.replay``); the kernel takes numbers only, so the generic op runs then."""
     fallback = generic.GENERIC[name]
 
     def op(xp, launcher, p, g, *rest):
         arrays, hyper = rest[:state_count], rest[state_count:]
         dtype_name = _dtype_name(xp, p, g, *arrays)
-        if dtype_name is None:
+        if dtype_name is None or not all(isinstance(h, numbers.Real) for h in hyper):
             return fallback(xp, p, g, *rest)
         size = math.prod(p.shape)
         launcher.launch(kernel, dtype_name, None, _blocks(size),

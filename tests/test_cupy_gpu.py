@@ -1,13 +1,15 @@
 """The CuPy backend on a real GPU: every fused op against NumPy (float64 to 1e-12,
 float32 to 1e-5 relative), gradients, 100 training steps, the transfer guard, moving
-models, TF32. Skipped, with the reason, where no usable GPU is present; the kernels'
-arithmetic is also checked without a GPU in test_cupy_kernels.py."""
+models, TF32, and epochs replayed from CUDA graphs against unrecorded ones. Skipped,
+with the reason, where no usable GPU is present; the kernels' arithmetic is also
+checked without a GPU in test_cupy_kernels.py, and the replay logic in test_replay.py."""
 
 import numpy as np
 import pytest
+from cupy_sync import no_synchronize
 
 import fastnn
-from fastnn import Dense, Dropout, Sequential, activations, backends, datasets
+from fastnn import Dense, Dropout, Sequential, activations, backends, datasets, optimizers, steps
 from fastnn.errors import BackendUnavailable
 
 try:
@@ -127,8 +129,6 @@ def test_training_an_epoch_on_device_data_makes_no_per_step_transfers():
 
 
 def test_a_training_step_never_synchronizes():
-    import cupyx
-
     model = Sequential([Dense(20, 64, "relu"), Dropout(0.2), Dense(64, 1, "sigmoid")], seed=0,
                        backend=GPU)
     rng = np.random.default_rng(0)
@@ -136,7 +136,7 @@ def test_a_training_step_never_synchronizes():
     opt, params = fastnn.Adam(), model.parameters()
     model.compute_gradients(X, Y)  # compiles the kernels, allocates
     opt.step(params, GPU)
-    with cupyx.allow_synchronize(False):  # raises on any implicit device->host wait
+    with no_synchronize():  # raises on any implicit device->host wait
         for _ in range(3):
             model.compute_gradients(X, Y)
             opt.step(params, GPU)
@@ -195,3 +195,67 @@ def test_synchronize_waits_for_queued_work():
     y = x @ x
     GPU.synchronize()
     assert GPU.cupy.cuda.get_current_stream().done and GPU.read_scalars(y[0, 0]) == (2048.0,)
+
+
+@pytest.fixture
+def recordings(monkeypatch):
+    """The steps GPU.capture records during the test (it still records them)."""
+    calls, capture = [], GPU.capture
+
+    def spy(step):
+        calls.append(step)
+        return capture(step)
+
+    monkeypatch.setattr(GPU, "capture", spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype, optimizer, lr, batch_size", [
+    ("float64", "sgd", 0.5, None), ("float32", "sgd", 0.5, None),
+    ("float64", "adam", 0.01, 40), ("float32", "momentum", 0.1, 40),
+    ("float32", "rmsprop", 0.01, None),
+])
+def test_replayed_epochs_equal_unrecorded_ones(monkeypatch, recordings, dtype, optimizer, lr,
+                                               batch_size):
+    X, y = datasets.moons(120, noise=0.2, seed=0)
+
+    def train(captures):
+        monkeypatch.setattr(GPU, "captures", captures)
+        model = Sequential([Dense(2, 8, "tanh"), Dense(8, 6, "relu"), Dense(6, 1, "sigmoid")],
+                           seed=3, dtype=dtype, backend=GPU)
+        history = model.fit(X, y, epochs=30, batch_size=batch_size, optimizer=optimizer, lr=lr,
+                            shuffle=False, seed=1, clip_norm=5.0)
+        return model, history
+
+    (replayed, h1), (plain, h2) = train(True), train(False)
+    assert len(recordings) == 1  # the replayed fit recorded one epoch, the other none
+    rtol = TOL[dtype] * 1e-1
+    np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=rtol)
+    assert h1["accuracy"] == h2["accuracy"] and replayed.optimizer.t == plain.optimizer.t
+    for p, q in zip(replayed.parameters(), plain.parameters()):
+        np.testing.assert_allclose(GPU.to_numpy(p.value), GPU.to_numpy(q.value), rtol=rtol,
+                                   atol=rtol * 1e-3)
+
+
+def test_replayed_epochs_move_nothing_between_host_and_device_inside_a_chunk(recordings):
+    """As test_replay.py counts them on the strict stand-in."""
+    X, y = datasets.planar()
+    Xd, yd = GPU.asarray(X, GPU.xp.float32), GPU.asarray(y)
+    model = fastnn.from_layer_dims([2, 4, 1], "tanh", "sigmoid", seed=2, backend=GPU)
+    with GPU.count_transfers() as counted:
+        model.fit(Xd, yd, epochs=600, lr=1.2)  # chunks of 256, 256 and 88 epochs
+    assert len(recordings) == 1
+    assert counted.to_device == 1 and counted.checks == 2
+    assert counted.to_host == counted.checks + 2 * 3 + 1
+
+
+def test_replays_never_synchronize(recordings):
+    X, y = datasets.planar()
+    model = fastnn.from_layer_dims([2, 4, 1], "tanh", "sigmoid", seed=2, backend=GPU)
+    model.optimizer = optimizers.SGD(lr=1.2)
+    run = steps.epoch_steps(model, *model.prepare(X, y), 400)
+    first = GPU.to_numpy(run.epochs(2))  # the first epoch as usual, then recorded
+    with no_synchronize():
+        sums = run.epochs(50)
+    later = GPU.to_numpy(sums)
+    assert len(recordings) == 1 and later[-1, 0] < first[0, 0]  # the loss went down

@@ -56,6 +56,7 @@ class Backend:
 
     name = "generic"
     rng_class = CounterRNG
+    captures = False  # whether ``capture`` records steps for replay (see ``capture``)
 
     def __init__(self, xp, device=None, ops=None):
         self.xp = xp
@@ -168,3 +169,16 @@ class Backend:
     def synchronize(self):
         """Wait until queued device work has finished (a no-op on the host); benchmarks
         call it before reading the clock."""
+
+    def capture(self, step):
+        """Record the device work of ``step()`` for replay, or None where this backend
+        cannot (here: it runs every step as it comes).
+
+        A backend that can (``captures`` is True) returns an object whose ``replay()``
+        runs the recorded work again, on the same arrays, without running ``step``'s
+        Python, and whose ``output`` is what ``step`` returned, rewritten by each replay.
+        Recording does not run the work. Whatever the work reads must therefore stay at
+        its address between replays, and any value that changes from step to step must
+        be read from device memory, not passed as a Python number (``fastnn.replay``
+        sees to both)."""
+        return None
