@@ -29,6 +29,7 @@ from numba import njit  # noqa: E402  (only once the backend is known to load)
 
 from fastnn.backends import numba_ops  # noqa: E402
 from fastnn.kernels import (  # noqa: E402
+    activation_codes,
     numba_activations,
     numba_dense,
     numba_jit,
@@ -40,7 +41,7 @@ from fastnn.kernels.numba_jit import mask  # noqa: E402
 
 NUMPY = backends.load("numpy")
 RTOL = {"float32": 1e-5, "float64": 1e-12}
-ELEMENTWISE = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus"]
+ELEMENTWISE = list(activation_codes.DIFFERENTIABLE)
 
 
 # ---------------------------------------------------------------- math functions
@@ -418,7 +419,7 @@ def test_every_build_of_a_factory_compiles_under_a_name_of_its_own():
     third that loads both from the cache, and one would run the other's code (seen:
     tanh's blocks running softplus's loop). The build's key is part of its name."""
     from fastnn.kernels import numba_train, numba_train_blas
-    tanh, softplus = mask(numba_activations.TANH), mask(numba_activations.SOFTPLUS)
+    tanh, softplus = mask(activation_codes.TANH), mask(activation_codes.SOFTPLUS)
     builds = [numba_activations.blocks, numba_dense.serial, numba_optimizers.rules,
               numba_train._forward_build]
     for factory in builds:
@@ -454,9 +455,9 @@ def test_each_kinds_own_build_gives_the_any_kind_build_bit_for_bit(dtype, n):
     Z, dA = (rng.standard_normal((40, n)).astype(dtype) * 4 for _ in range(2))
     b = rng.standard_normal(n).astype(dtype)
     alpha = np.dtype(dtype).type(0.1)
-    kinds = numba_activations.KINDS.values()
+    kinds = activation_codes.CODES.values()
     for kind in kinds:
-        other = numba_activations.TANH if kind != numba_activations.TANH else numba_activations.RELU
+        other = activation_codes.TANH if kind != activation_codes.TANH else activation_codes.RELU
         outputs = []  # the build for every kind, for this kind alone, for it and one other
         for build in (numba_activations.ANY, mask(kind), mask(kind, other)):
             forward, grad = numba_dense.serial(build)
@@ -489,6 +490,7 @@ def test_each_rules_own_build_gives_the_any_rule_update_bit_for_bit(dtype):
 def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_path):
     code = (
         "import numpy as np, fastnn\n"
+        "from fastnn.kernels import activation_codes as c\n"
         "from fastnn.kernels import numba_activations as a, numba_dense as d\n"
         "from fastnn.kernels.numba_jit import subroutines_compiled\n"
         "model = fastnn.Sequential([fastnn.Dense(300, 300, 'relu'), "
@@ -496,13 +498,13 @@ def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_
         "X, Y = model.prepare(np.ones((128, 300)), np.zeros(128, int))\n"
         "model.compute_gradients(X, Y)\n"
         "built = lambda m: any(f in subroutines_compiled for f in a.blocks(m))\n"
-        "compiled = [k for k in a.KINDS.values() if built(a.mask(k))] + ['any'] * built(a.ANY)\n"
-        "hits = sum(sum(k.stats.cache_hits.values()) for k in d.serial(a.mask(a.RELU)))\n"
-        "print(compiled, len(d.serial(a.mask(a.SOFTMAX))[0].signatures), hits)"
+        "compiled = [k for k in c.CODES.values() if built(a.mask(k))] + ['any'] * built(a.ANY)\n"
+        "hits = sum(sum(k.stats.cache_hits.values()) for k in d.serial(a.mask(c.RELU)))\n"
+        "print(compiled, len(d.serial(a.mask(c.SOFTMAX))[0].signatures), hits)"
     )
     first, second = _cold_then_cached(code, tmp_path)
     # relu's blocks only: softmax is row-wise (no block), and nothing built for ANY kind
-    assert first == [f"[{numba_activations.RELU}]", "1", "0"]
+    assert first == [f"[{activation_codes.RELU}]", "1", "0"]
     assert second[-1] == "2"  # both relu builds came from the cache
 
 

@@ -365,11 +365,11 @@ def test_a_chunk_that_diverges_is_undone_and_run_again_epoch_by_epoch(kernel, mo
 
 def _epoch_build(module, model, optimizer):
     """The epoch kernel's build for ``model`` trained with ``optimizer`` (a name)."""
-    from fastnn.kernels import numba_activations as acts
     from fastnn.kernels import numba_optimizers as rules
+    from fastnn.kernels.activation_codes import code_of
     from fastnn.kernels.numba_jit import mask
 
-    kinds = [acts.kind_of(layer.activation)[0] for layer in model.layers]
+    kinds = [code_of(layer.activation)[0] for layer in model.layers]
     loss = numba_ops.LOSS_KINDS[model.loss.name]
     return module.epoch_kernel(mask(*kinds), mask(*kinds[:-1]), rules.RULES[optimizer], loss)
 

@@ -29,7 +29,8 @@ from fastnn.kernels import numba_losses as losses
 from fastnn.kernels import numba_optimizers as rules
 from fastnn.kernels import numba_train as train
 from fastnn.kernels import numba_train_blas as train_blas
-from fastnn.kernels.numba_activations import ANY, IDENTITY, KINDS, SOFTMAX, STEP, kind_of
+from fastnn.kernels.activation_codes import CODES, IDENTITY, SOFTMAX, STEP, code_of
+from fastnn.kernels.numba_activations import ANY
 from fastnn.kernels.numba_jit import entry_point, mask
 from fastnn.layers import Dense, Parameter
 
@@ -56,7 +57,7 @@ def _fits(*arrays):
 
 def _kernel_kind(activation, *arrays):
     """(kind, alpha) if a kernel covers this activation and these arrays, else None."""
-    spec = kind_of(activation)
+    spec = code_of(activation)
     if spec is None or not _fits(*arrays):
         return None
     return spec[0], arrays[0].dtype.type(spec[1])
@@ -265,7 +266,7 @@ class _FusedEpoch:
         loss_kind = LOSS_KINDS.get(model.loss.name)
         if rule is None or loss_kind is None or not all(type(x) is Dense for x in layers):
             return None
-        specs = [kind_of(layer.activation) for layer in layers]
+        specs = [code_of(layer.activation) for layer in layers]
         if any(spec is None or spec[0] in (STEP, SOFTMAX) for spec in specs[:-1]):
             return None  # the output's activation is the loss's (sigmoid or softmax)
         values = [p.value for p in model.parameters()]
@@ -408,14 +409,14 @@ def warmup(dtypes, model=None, optimizer=None):
     ``optimizer`` (a name or Optimizer; default: the one ``fit`` would use, the model's
     or plain SGD), or for every kind and rule when there is no model."""
     start = time.perf_counter()
-    kinds, rule_set = set(KINDS.values()), set(rules.RULES.values())
+    kinds, rule_set = set(CODES.values()), set(rules.RULES.values())
     if model is not None:
         chosen = optimizers.get(optimizer) if optimizer is not None else model.optimizer
         name = "sgd" if chosen is None else chosen.name
         rule_set = {rules.RULES[name]} if name in rules.RULES else set()
         if rule_set:
             _warm_fused_epoch(model, name)
-        kinds = {spec[0] for spec in (kind_of(layer.activation) for layer in model.layers
+        kinds = {spec[0] for spec in (code_of(layer.activation) for layer in model.layers
                                       if hasattr(layer, "activation")) if spec}
     for dtype in dtypes:
         one = dtype.type(0.0)
