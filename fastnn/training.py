@@ -3,9 +3,14 @@
 Per epoch: set the learning rate from the schedule, optionally shuffle (on the
 device), run mini-batch steps (with gradient clipping done on the device), then read
 the epoch's loss and metric sums back together in one transfer, to log them and to
-check that training has not diverged. There is no per-step synchronisation. A
-backend whose epoch runner offers ``epochs(count)`` (the Numba backend's fused epoch)
-runs several epochs per call when nothing happens between them (``_epochs_at_once``).
+check that training has not diverged. There is no per-step synchronisation.
+
+The steps run through the generic ``fastnn.steps.epoch_steps`` unless the backend
+offers a fused runner for the training's plain-data plan (``fastnn.plan.describe``,
+``Backend.fused_epoch``): the Numba backend's runs a whole epoch per kernel call,
+and several per call when nothing happens between them (``_epochs_at_once``). A
+runner is bound to the optimizer it was made with; when a callback replaces the
+model's optimizer, the next epoch describes the training again and gets a new one.
 
 Randomness is derived per epoch from (seed, global epoch number): the shuffle from
 ``backend.rng([seed, 0, epoch])`` and the dropout layer at index i from
@@ -20,8 +25,9 @@ import numbers
 import numpy as np
 
 from fastnn import callbacks as callback_lists
-from fastnn import metrics, optimizers
+from fastnn import metrics, optimizers, steps
 from fastnn.errors import TrainingDiverged
+from fastnn.plan import describe
 from fastnn.schedules import Schedule
 from fastnn.validation import positive_int, positive_number
 
@@ -94,7 +100,7 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     for callback in callbacks:
         callback.model, callback.params = model, {"epochs": epochs, "steps": -(-m // step)}
 
-    run_epoch = backend.ops.epoch_steps(model, X, Y, step, clip_norm, clip_value)
+    bound, run_epoch = model.optimizer, epoch_runner(model, X, Y, step, clip_norm, clip_value)
     logs = {}
     try:
         for callback in callbacks:
@@ -106,6 +112,9 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 done = _epochs_at_once(model, run_epoch, state, epochs, history, verbose)
             for local in range(done + 1, epochs + 1):
                 epoch = model.epochs_trained + 1
+                if model.optimizer is not bound:  # a callback replaced it
+                    bound = model.optimizer
+                    run_epoch = epoch_runner(model, X, Y, step, clip_norm, clip_value)
                 if model.lr_schedule is not None:
                     model.optimizer.lr = model.lr_schedule.lr(model.epochs_trained)
                 for callback in callbacks:
@@ -139,6 +148,7 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 if verbose > 0 and (local % verbose == 0 or local == epochs):
                     print(_progress_line(local, epochs, history))
                 if callbacks:
+                    _finish(run_epoch)
                     logs = {key: values[-1] for key, values in history.items()}
                     for callback in callbacks:
                         callback.on_epoch_end(epoch, logs)
@@ -152,12 +162,33 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                     "rate or clip gradients (clip_norm=...)",
                     history,
                 )
+        _finish(run_epoch)
         for callback in callbacks:
             callback.on_train_end(logs)
     finally:
+        _finish(run_epoch)
         for callback in callbacks:
             callback.close()
     return history
+
+
+def epoch_runner(model, X, Y, batch, clip_norm=None, clip_value=None):
+    """What ``fit`` runs an epoch with, ``run(order)``: the backend's fused runner for
+    this training's plan if it offers one, else the generic steps (see
+    ``fastnn.steps``); for the model's current optimizer, on the prepared (X, Y)."""
+    plan = describe(model, X, batch, clip_norm, clip_value)
+    if plan is not None:
+        run = model.backend.fused_epoch(plan, X, Y, model.parameters(), model.optimizer)
+        if run is not None:
+            return run
+    return steps.epoch_steps(model, X, Y, batch, clip_norm, clip_value)
+
+
+def _finish(run_epoch):
+    """Have the runner write any gradient it left unformed (see ``fastnn.steps``)."""
+    finish = getattr(run_epoch, "finish", None)
+    if finish is not None:
+        finish()
 
 
 def _epochs_at_once(model, run_epoch, state, epochs, history, verbose):

@@ -1,5 +1,6 @@
 """The Numba backend: NumPy arrays, with the hot-path ops replaced by JIT-fused kernels
-from ``fastnn.kernels`` (see ``numba_ops`` for which kernel runs when).
+from ``fastnn.kernels`` (see ``numba_ops`` for which kernel runs when), and whole
+training epochs in one kernel call (``numba_epoch``).
 
 Creating it chooses the threading layer (TBB where it loads, else workqueue; never
 OpenMP unless asked: see ``numba_threads``) and the kernel cache directory, then
@@ -19,17 +20,23 @@ from fastnn.ops import Ops
 class NumbaBackend(NumpyBackend):
     name = "numba"
 
-    def __init__(self, numba_ops, jit):
+    def __init__(self, numba_ops, numba_epoch, jit):
         super().__init__()
         self.ops = Ops(np, **numba_ops.OVERRIDES)
-        self._numba_ops = numba_ops
+        self._numba_ops, self._numba_epoch = numba_ops, numba_epoch
         self.cache_dir = jit.CACHE_DIR
 
-    def warmup(self, dtypes=("float32",), model=None, optimizer=None):
-        """Compile (or load from the cache) the kernels for ``dtypes``, and the fused
-        training epoch for ``model`` and ``optimizer`` if it takes one; returns seconds."""
-        return self._numba_ops.warmup([np.dtype(self.dtype(d)) for d in dtypes], model,
-                                      optimizer)
+    def warmup(self, dtypes=("float32",), activations=None, optimizers=None, plans=()):
+        """Compile (or load from the cache) the op-by-op kernels for ``dtypes``, the
+        activations and optimizers named (None: every one), and the fused epoch of each
+        of ``plans`` that takes one; returns seconds."""
+        seconds = self._numba_ops.warmup([np.dtype(self.dtype(d)) for d in dtypes],
+                                         activations, optimizers)
+        return seconds + sum(self._numba_epoch.warmup(plan) for plan in plans)
+
+    def fused_epoch(self, plan, X, Y, params, optimizer):
+        """A whole epoch per kernel call where the plan fits one (see ``numba_epoch``)."""
+        return self._numba_epoch.fused_epoch(plan, X, Y, params, optimizer, self)
 
 
 def create():
@@ -49,9 +56,9 @@ def create():
     from fastnn.backends import numba_threads
 
     layer = numba_threads.choose(numba)
-    from fastnn.backends import numba_ops
+    from fastnn.backends import numba_epoch, numba_ops
     from fastnn.kernels import numba_jit
 
-    backend = NumbaBackend(numba_ops, numba_jit)
+    backend = NumbaBackend(numba_ops, numba_epoch, numba_jit)
     backend.threading_layer = layer  # (name, why), shown by `fastnn info`
     return backend
