@@ -15,7 +15,13 @@ from fastnn.batchnorm import BatchNorm
 from fastnn.builders import from_architecture, from_layer_dims
 from fastnn.callbacks import Callback, CSVLogger, EarlyStopping, ProgressBar
 from fastnn.checkpoint import CheckpointError, load
-from fastnn.errors import BackendUnavailable, FastnnError, NotDifferentiable, TrainingDiverged
+from fastnn.errors import (
+    BackendUnavailable,
+    FastnnError,
+    NotDifferentiable,
+    NotFinite,
+    TrainingDiverged,
+)
 from fastnn.gradcheck import GradcheckResult, gradcheck
 from fastnn.layers import Dense, Dropout
 from fastnn.model import Sequential
@@ -27,7 +33,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdaGrad", "Adam", "BackendUnavailable", "Dense", "Dropout", "FastnnError",
-    "GradcheckResult", "Momentum", "Nesterov", "NotDifferentiable", "RMSprop", "SGD",
+    "GradcheckResult", "Momentum", "Nesterov", "NotDifferentiable", "NotFinite", "RMSprop",
+    "SGD",
     "Sequential", "TrainingDiverged", "activations", "available_backends", "data",
     "datasets", "from_architecture", "from_layer_dims", "get_backend", "gradcheck",
     "initializers", "losses", "metrics", "optimizers", "set_backend", "use_backend", "warmup",
