@@ -3,9 +3,14 @@ from ``fastnn.kernels`` (see ``numba_ops`` for which kernel runs when), and whol
 training epochs in one kernel call (``numba_epoch``).
 
 Creating it chooses the threading layer (TBB where it loads, else workqueue; never
-OpenMP unless asked: see ``numba_threads``) and the kernel cache directory, then
-imports the kernels; nothing compiles until a kernel is first called or ``warmup``
-runs. Small kernels stay on one thread (see bench/ for the measurements).
+OpenMP unless asked: see ``numba_threads``) and the kernel cache directory, imports
+the kernels and runs one small probe kernel (``kernels/numba_probe.py``) through every
+mechanism of the kernel layer, which uses Numba and llvmlite internals: where they do
+not work (a Numba outside the tested range, say), creating the backend raises
+BackendUnavailable with the reason, instead of a first ``fit`` crashing. The probe is
+cached on disk like every kernel; nothing else compiles until a kernel is first
+called or ``warmup`` runs. Small kernels stay on one thread (see bench/ for the
+measurements).
 """
 
 import importlib.util
@@ -15,6 +20,9 @@ import numpy as np
 from fastnn.backends.numpy_backend import NumpyBackend
 from fastnn.errors import BackendUnavailable
 from fastnn.ops import Ops
+
+TESTED_NUMBA = ("0.61", "0.68")  # the oldest and newest minor versions CI tests
+INSTALL_HINT = "pip install 'fastnn[numba]'"
 
 
 class NumbaBackend(NumpyBackend):
@@ -56,8 +64,17 @@ def create():
     from fastnn.backends import numba_threads
 
     layer = numba_threads.choose(numba)
-    from fastnn.backends import numba_epoch, numba_ops
-    from fastnn.kernels import numba_jit
+    try:
+        from fastnn.backends import numba_epoch, numba_ops
+        from fastnn.kernels import numba_jit, numba_probe
+
+        numba_probe.run()
+    except Exception as error:  # the kernel layer cannot work with this Numba: say why
+        raise BackendUnavailable(
+            f"the 'numba' backend cannot start: fastnn's Numba kernels do not work with "
+            f"numba {numba.__version__} here ({type(error).__name__}: {error}); they are "
+            f"tested with numba {TESTED_NUMBA[0]} to {TESTED_NUMBA[1]}: {INSTALL_HINT}"
+        ) from error
 
     backend = NumbaBackend(numba_ops, numba_epoch, numba_jit)
     backend.threading_layer = layer  # (name, why), shown by `fastnn info`
