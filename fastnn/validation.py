@@ -87,7 +87,10 @@ def as_device_array(backend, data, what, limit=None):
         )
     if not xp.isdtype(data.dtype, "real floating"):
         return data
-    within = xp.isfinite(data) if limit is None else xp.abs(data) <= limit
+    if limit is None or float(xp.finfo(data.dtype).max) <= limit:
+        within = xp.isfinite(data)  # its finite values all fit
+    else:
+        within = xp.abs(data) <= limit  # NaN and inf fail this too
     if not backend.read_bool(xp.all(within), check=True):
         host = backend.to_numpy(data)
         bad = ~np.isfinite(host)

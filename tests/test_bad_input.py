@@ -275,3 +275,13 @@ def test_after_divergence_the_kept_parameters_give_finite_outputs(backend):
     assert model.epochs_trained < len(info.value.history["loss"]) + 1
     assert np.all(np.isfinite(model.predict_proba(X * 10)))
     assert np.isfinite(model.evaluate(X * 10, y)["loss"])
+
+
+def test_infinite_float32_input_to_a_float64_model_is_refused(backend, no_float_warnings):
+    model = fastnn.from_layer_dims([2, 4, 1], seed=0, dtype="float64")
+    X = np.ones((3, 2), dtype=np.float32)
+    assert np.all(np.isfinite(model.predict_proba(X)))
+    X[1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first "
+                                         r"at index \(1, 0\)"):
+        model.predict_proba(X)
