@@ -18,6 +18,7 @@ from bench import peers, reference
 from bench.case import GEMM_INPUTS, Case, dense_products, mlp_gemms, pure_case
 from fastnn import activations, backends, initializers, optimizers
 from fastnn.layers import Dense, Parameter
+from fastnn.training import epoch_runner
 
 GROUPS = ("elementwise", "dense", "optimizer", "mlp", "planar", "epoch")
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softplus", "softmax")
@@ -309,7 +310,7 @@ def _mlp_name(dims):
 
 
 def mlp_step(batch, dtype, by_ops=False, dims=MLP_DIMS):
-    """One SGD step of the MLP on one batch: as ``fit`` runs it (the ``epoch_steps`` op,
+    """One SGD step of the MLP on one batch: as ``fit`` runs it (its ``epoch_runner``,
     here over a one-batch epoch), or ``by_ops``: ``compute_gradients`` then
     ``optimizer.step``, the layer-level API."""
     build = functools.partial(mlp_model, dims=tuple(dims))
@@ -331,7 +332,7 @@ def _mlp_step(backend, data):
     model = mlp_model(backend, data["X"].dtype.name, dims=data["dims"])
     X, Y = model.prepare(data["X"], data["y"])
     model.optimizer = fastnn.SGD(lr=0.01)
-    run, losses = backend.ops.epoch_steps(model, X, Y, X.shape[0]), []
+    run, losses = epoch_runner(model, X, Y, X.shape[0]), []
 
     def step():
         losses[:] = [run(None)]

@@ -9,24 +9,32 @@ from pathlib import Path as _Path
 
 from fastnn import activations, data, datasets, initializers, losses, metrics, optimizers
 from fastnn.backends import availability as available_backends
-from fastnn.backends import get_backend, set_backend, use_backend, warmup
+from fastnn.backends import get_backend, set_backend, use_backend
 from fastnn.backends import select_from_environment as _select_from_environment
 from fastnn.batchnorm import BatchNorm
 from fastnn.builders import from_architecture, from_layer_dims
 from fastnn.callbacks import Callback, CSVLogger, EarlyStopping, ProgressBar
 from fastnn.checkpoint import CheckpointError, load
-from fastnn.errors import BackendUnavailable, FastnnError, NotDifferentiable, TrainingDiverged
+from fastnn.errors import (
+    BackendUnavailable,
+    FastnnError,
+    NotDifferentiable,
+    NotFinite,
+    TrainingDiverged,
+)
 from fastnn.gradcheck import GradcheckResult, gradcheck
 from fastnn.layers import Dense, Dropout
 from fastnn.model import Sequential
 from fastnn.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from fastnn.plan import warmup
 from fastnn.schedules import CosineDecay, StepDecay
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdaGrad", "Adam", "BackendUnavailable", "Dense", "Dropout", "FastnnError",
-    "GradcheckResult", "Momentum", "Nesterov", "NotDifferentiable", "RMSprop", "SGD",
+    "GradcheckResult", "Momentum", "Nesterov", "NotDifferentiable", "NotFinite", "RMSprop",
+    "SGD",
     "Sequential", "TrainingDiverged", "activations", "available_backends", "data",
     "datasets", "from_architecture", "from_layer_dims", "get_backend", "gradcheck",
     "initializers", "losses", "metrics", "optimizers", "set_backend", "use_backend", "warmup",

@@ -179,6 +179,14 @@ TABLE = {
 ALIASES = {"linear": "identity", "none": "identity", "leakyrelu": "leaky_relu"}
 
 
+def builtin_name(activation):
+    """The name of a built-in activation used as is (its class exactly, not a subclass),
+    else None: only these may be replaced by a backend's fused kernels, so a user's
+    subclass that keeps a built-in's name still runs its own forward and derivative."""
+    name = getattr(activation, "name", None)
+    return name if type(activation) is TABLE.get(name) else None
+
+
 def get(activation="identity", **params):
     """An Activation from a name ('relu', 'leaky_relu', ...), a config dict, or an instance."""
     if isinstance(activation, Activation):

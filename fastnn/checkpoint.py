@@ -17,6 +17,7 @@ Arrays are stored on the host, so a model saved on one backend loads on any othe
 import json
 import os
 import secrets
+import stat
 import zipfile
 import zlib
 
@@ -38,13 +39,18 @@ def save(model, path):
     """Write ``model`` to ``path`` atomically; returns the path."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot save a checkpoint to {path}: the folder {folder} "
-                                f"does not exist")
+    _check_folder(path, folder)
     arrays = _arrays(model)
     header = json.dumps(_header(model, arrays), default=_plain).encode("utf-8")
     arrays["header"] = np.frombuffer(header, dtype=np.uint8)
-    _write_atomically(path, folder, arrays)
+    try:
+        _write_atomically(path, folder, arrays)
+    except PermissionError as error:
+        raise PermissionError(
+            f"cannot save a checkpoint to {path}: no permission to write in the folder "
+            f"{folder} ({error.strerror}); save to a folder you can write to, or change "
+            f"its permissions"
+        ) from error
     return path
 
 
@@ -67,6 +73,27 @@ def load(path, backend=None):
 
 
 # ---- writing ----
+
+def _check_folder(path, folder):
+    """The folder to save in must exist and be a folder; a folder that cannot be
+    looked at (no permission on a folder above it) is named as such, not as missing."""
+    try:
+        info = os.stat(folder)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot save a checkpoint to {path}: the folder {folder} "
+                                f"does not exist") from None
+    except NotADirectoryError:
+        info = None
+    except PermissionError as error:
+        raise PermissionError(
+            f"cannot save a checkpoint to {path}: no permission to reach the folder "
+            f"{folder} ({error.strerror}); save to a folder you can write to, or change "
+            f"the permissions of the folders above it"
+        ) from error
+    if info is None or not stat.S_ISDIR(info.st_mode):
+        raise NotADirectoryError(f"cannot save a checkpoint to {path}: {folder} is not a "
+                                 f"folder")
+
 
 def _arrays(model):
     """Every array of the model and its optimizer, as host NumPy arrays by key."""

@@ -17,13 +17,20 @@ class NotDifferentiable(FastnnError, ValueError):
 class TrainingDiverged(FastnnError, ArithmeticError):
     """The loss or the parameters became NaN or infinite during ``fit``.
 
-    The model keeps the last finite parameters; ``history`` holds the epochs that
+    The model keeps the last parameters whose loss on the training data is finite (the
+    message says which, or that there were none); ``history`` holds the epochs that
     completed before the divergence.
     """
 
     def __init__(self, message, history=None):
         super().__init__(message)
         self.history = history
+
+
+class NotFinite(FastnnError, ArithmeticError):
+    """A model's outputs or loss came out NaN or infinite from finite inputs: the
+    arithmetic overflowed the model's dtype (inputs, or parameters, too large). The
+    message gives the sizes involved and the ways out."""
 
 
 class CheckpointError(FastnnError, ValueError):

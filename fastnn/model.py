@@ -9,9 +9,15 @@ Data is batch-first: X has shape (n_samples, n_features).
 import numpy as np
 
 from fastnn import backends, losses, metrics
-from fastnn.errors import NotDifferentiable
+from fastnn.errors import NotDifferentiable, NotFinite
 from fastnn.layers import Dense, Layer
-from fastnn.validation import as_device_array, check_features, check_rows, positive_int
+from fastnn.validation import (
+    as_device_array,
+    check_features,
+    check_rows,
+    positive_int,
+    seed_or_none,
+)
 
 EVAL_BATCH = 8192  # rows per forward pass in predict/evaluate, to bound memory
 
@@ -31,8 +37,8 @@ class Sequential:
         _check_stack(self.layers)
         self.dtype_name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
         self.dtype = self.backend.dtype(self.dtype_name)
-        self.seed = seed
-        rng = np.random.default_rng(seed)
+        self.seed = seed_or_none("seed", seed)
+        rng = np.random.default_rng(self.seed)
         for layer in self.layers:
             layer.build(self.backend, self.dtype, rng)
         # backprop stops at the first layer with parameters; it needs no input gradient
@@ -121,14 +127,18 @@ class Sequential:
 
     def prepare_inputs(self, X, what="X"):
         """X validated and cast to the model's dtype on its backend."""
-        X = as_device_array(self.backend, X, what)
+        X = as_device_array(self.backend, X, what, self.largest())
         check_features(X, self.n_in, what)
         return self.backend.xp.astype(X, self.dtype) if X.dtype != self.dtype else X
+
+    def largest(self):
+        """The largest finite value of the model's dtype: input beyond it cannot be cast."""
+        return float(np.finfo(self.dtype_name).max)
 
     def prepare(self, X, y, names=("X", "y")):
         """(X, Y) validated, on the backend, Y shaped (n_samples, n_outputs) for the loss."""
         X = self.prepare_inputs(X, names[0])
-        y = as_device_array(self.backend, y, names[1])
+        y = as_device_array(self.backend, y, names[1], self.largest())
         check_rows(X, y, *names)
         return X, self.loss.prepare_targets(self.backend, y, self.n_out, self.dtype)
 
@@ -155,8 +165,16 @@ class Sequential:
         X = self.prepare_inputs(X)
         batch_size = positive_int("batch_size", batch_size)
         to_numpy = self.backend.to_numpy
-        parts = [to_numpy(self.forward(X[rows, ...])) for rows in _chunks(X, batch_size)]
-        return np.concatenate(parts)
+        with _quiet_overflow():  # checked below, and reported as one error
+            parts = [to_numpy(self.forward(X[rows, ...])) for rows in _chunks(X, batch_size)]
+        out = np.concatenate(parts)
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():
+            rows = np.flatnonzero(~finite)
+            raise NotFinite(f"the model's outputs are NaN or infinite for {rows.size} of "
+                            f"{out.shape[0]} rows of X (the first: row {rows[0]}); "
+                            + self._overflow(X))
+        return out
 
     def predict(self, X, batch_size=EVAL_BATCH):
         """Class labels for classifiers (0/1, or the arg-max class), values for regression.
@@ -173,7 +191,24 @@ class Sequential:
     def evaluate(self, X, y, batch_size=EVAL_BATCH):
         """``{'loss': ..., 'accuracy' or 'rmse': ...}`` on (X, y), in evaluation mode."""
         X, Y = self.prepare(X, y)
-        return self.evaluate_prepared(X, Y, positive_int("batch_size", batch_size))
+        with _quiet_overflow():
+            scores = self.evaluate_prepared(X, Y, positive_int("batch_size", batch_size))
+        if not np.isfinite(scores["loss"]):
+            raise NotFinite(f"the loss on (X, y) is {scores['loss']}; " + self._overflow(X))
+        return scores
+
+    def _overflow(self, X):
+        """Why finite inputs gave non-finite results, with the sizes involved."""
+        host = self.backend.to_numpy
+        inputs = float(np.max(np.abs(host(X))))
+        params = max((float(np.max(np.abs(host(p.value)))) for p in self.parameters()),
+                     default=0.0)
+        return (f"every input is finite, so the arithmetic overflowed {self.dtype_name} "
+                f"inside the network (the largest input is {inputs:.3g} in magnitude, the "
+                f"largest parameter {params:.3g}). Scale the inputs "
+                f"(fastnn.data.standardize) or use dtype='float64'; if the parameters are "
+                f"what grew large (a diverging fit), retrain with a lower learning rate or "
+                f"clip_norm")
 
     def new_sums(self):
         """A device vector for the running (loss, metric) sums of a pass over the data,
@@ -212,6 +247,11 @@ class Sequential:
         self.backend = target
         self.dtype = target.dtype(self.dtype_name)
         return self
+
+
+def _quiet_overflow():
+    """NumPy's overflow warnings off: a non-finite result is raised as NotFinite."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
 def _chunks(X, size):

@@ -7,14 +7,13 @@ inherits the rest. Layers, losses and optimizers call only these entries.
 
 Shapes are batch-first: X (m, n_in), W (n_in, n_out), b (n_out,), Z and A (m, n_out).
 Optimizer updates work in place on the parameter and its state arrays.
-``epoch_steps`` (a whole epoch of training steps, see ``fastnn.steps``) and
-``layer_backward`` are composed from the other ops unless a backend fuses them.
+``layer_backward`` is composed from the other ops unless a backend fuses it. Whole
+training epochs are not an op: a backend offers them for a plain-data plan of the
+training (``Backend.fused_epoch``, see ``fastnn.plan``), so no op needs the model.
 """
 
 import functools
 import numbers
-
-from fastnn import steps
 
 
 def dense_forward(xp, X, W, b, activation, keep_z=True):
@@ -146,7 +145,7 @@ GENERIC = {
         adam_update,
     )
 }
-COMPOSED = ("layer_backward", "epoch_steps")  # built from the table's own ops unless overridden
+COMPOSED = ("layer_backward",)  # built from the table's own ops unless overridden
 NAMES = tuple(GENERIC) + COMPOSED
 
 
@@ -161,7 +160,6 @@ class Ops:
         for name, op in GENERIC.items():
             setattr(self, name, overrides.get(name) or functools.partial(op, xp))
         self.layer_backward = overrides.get("layer_backward") or self._layer_backward
-        self.epoch_steps = overrides.get("epoch_steps") or steps.epoch_steps
         self.overridden = tuple(sorted(overrides))
 
     def _layer_backward(self, X, W, dA, Z, A, activation, need_dx):

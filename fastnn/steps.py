@@ -4,14 +4,19 @@
 trains one epoch over (X, Y) in mini-batches of ``batch`` rows (taken in ``order``, a
 permutation of the rows, or in order when it is None) and returns a device vector of
 the epoch's (loss sum, metric sum). This generic version runs each step op by op: the
-forward pass, the loss, backprop, optional gradient clipping and the optimizer. It is
-the ops table's ``epoch_steps`` entry, so a backend may replace it with one fused
-kernel per epoch for models where per-step Python overhead dominates (Numba does so
-for stacks of small Dense layers). A replacement may also offer ``run.epochs(count)``
-(several epochs in one call, their sums as a (count, 2) array) and ``run.chunk`` (how
-many epochs a call should take), which ``fit`` uses when nothing happens between
-epochs. On a backend that records steps for replay (CUDA graphs), this generic
-version offers them too, by replaying a recorded epoch (``fastnn.replay``).
+forward pass, the loss, backprop, optional gradient clipping and the optimizer, each
+through the model's own objects, so it trains any model on any backend.
+
+``fit`` runs it unless the backend offers a fused runner for the training's plan
+(``Backend.fused_epoch``; Numba does, one kernel call per epoch for stacks of small
+Dense layers, where per-step Python overhead dominates). Such a runner is called as
+``run(order)`` too, and may also offer ``run.epochs(count)`` (several epochs in one
+call, their sums as a (count, 2) array) with ``run.chunk`` (how many epochs a call
+should take) and ``run.samples``, which ``fit`` uses when nothing happens between
+epochs, and ``run.finish()``, which ``fit`` calls before anything may read the
+parameters' ``grad`` (a runner may leave a gradient unformed until then). On a backend
+that records steps for replay (CUDA graphs), this generic runner offers ``epochs`` too,
+by replaying a recorded epoch (``fastnn.replay``).
 """
 
 import functools

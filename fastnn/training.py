@@ -3,9 +3,14 @@
 Per epoch: set the learning rate from the schedule, optionally shuffle (on the
 device), run mini-batch steps (with gradient clipping done on the device), then read
 the epoch's loss and metric sums back together in one transfer, to log them and to
-check that training has not diverged. There is no per-step synchronisation. A
-backend whose epoch runner offers ``epochs(count)`` (the Numba backend's fused epoch)
-runs several epochs per call when nothing happens between them (``_epochs_at_once``).
+check that training has not diverged. There is no per-step synchronisation.
+
+The steps run through the generic ``fastnn.steps.epoch_steps`` unless the backend
+offers a fused runner for the training's plain-data plan (``fastnn.plan.describe``,
+``Backend.fused_epoch``): the Numba backend's runs a whole epoch per kernel call,
+and several per call when nothing happens between them (``_epochs_at_once``). A
+runner is bound to the optimizer it was made with; when a callback replaces the
+model's optimizer, the next epoch describes the training again and gets a new one.
 
 Randomness is derived per epoch from (seed, global epoch number): the shuffle from
 ``backend.rng([seed, 0, epoch])`` and the dropout layer at index i from
@@ -15,15 +20,14 @@ parameters of 4 epochs in one call, and a second ``fit`` continues the streams
 instead of replaying them.
 """
 
-import numbers
-
 import numpy as np
 
 from fastnn import callbacks as callback_lists
-from fastnn import metrics, optimizers
+from fastnn import metrics, optimizers, steps
 from fastnn.errors import TrainingDiverged
+from fastnn.plan import describe
 from fastnn.schedules import Schedule
-from fastnn.validation import positive_int, positive_number
+from fastnn.validation import count_or_flag, positive_int, positive_number, seed_or_none
 
 SHUFFLE_STREAM = 0  # the second seed word of the shuffle; dropout layer i uses i + 1
 
@@ -51,12 +55,13 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
         stderr are terminals, False (the default) never.
 
     If the loss or the parameters become NaN or infinite, training stops with
-    TrainingDiverged and the model keeps the last finite parameters.
+    TrainingDiverged and the model keeps the last parameters (from the start of this
+    epoch or the one before) whose loss on the training data is finite.
     """
     epochs = positive_int("epochs", epochs)
     if batch_size is not None:
         batch_size = positive_int("batch_size", batch_size)
-    verbose = int(verbose)
+    verbose = count_or_flag("verbose", verbose, "0 is silent, k prints every k-th epoch")
     clip_norm = None if clip_norm is None else positive_number("clip_norm", clip_norm)
     clip_value = None if clip_value is None else positive_number("clip_value", clip_value)
     callbacks = callback_lists.prepare(callbacks, progress)
@@ -94,7 +99,7 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     for callback in callbacks:
         callback.model, callback.params = model, {"epochs": epochs, "steps": -(-m // step)}
 
-    run_epoch = backend.ops.epoch_steps(model, X, Y, step, clip_norm, clip_value)
+    bound, run_epoch = model.optimizer, epoch_runner(model, X, Y, step, clip_norm, clip_value)
     logs = {}
     try:
         for callback in callbacks:
@@ -106,6 +111,9 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 done = _epochs_at_once(model, run_epoch, state, epochs, history, verbose)
             for local in range(done + 1, epochs + 1):
                 epoch = model.epochs_trained + 1
+                if model.optimizer is not bound:  # a callback replaced it
+                    bound = model.optimizer
+                    run_epoch = epoch_runner(model, X, Y, step, clip_norm, clip_value)
                 if model.lr_schedule is not None:
                     model.optimizer.lr = model.lr_schedule.lr(model.epochs_trained)
                 for callback in callbacks:
@@ -122,12 +130,11 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 loss_sum, score_sum = backend.to_numpy(sums).tolist()  # one transfer
                 epoch_loss = loss_sum / m
                 if not np.isfinite(epoch_loss):
-                    _restore(model, state, snapshots, snapshot_epochs, local)
+                    kept = _restore(model, state, snapshots, snapshot_epochs, local, X, Y)
                     raise TrainingDiverged(
                         f"training diverged at epoch {epoch}: the loss became {epoch_loss}; "
-                        f"the model keeps the last finite parameters. Lower the learning rate "
-                        f"(lr={model.optimizer.lr}), clip gradients (clip_norm=...), "
-                        f"standardize the inputs, or use 'adam'",
+                        f"{kept}. Lower the learning rate (lr={model.optimizer.lr}), clip "
+                        f"gradients (clip_norm=...), standardize the inputs, or use 'adam'",
                         history,
                     )
                 history["loss"].append(epoch_loss)
@@ -139,25 +146,47 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 if verbose > 0 and (local % verbose == 0 or local == epochs):
                     print(_progress_line(local, epochs, history))
                 if callbacks:
+                    _finish(run_epoch)
                     logs = {key: values[-1] for key, values in history.items()}
                     for callback in callbacks:
                         callback.on_epoch_end(epoch, logs)
                 if model.stop_training:
                     break
             if not _all_finite(backend, [p.value for p in state]):
-                _restore(model, state, snapshots, snapshot_epochs, local)
+                kept = _restore(model, state, snapshots, snapshot_epochs, local, X, Y)
                 raise TrainingDiverged(
-                    "training diverged in its last epoch: the parameters became NaN or "
-                    "infinite; the model keeps the last finite parameters. Lower the learning "
-                    "rate or clip gradients (clip_norm=...)",
+                    f"training diverged in its last epoch: the parameters became NaN or "
+                    f"infinite; {kept}. Lower the learning rate or clip gradients "
+                    f"(clip_norm=...)",
                     history,
                 )
+        _finish(run_epoch)
         for callback in callbacks:
             callback.on_train_end(logs)
     finally:
+        _finish(run_epoch)
         for callback in callbacks:
             callback.close()
     return history
+
+
+def epoch_runner(model, X, Y, batch, clip_norm=None, clip_value=None):
+    """What ``fit`` runs an epoch with, ``run(order)``: the backend's fused runner for
+    this training's plan if it offers one, else the generic steps (see
+    ``fastnn.steps``); for the model's current optimizer, on the prepared (X, Y)."""
+    plan = describe(model, X, batch, clip_norm, clip_value)
+    if plan is not None:
+        run = model.backend.fused_epoch(plan, X, Y, model.parameters(), model.optimizer)
+        if run is not None:
+            return run
+    return steps.epoch_steps(model, X, Y, batch, clip_norm, clip_value)
+
+
+def _finish(run_epoch):
+    """Have the runner write any gradient it left unformed (see ``fastnn.steps``)."""
+    finish = getattr(run_epoch, "finish", None)
+    if finish is not None:
+        finish()
 
 
 def _epochs_at_once(model, run_epoch, state, epochs, history, verbose):
@@ -223,9 +252,7 @@ def _choose_seed(model, seed):
         seed = model.train_seed if model.train_seed is not None else model.seed
     if seed is None:
         return int(np.random.default_rng().integers(2**63))
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
-    return int(seed)
+    return seed_or_none("seed", seed)
 
 
 def _all_finite(backend, arrays):
@@ -235,16 +262,26 @@ def _all_finite(backend, arrays):
     return bool(backend.to_numpy(xp.all(flags)))
 
 
-def _restore(model, state, snapshots, snapshot_epochs, local):
-    """Put back the newest snapshot whose values are all finite (the start of epoch
-    ``local`` of this call, or of the one before: a finite loss in an epoch's first step
-    shows its start was finite), and the epoch count that goes with it."""
+def _restore(model, state, snapshots, snapshot_epochs, local, X, Y):
+    """Put back the newest snapshot (the start of epoch ``local`` of this call, or of the
+    one before) whose values are all finite and whose loss on the training data is
+    finite too, in evaluation mode as ``predict`` and ``evaluate`` see it (so are the
+    outputs): finite values alone can be ~1e27, whose outputs overflow. Sets the epoch
+    count that goes with it; returns what the model keeps, for the error message."""
+    kept = None
     for i in (local % 2, (local - 1) % 2):
-        if _all_finite(model.backend, snapshots[i]):
-            for saved, p in zip(snapshots[i], state):
-                p.value[...] = saved
-            model.epochs_trained = snapshot_epochs[i]
-            return
+        if not _all_finite(model.backend, snapshots[i]):
+            continue
+        for saved, p in zip(snapshots[i], state):
+            p.value[...] = saved
+        model.epochs_trained, kept = snapshot_epochs[i], snapshot_epochs[i] + 1
+        if np.isfinite(model.evaluate_prepared(X, Y)["loss"]):
+            return (f"the model keeps the last parameters whose loss on the training data "
+                    f"is finite, from the start of epoch {kept}")
+    if kept is None:
+        return "no finite parameters were kept (the model's are not finite)"
+    return (f"the model keeps the parameters from the start of epoch {kept}, but even "
+            f"their loss on the training data is not finite: retrain it from the start")
 
 
 def _progress_line(epoch, epochs, history):

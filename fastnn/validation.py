@@ -29,6 +29,25 @@ def positive_int(name, value, hint=""):
     return int(value)
 
 
+def seed_or_none(name, value):
+    """``value`` as a non-negative int, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer or None; got {value!r}")
+    return int(value)
+
+
+def count_or_flag(name, value, meaning):
+    """``value`` as a non-negative int; True and False count as 1 and 0."""
+    if isinstance(value, bool):
+        return int(value)
+    if not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer ({meaning}) or a bool; "
+                         f"got {value!r}")
+    return int(value)
+
+
 def in_range(name, value, low, high, *, closed_high=False):
     """``value`` as a float in [low, high) (or [low, high])."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -40,8 +59,10 @@ def in_range(name, value, low, high, *, closed_high=False):
     return float(value)
 
 
-def as_device_array(backend, data, what):
-    """``data`` as a numeric, non-empty, finite array on ``backend``."""
+def as_device_array(backend, data, what, limit=None):
+    """``data`` as a numeric, non-empty, finite array on ``backend``; with ``limit`` (the
+    largest value of the dtype it will be cast to), also no larger than that in
+    magnitude, in the same single read."""
     xp = backend.xp
     if isinstance(data, np.ndarray) or not backend.is_array(data):
         backend.reject_foreign(data)
@@ -64,17 +85,32 @@ def as_device_array(backend, data, what):
         raise ValueError(
             f"{what} is empty (shape {tuple(data.shape)}); it needs at least one sample"
         )
-    if xp.isdtype(data.dtype, "real floating") and not backend.read_bool(
-        xp.all(xp.isfinite(data)), check=True
-    ):
+    if not xp.isdtype(data.dtype, "real floating"):
+        return data
+    if limit is None or float(xp.finfo(data.dtype).max) <= limit:
+        within = xp.isfinite(data)  # its finite values all fit
+    else:
+        within = xp.abs(data) <= limit  # NaN and inf fail this too
+    if not backend.read_bool(xp.all(within), check=True):
         host = backend.to_numpy(data)
         bad = ~np.isfinite(host)
-        first = np.argwhere(bad)[0]
+        if bad.any():
+            raise ValueError(
+                f"{what} contains {int(bad.sum())} NaN or infinite value(s), the first at "
+                f"index {_first(bad)}; remove or impute them before training"
+            )
+        bad = np.abs(host) > limit
         raise ValueError(
-            f"{what} contains {int(bad.sum())} NaN or infinite value(s), the first at index "
-            f"{tuple(int(i) for i in first)}; remove or impute them before training"
+            f"{what} has {int(bad.sum())} value(s) too large for the model's dtype (beyond "
+            f"+-{limit:.3g}), the first at index {_first(bad)} "
+            f"({host[_first(bad)].item():.3g}); scale the data (fastnn.data.standardize) "
+            f"or use a float64 model (dtype='float64')"
         )
     return data
+
+
+def _first(mask):
+    return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
 def _kind_words(dtype):

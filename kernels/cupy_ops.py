@@ -19,7 +19,7 @@ import numbers
 import numpy as np
 
 from fastnn import ops as generic
-from fastnn.activations import Activation
+from fastnn.activations import builtin_name
 from fastnn.kernels import cupy_source as source
 
 BLOCK = 256
@@ -62,9 +62,10 @@ def _dtype_name(xp, *arrays):
 
 
 def _fused_name(activation, table):
-    name = getattr(activation, "name", None)
-    known = type(activation).__module__ == Activation.__module__
-    return name if known and name in table else None
+    """The activation's name if a kernel in ``table`` replaces it (a built-in used as
+    is: see ``activation_codes``), else None."""
+    name = builtin_name(activation)
+    return name if name in table else None
 
 
 def dense_forward(xp, launcher, X, W, b, activation, keep_z=True):

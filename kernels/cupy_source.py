@@ -21,23 +21,17 @@ NumPy's, apart from the last-bit differences of exp/tanh/log.
 import re
 from collections import namedtuple
 
-# Fused activations: the template argument ACT of the activation kernels.
-ACTIVATIONS = {
-    "identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4, "softplus": 5,
-    "step": 6,
-}
-DIFFERENTIABLE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus")
+from . import activation_codes as codes
+
+# Fused activations: the template argument ACT of the activation kernels is the
+# activation's code in ``activation_codes`` (softmax has kernels of its own).
+ACTIVATIONS = {name: codes.CODES[name] for name in codes.ELEMENTWISE}
+DIFFERENTIABLE = codes.DIFFERENTIABLE
 TYPES = {"float32": "float", "float64": "double"}
 OPTIONS = ("--std=c++14", "-fmad=false")
 
-PRELUDE = r"""
-#define ACT_IDENTITY 0
-#define ACT_SIGMOID 1
-#define ACT_TANH 2
-#define ACT_RELU 3
-#define ACT_LEAKY_RELU 4
-#define ACT_SOFTPLUS 5
-#define ACT_STEP 6
+PRELUDE = "".join(f"#define ACT_{name.upper()} {code}\n" for name, code in ACTIVATIONS.items())
+PRELUDE += r"""
 
 __device__ __forceinline__ float fn_exp(float x) { return expf(x); }
 __device__ __forceinline__ double fn_exp(double x) { return exp(x); }

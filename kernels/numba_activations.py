@@ -1,6 +1,7 @@
 """Each activation's forward and derivative for the Numba kernels, in one place.
 
-Kernels receive an activation as an integer ``kind`` (and ``alpha`` for leaky ReLU).
+Kernels receive an activation as an integer ``kind``, its code in
+``activation_codes`` (and ``alpha`` for leaky ReLU).
 ``forward_block`` and ``grad_block`` pick the kind once and then run a flat loop
 that calls only that kind's scalar function, so LLVM inlines it and vectorizes the
 loop (a branch on ``kind`` inside the loop defeats the vectorizer). Softmax is
@@ -15,25 +16,11 @@ import functools
 
 from numba import njit
 
+from .activation_codes import CODES, LEAKY_RELU, RELU, SIGMOID, SOFTPLUS, STEP, TANH
 from .numba_jit import by_constant, kernel, mask, members, prefer_wide_vectors, sole
 from .numba_math import typed, vexp, vlog1p_unit, vsigmoid, vtanh
 
-IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, SOFTPLUS, SOFTMAX, STEP = range(8)
-KINDS = {
-    "identity": IDENTITY, "relu": RELU, "leaky_relu": LEAKY_RELU, "sigmoid": SIGMOID,
-    "tanh": TANH, "softplus": SOFTPLUS, "softmax": SOFTMAX, "step": STEP,
-}
-
-
-ANY = mask(*KINDS.values())  # the build for every kind
-
-
-def kind_of(activation):
-    """(kind, alpha) for a fastnn Activation, or None if no kernel covers it."""
-    kind = KINDS.get(activation.name)
-    if kind is None:
-        return None
-    return kind, float(getattr(activation, "alpha", 0.0))
+ANY = mask(*CODES.values())  # the build for every kind
 
 
 # forward f(z) and gradient da * f'(z) given z and a = f(z), one pair per kind;

@@ -13,7 +13,8 @@ import functools
 import numpy as np
 from numba import prange
 
-from .numba_activations import ANY, SOFTMAX, forward_block_for, grad_block_for
+from .activation_codes import SOFTMAX
+from .numba_activations import ANY, forward_block_for, grad_block_for
 from .numba_jit import by_constant, flat, kernel, members, prefer_wide_vectors, sole
 from .numba_math import typed, vexp
 

@@ -21,10 +21,17 @@ from llvmlite import binding as llvm
 from numba import types
 from numba.core import cgutils, compiler
 from numba.core.compiler_lock import global_compiler_lock
-from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
-from numba.misc.appdirs import AppDirs
-from numba.np.arrayobj import make_array, populate_array
+
+try:  # Numba internals with public fallbacks (see cache_directory and flat)
+    from numba.misc.appdirs import AppDirs
+except ImportError:
+    AppDirs = None
+try:
+    from numba.core.imputils import impl_ret_borrowed
+    from numba.np.arrayobj import make_array, populate_array
+except ImportError:
+    make_array = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NUMBA_DEFAULT = "numba default"
@@ -48,7 +55,9 @@ def cache_directory(environ=os.environ, in_tree=None, user_wide=None, fallback=N
         path = environ["NUMBA_CACHE_DIR"]
         return path if is_writable(path) else None
     in_tree = in_tree or os.path.join(HERE, "__pycache__")
-    user_wide = user_wide or AppDirs(appname="numba", appauthor=False).user_cache_dir
+    if user_wide is None:
+        user_wide = (AppDirs(appname="numba", appauthor=False).user_cache_dir if AppDirs
+                     else os.path.join(os.path.expanduser("~"), ".cache", "numba"))
     if is_writable(in_tree) or is_writable(user_wide):
         return NUMBA_DEFAULT
     user = getattr(os, "getuid", lambda: "user")()
@@ -112,6 +121,9 @@ def sole(bits):
 
 subroutines_compiled = set()  # kernels this process compiled as subroutines (diagnostics)
 _subroutines = {}  # (code, signature, closure) -> (compile result, its _Linkable code)
+# what a code library must have for ``_Linkable`` (Numba internals): without them,
+# subroutines are compiled and linked by Numba's own ``compile_subroutine``
+LINKABLE_NEEDS = ("_final_module", "_linking_libraries")
 
 
 def call_subroutine(context, builder, kernel, signature, values, value_types):
@@ -130,13 +142,19 @@ def call_subroutine(context, builder, kernel, signature, values, value_types):
         flags.no_compile = flags.no_cpython_wrapper = flags.no_cfunc_wrapper = True
         with global_compiler_lock:
             library = context.codegen().create_library(function.__name__)
-            compiled = compiler.compile_internal(context.typing_context, context, library,
-                                                 function, signature.args,
-                                                 signature.return_type, flags, locals={})
-        _subroutines[key] = compiled, _Linkable(library)
+            if all(hasattr(library, name) for name in LINKABLE_NEEDS):
+                compiled = compiler.compile_internal(context.typing_context, context, library,
+                                                     function, signature.args,
+                                                     signature.return_type, flags, locals={})
+                _subroutines[key] = compiled, _Linkable(library)
+            else:  # Numba's own way, finalizing the subroutine's code first (slower)
+                _subroutines[key] = flags, None
         subroutines_compiled.add(kernel)
     compiled, code = _subroutines[key]
-    code.link_into(context.active_code_library)
+    if code is None:
+        compiled = context.compile_subroutine(builder, function, signature, flags=compiled)
+    else:
+        code.link_into(context.active_code_library)
     values = [context.cast(builder, v, t, a)
               for v, t, a in zip(values, value_types, signature.args)]
     return context.call_internal(builder, compiled.fndesc, signature, values)
@@ -160,7 +178,8 @@ class _Linkable:
             if not function.is_declaration and function.linkage == llvm.Linkage.external:
                 function.linkage = "linkonce_odr"
         self.module, self.links = module, library._linking_libraries
-        self._reload_init = library._reload_init
+        if hasattr(library, "_reload_init"):  # Numba 0.62+: callers' finalize reads it
+            self._reload_init = library._reload_init
 
     def link_into(self, target):
         """Have the code library ``target`` link this code, then the libraries this code
@@ -235,7 +254,8 @@ def entry_point(kernel, args):
     signature = tuple(kernel.typeof_pyval(a) for a in args)
     if signature not in kernel.overloads:
         kernel.compile(signature)
-    return kernel.overloads[signature].entry_point
+    # the dispatcher itself where a compile result has no entry point (Numba internals)
+    return getattr(kernel.overloads[signature], "entry_point", kernel)
 
 
 WIDE_VECTORS = '"prefer-vector-width"="512"'  # LLVM's function attribute, as IR text
@@ -251,10 +271,17 @@ def prefer_wide_vectors(typingctx):
     whose long elementwise loops should get it, and in the kernels that inline them."""
 
     def codegen(context, builder, signature, args):
-        set.add(builder.function.attributes, WIDE_VECTORS)  # llvmlite's add() refuses it
+        attributes = builder.function.attributes
+        if isinstance(attributes, set):  # llvmlite's add() refuses it; else go without
+            set.add(attributes, WIDE_VECTORS)
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+def _flat_by_reshape(array):
+    """``flat`` where Numba's array internals are not there: the general reshape."""
+    return array.reshape(-1)
 
 
 @intrinsic
@@ -275,3 +302,7 @@ def flat(typingctx, array):
         return impl_ret_borrowed(context, builder, result, view._getvalue())
 
     return result(array), codegen
+
+
+if make_array is None:
+    flat = kernel(_flat_by_reshape, inline=True)  # noqa: F811

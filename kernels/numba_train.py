@@ -28,7 +28,8 @@ import math
 
 import numpy as np
 
-from .numba_activations import SOFTMAX, forward_block_for, grad_block_for
+from .activation_codes import SOFTMAX
+from .numba_activations import forward_block_for, grad_block_for
 from .numba_dense import _zeros
 from .numba_jit import by_constant, flat, kernel, mask, members, sole
 from .numba_losses import sigmoid_bce

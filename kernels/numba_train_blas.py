@@ -14,8 +14,9 @@ Each layer's backward runs in this order: its input gradient (with the weights o
 this step), then its update, then the layer below; this equals computing every
 gradient first and updating after. For plain SGD (``RULE == SGD``), the update is folded
 into the weight-gradient product, W = (1 - lr * wd) W - lr * (in^T dZ), so dW is never
-written and the update costs no pass of its own; the caller then sets the weights'
-``grad`` to None rather than leave a stale one.
+written and the update costs no pass of its own; the caller forms the last step's
+weight gradients afterwards, when they are read, from the step buffers (``work``),
+which still hold that step's inputs and dZ.
 
 Layers arrive as tuples of arrays, activations as ``kinds``/``alphas``, the optimizer's
 ``hp`` tuples as ``numba_optimizers`` lays them out; the caller adds the returned step

@@ -1,5 +1,7 @@
 """Every kind of bad input gets an exception whose message names the problem and the fix."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -166,8 +168,10 @@ def test_divergence_stops_and_keeps_the_last_finite_parameters(backend):
 
     diverging = model()
     with pytest.raises(fastnn.TrainingDiverged, match=r"diverged at epoch \d+: the loss became "
-                                                     r"(nan|inf).*keeps the last finite "
-                                                     r"parameters. Lower the learning rate"
+                                                     r"(nan|inf); the model keeps the last "
+                                                     r"parameters whose loss on the training "
+                                                     r"data is finite, from the start of epoch "
+                                                     r"\d+. Lower the learning rate"
                        ) as info:
         diverging.fit(X, target, epochs=500, lr=0.5)
     done = len(info.value.history["loss"])
@@ -188,3 +192,96 @@ def test_mixing_arrays_from_two_backends(strict, data):
     with pytest.raises(TypeError, match="got a array_api_strict.*array, but this model runs on "
                                         "the 'numpy' backend"):
         model.predict(X)
+
+
+@pytest.mark.parametrize("verbose", ["yes", -1, 1.5, None])
+def test_verbose_must_be_a_count(binary, data, verbose):
+    with pytest.raises(ValueError, match=r"verbose must be a non-negative integer \(0 is "
+                                         r"silent, k prints every k-th epoch\) or a bool; "
+                                         rf"got {re.escape(repr(verbose))}$"):
+        binary.fit(*data, verbose=verbose)
+    assert binary.epochs_trained == 0
+
+
+def test_verbose_true_prints_every_epoch(binary, data, capsys):
+    binary.fit(*data, epochs=2, verbose=True)
+    assert capsys.readouterr().out.count("epoch ") == 2
+
+
+@pytest.mark.parametrize("seed", [-1, 2.5, "0", True])
+def test_model_seed_must_be_a_non_negative_integer(seed):
+    with pytest.raises(ValueError, match=rf"^seed must be a non-negative integer or None; "
+                                         rf"got {re.escape(repr(seed))}$"):
+        Sequential([Dense(2, 1)], seed=seed)
+    with pytest.raises(ValueError, match="^seed must be"):
+        fastnn.from_layer_dims([2, 3, 1], seed=seed)
+
+
+def test_inputs_beyond_the_model_dtype_are_refused(backend):
+    model = fastnn.from_layer_dims([2, 4, 3], "relu", "softmax", seed=0)  # float32
+    X = np.ones((5, 2))
+    X[3, 1] = -1e300
+    for call in (lambda: model.predict_proba(X), lambda: model.evaluate(X, [0, 1, 2, 0, 1]),
+                 lambda: model.fit(X, [0, 1, 2, 0, 1])):
+        with pytest.raises(ValueError, match=r"X has 1 value\(s\) too large for the model's "
+                                             r"dtype \(beyond \+-3.4e\+38\), the first at "
+                                             r"index \(3, 1\) \(-1e\+300\); scale the data"):
+            call()
+    y = np.zeros(5)
+    y[2] = 1e39
+    regression = fastnn.from_layer_dims([2, 4, 1], "relu", "identity", seed=0)
+    with pytest.raises(ValueError, match=r"y has 1 value\(s\) too large.*index \(2,\)"):
+        regression.fit(np.ones((5, 2)), y)
+    wide = fastnn.from_layer_dims([2, 4, 3], "relu", "softmax", seed=0, dtype="float64")
+    assert np.all(np.isfinite(wide.predict_proba(X)))  # within float64's range
+
+
+def _overflowing(backend):
+    """A float32 softmax model whose first layer turns inputs of 3e38 into inf and -inf,
+    so finite inputs give NaN outputs (inf - inf in the softmax) and a NaN loss."""
+    model = fastnn.from_layer_dims([2, 4, 3], "relu", "softmax", seed=0)
+    W = np.array([[10.0, 10.0, 1.0, 1.0], [10.0, -10.0, 1.0, -1.0]])
+    model.layers[0].W.value = backend.asarray(W, dtype=model.dtype)
+    X = np.array([[0.5, 0.25], [3e38, 3e38], [-1.0, 2.0]], dtype=np.float32)
+    return model, X
+
+
+def test_outputs_that_overflow_the_dtype_are_an_error_not_nan_rows(backend):
+    model, X = _overflowing(backend)
+    sizes = (r"overflowed float32 inside the network \(the largest input is 3e\+38 in "
+             r"magnitude, the largest parameter 10\).*standardize.*dtype='float64'")
+    with pytest.raises(fastnn.NotFinite, match=r"the model's outputs are NaN or infinite for 1 "
+                                               r"of 3 rows of X \(the first: row 1\); every "
+                                               r"input is finite, so the arithmetic " + sizes):
+        model.predict_proba(X)
+    with pytest.raises(fastnn.NotFinite, match=r"the loss on \(X, y\) is nan; .*" + sizes):
+        model.evaluate(X, [0, 1, 2])
+    with pytest.raises(fastnn.NotFinite):
+        model.predict(X)
+    assert np.all(np.isfinite(model.predict_proba(X[[0, 2]])))  # other rows are fine
+    assert np.isfinite(model.evaluate(X[[0, 2]], [0, 2])["loss"])
+
+
+def test_after_divergence_the_kept_parameters_give_finite_outputs(backend):
+    """Found by search: a relu regression net diverging by its fourth full-batch epoch
+    once held parameters of ~2e26 whose training loss was already infinite, and every
+    prediction on its own training data was NaN or infinite, with no error."""
+    X, y = datasets.moons(200, noise=0.2, seed=0)
+    model = fastnn.from_layer_dims([2, 16, 1], "relu", "identity", seed=0)
+    with pytest.raises(fastnn.TrainingDiverged, match=r"the model keeps the last parameters "
+                                                     r"whose loss on the training data is "
+                                                     r"finite, from the start of epoch \d") as info:
+        model.fit(X * 10, y, epochs=50, lr=1.0)
+    assert model.epochs_trained < len(info.value.history["loss"]) + 1
+    assert np.all(np.isfinite(model.predict_proba(X * 10)))
+    assert np.isfinite(model.evaluate(X * 10, y)["loss"])
+
+
+def test_infinite_float32_input_to_a_float64_model_is_refused(backend, no_float_warnings):
+    model = fastnn.from_layer_dims([2, 4, 1], seed=0, dtype="float64")
+    X = np.ones((3, 2), dtype=np.float32)
+    assert np.all(np.isfinite(model.predict_proba(X)))
+    X[1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"X contains 1 NaN or infinite value\(s\), the first "
+                                         r"at index \(1, 0\)"):
+        model.predict_proba(X)

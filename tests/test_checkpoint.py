@@ -204,6 +204,88 @@ def test_saving_into_a_missing_folder_says_so(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_saving_where_a_file_stands_for_the_folder_says_so(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError, match="file is not a folder"):
+        trained(epochs=1).save(tmp_path / "file" / "m.npz")
+
+
+def _denied(name, where):
+    def refuse(path, *args, **kwargs):
+        if str(where) in os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return name(path, *args, **kwargs)
+
+    return refuse
+
+
+def test_saving_into_a_folder_without_permission_says_so(tmp_path, monkeypatch):
+    """As a user without write permission sees it (simulated: tests may run as root,
+    whom permissions do not stop); ``test_permissions_as_another_user`` checks it for
+    real where it can."""
+    model, path = trained(epochs=1), tmp_path / "m.npz"
+    model.save(path)
+    before = path.read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint.os, "open", _denied(os.open, tmp_path))
+        with pytest.raises(PermissionError, match=f"cannot save a checkpoint to {path}: no "
+                                                  f"permission to write in the folder "
+                                                  f"{tmp_path} .*change its permissions"):
+            model.save(path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
+    hidden = tmp_path / "hidden" / "m.npz"
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint.os, "stat", _denied(os.stat, tmp_path / "hidden"))
+        with pytest.raises(PermissionError, match="no permission to reach the folder "
+                                                  f"{hidden.parent} .*folders above it"):
+            model.save(hidden)
+
+
+SAVE_AS_OTHER_USER = (
+    "import sys, fastnn\n"
+    "model = fastnn.from_layer_dims([2, 3, 1], seed=0, backend='numpy')\n"
+    "try:\n"
+    "    model.save(sys.argv[1])\n"
+    "except OSError as error:\n"
+    "    print(type(error).__name__, error)\n"
+)
+
+
+def test_permissions_as_another_user(tmp_path):
+    """A real user without permission: this one if it is not root, else 'nobody' by
+    setpriv where it exists."""
+    import shutil
+    import tempfile
+
+    command = [sys.executable, "-c", SAVE_AS_OTHER_USER]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root, which permissions do not stop, and no setpriv to "
+                        "run as another user (the simulated test covers the messages)")
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    base = Path(tempfile.mkdtemp())  # reachable by the other user, unlike tmp_path
+    try:
+        os.chmod(base, 0o755)
+        (base / "locked").mkdir(mode=0o555)
+        (base / "private" / "inside").mkdir(parents=True)
+        os.chmod(base / "private", 0)  # not even its owner may look inside
+        env = dict(os.environ, FASTNN_BACKEND="numpy")
+        results = [subprocess.run([*command, str(base / where / "m.npz")], env=env,
+                                  capture_output=True, text=True, timeout=120)
+                   for where in ("locked", "private/inside")]
+    finally:
+        for folder in (base / "locked", base / "private"):
+            os.chmod(folder, 0o755)
+        shutil.rmtree(base)
+    if all(run.returncode != 0 and not run.stdout for run in results):
+        pytest.skip(f"the other user cannot run this Python: {results[0].stderr[-300:]}")
+    locked, private = (run.stdout.strip() for run in results)
+    assert locked.startswith("PermissionError cannot save a checkpoint") and \
+        "no permission to write in the folder" in locked, results[0]
+    assert private.startswith("PermissionError") and \
+        "no permission to reach the folder" in private, results[1]
+
+
 def test_only_fastnn_layers_and_optimizers_can_be_saved(tmp_path):
     class Custom(fastnn.SGD):
         name = "custom"

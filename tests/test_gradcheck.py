@@ -3,11 +3,13 @@ loss it fits, Dropout with a fixed mask, and a check that a wrong gradient fails
 
 import numpy as np
 import pytest
+from conftest import dev, host
 
 import fastnn
-from fastnn import Dense, Dropout, Sequential
+from fastnn import Dense, Dropout, Sequential, activations
+from fastnn.kernels import activation_codes
 
-HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "softmax"]
+HIDDEN = [name for name in activation_codes.CODES if name != "step"]
 # (loss, output activation, output units, targets)
 RNG = np.random.default_rng(7)
 X = RNG.normal(size=(12, 3))
@@ -77,3 +79,45 @@ def test_step_cannot_be_gradient_checked():
     model = Sequential([Dense(3, 2, "step"), Dense(2, 1, "sigmoid")])
     with pytest.raises(fastnn.NotDifferentiable, match="layer 0.*'step'"):
         fastnn.gradcheck(model, X, OUTPUTS[0][3])
+
+
+class _SteeperSigmoid(activations.Sigmoid):
+    """A user's activation that keeps the built-in's name: sigmoid(2z)."""
+
+    def forward(self, xp, z):
+        return super().forward(xp, 2.0 * z)
+
+    def derivative(self, xp, z, a):
+        return 2.0 * a * (1.0 - a)
+
+
+class _WrongSigmoid(activations.Sigmoid):
+    """The built-in sigmoid with a derivative 1% too large."""
+
+    def derivative(self, xp, z, a):
+        return 1.01 * a * (1.0 - a)
+
+
+def test_a_subclass_keeping_a_builtin_name_runs_its_own_code(backend):
+    """No backend replaces a user's subclass by its built-in kernel: its own forward
+    runs, gradcheck passes, and a wrong derivative of its own is caught."""
+    y = OUTPUTS[0][3]
+    model = Sequential([Dense(3, 5, _SteeperSigmoid()), Dense(5, 1, "sigmoid")],
+                       dtype="float64", seed=3)
+    hidden = model.layers[0]
+    W, b = (host(backend, p.value) for p in hidden.params)
+    got = host(backend, hidden.forward(dev(backend, X)))
+    np.testing.assert_allclose(got, 1.0 / (1.0 + np.exp(-2.0 * (X @ W + b))), rtol=1e-12)
+    result = fastnn.gradcheck(model, X, y)
+    assert result.passed, result
+    wrong = Sequential([Dense(3, 5, _WrongSigmoid()), Dense(5, 1, "sigmoid")], seed=3)
+    result = fastnn.gradcheck(wrong, X, y)
+    assert not result.passed and result.worst_param.startswith("layer 0"), result
+    trained = []  # fit runs its code too (no fused epoch takes it): as on NumPy
+    for name in (backend, "numpy"):
+        model = Sequential([Dense(3, 5, _SteeperSigmoid()), Dense(5, 1, "sigmoid")],
+                           dtype="float64", seed=3, backend=name)
+        model.fit(X, y, epochs=5, lr=0.5)
+        trained.append([host(model.backend, p.value) for p in model.parameters()])
+    for ours, ref in zip(*trained):
+        np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-12)

@@ -8,6 +8,7 @@ gradcheck on this backend runs in test_gradcheck.py through the ``backend`` fixt
 
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,7 @@ from numba import njit  # noqa: E402  (only once the backend is known to load)
 
 from fastnn.backends import numba_ops  # noqa: E402
 from fastnn.kernels import (  # noqa: E402
+    activation_codes,
     numba_activations,
     numba_dense,
     numba_jit,
@@ -40,7 +42,7 @@ from fastnn.kernels.numba_jit import mask  # noqa: E402
 
 NUMPY = backends.load("numpy")
 RTOL = {"float32": 1e-5, "float64": 1e-12}
-ELEMENTWISE = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus"]
+ELEMENTWISE = list(activation_codes.DIFFERENTIABLE)
 
 
 # ---------------------------------------------------------------- math functions
@@ -418,7 +420,7 @@ def test_every_build_of_a_factory_compiles_under_a_name_of_its_own():
     third that loads both from the cache, and one would run the other's code (seen:
     tanh's blocks running softplus's loop). The build's key is part of its name."""
     from fastnn.kernels import numba_train, numba_train_blas
-    tanh, softplus = mask(numba_activations.TANH), mask(numba_activations.SOFTPLUS)
+    tanh, softplus = mask(activation_codes.TANH), mask(activation_codes.SOFTPLUS)
     builds = [numba_activations.blocks, numba_dense.serial, numba_optimizers.rules,
               numba_train._forward_build]
     for factory in builds:
@@ -454,9 +456,9 @@ def test_each_kinds_own_build_gives_the_any_kind_build_bit_for_bit(dtype, n):
     Z, dA = (rng.standard_normal((40, n)).astype(dtype) * 4 for _ in range(2))
     b = rng.standard_normal(n).astype(dtype)
     alpha = np.dtype(dtype).type(0.1)
-    kinds = numba_activations.KINDS.values()
+    kinds = activation_codes.CODES.values()
     for kind in kinds:
-        other = numba_activations.TANH if kind != numba_activations.TANH else numba_activations.RELU
+        other = activation_codes.TANH if kind != activation_codes.TANH else activation_codes.RELU
         outputs = []  # the build for every kind, for this kind alone, for it and one other
         for build in (numba_activations.ANY, mask(kind), mask(kind, other)):
             forward, grad = numba_dense.serial(build)
@@ -489,6 +491,7 @@ def test_each_rules_own_build_gives_the_any_rule_update_bit_for_bit(dtype):
 def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_path):
     code = (
         "import numpy as np, fastnn\n"
+        "from fastnn.kernels import activation_codes as c\n"
         "from fastnn.kernels import numba_activations as a, numba_dense as d\n"
         "from fastnn.kernels.numba_jit import subroutines_compiled\n"
         "model = fastnn.Sequential([fastnn.Dense(300, 300, 'relu'), "
@@ -496,13 +499,13 @@ def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_
         "X, Y = model.prepare(np.ones((128, 300)), np.zeros(128, int))\n"
         "model.compute_gradients(X, Y)\n"
         "built = lambda m: any(f in subroutines_compiled for f in a.blocks(m))\n"
-        "compiled = [k for k in a.KINDS.values() if built(a.mask(k))] + ['any'] * built(a.ANY)\n"
-        "hits = sum(sum(k.stats.cache_hits.values()) for k in d.serial(a.mask(a.RELU)))\n"
-        "print(compiled, len(d.serial(a.mask(a.SOFTMAX))[0].signatures), hits)"
+        "compiled = [k for k in c.CODES.values() if built(a.mask(k))] + ['any'] * built(a.ANY)\n"
+        "hits = sum(sum(k.stats.cache_hits.values()) for k in d.serial(a.mask(c.RELU)))\n"
+        "print(compiled, len(d.serial(a.mask(c.SOFTMAX))[0].signatures), hits)"
     )
     first, second = _cold_then_cached(code, tmp_path)
     # relu's blocks only: softmax is row-wise (no block), and nothing built for ANY kind
-    assert first == [f"[{numba_activations.RELU}]", "1", "0"]
+    assert first == [f"[{activation_codes.RELU}]", "1", "0"]
     assert second[-1] == "2"  # both relu builds came from the cache
 
 
@@ -510,7 +513,8 @@ def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_
 def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp_path, dims):
     code = (
         "import numpy as np, fastnn\n"
-        "from fastnn.kernels import numba_activations as a, numba_optimizers as o\n"
+        "from fastnn.kernels import activation_codes as c, numba_activations as a\n"
+        "from fastnn.kernels import numba_optimizers as o\n"
         "from fastnn.kernels import numba_train as t, numba_train_blas as tb\n"
         "from fastnn.kernels.numba_jit import subroutines_compiled as compiled\n"
         f"dims = {dims}\n"
@@ -519,11 +523,11 @@ def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp
         "rng = np.random.default_rng(0)\n"
         "X, y = rng.standard_normal((64, dims[0])), rng.integers(0, max(dims[-1], 2), 64)\n"
         "model.fit(X, y, epochs=2, batch_size=32, optimizer='adam', lr=0.01)\n"
-        "kind = a.mask(a.SIGMOID if dims[-1] == 1 else a.SOFTMAX, a.TANH)\n"
+        "kind = a.mask(c.SIGMOID if dims[-1] == 1 else c.SOFTMAX, c.TANH)\n"
         "loss = t.BCE if dims[-1] == 1 else t.XENT\n"
-        "epoch = (t if len(dims) == 3 else tb).epoch_kernel(kind, a.mask(a.TANH), o.ADAM, loss)\n"
-        "other = (t if len(dims) == 3 else tb).epoch_kernel(kind, a.mask(a.TANH), o.SGD, loss)\n"
-        "own = [*a.blocks(kind), *a.blocks(a.mask(a.TANH)), o.update_for.build(a.mask(o.ADAM))]\n"
+        "epoch = (t if len(dims) == 3 else tb).epoch_kernel(kind, a.mask(c.TANH), o.ADAM, loss)\n"
+        "other = (t if len(dims) == 3 else tb).epoch_kernel(kind, a.mask(c.TANH), o.SGD, loss)\n"
+        "own = [*a.blocks(kind), *a.blocks(a.mask(c.TANH)), o.update_for.build(a.mask(o.ADAM))]\n"
         "others = [*a.blocks(a.ANY), o.update, o.update_for.build(a.mask(o.SGD))]\n"
         "print(len(epoch.signatures), len(other.signatures), sum(f in compiled for f in own), "
         "sum(f in compiled for f in others), sum(epoch.stats.cache_hits.values()))"
@@ -536,17 +540,99 @@ def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp
     assert second == ["1", "0", "0", "0", "1"]  # loaded from the cache: nothing compiled
 
 
-def test_importing_and_selecting_the_backend_compiles_nothing():
+def test_importing_and_selecting_the_backend_compiles_only_its_probe():
     code = (
         "import fastnn; from fastnn.kernels import numba_dense as d, numba_losses as l, "
-        "numba_optimizers as o\n"
+        "numba_optimizers as o, numba_probe as p\n"
         + LIST_KERNELS +
-        "print(len(ks), sum(len(k.signatures) for k in ks), fastnn.get_backend().name)"
+        "print(len(ks), sum(len(k.signatures) for k in ks), fastnn.get_backend().name, "
+        "len(p._probe.signatures))"
     )
     run = _run(code, FASTNN_BACKEND="numba")
     assert run.returncode == 0, run.stderr
-    kernels, compiled, name = run.stdout.split()
-    assert int(kernels) >= 10 and int(compiled) == 0 and name == "numba"
+    kernels, compiled, name, probe = run.stdout.split()
+    assert int(kernels) >= 10 and int(compiled) == 0 and name == "numba" and probe == "1"
+
+
+TRAIN_ON_BOTH = (
+    "import numpy as np, fastnn\n"
+    "from fastnn import backends, datasets\n"
+    "from fastnn.kernels import numba_jit\n"
+    "X, y = datasets.moons(120, noise=0.2, seed=0)\n"
+    "worst = 0.0\n"
+    "for dims, batch, opt in (((2, 4, 1), None, 'sgd'), ((2, 40, 20, 1), 32, 'adam'),\n"
+    "                         ((2, 40, 20, 1), 32, 'sgd')):\n"
+    "    trained = []\n"
+    "    for name in ('numba', 'numpy'):\n"
+    "        m = fastnn.from_layer_dims(list(dims), 'tanh', 'sigmoid', seed=0, backend=name,\n"
+    "                                   dtype='float64')\n"
+    "        m.fit(X, y, epochs=3, batch_size=batch, optimizer=opt, lr=0.1, seed=1)\n"
+    "        trained.append([p.value for p in m.parameters()])\n"
+    "    worst = max([worst] + [float(np.max(np.abs(a - b))) for a, b in zip(*trained)])\n"
+    "by_numba = sum(code is None for _, code in numba_jit._subroutines.values())\n"
+    "print(worst, numba_jit.flat.__class__.__name__, numba_jit.AppDirs, by_numba)\n"
+)
+
+
+def test_where_numba_internals_are_missing_public_apis_keep_the_kernels_working(tmp_path):
+    """Numba internals hidden before fastnn loads (simulating a Numba without them): the
+    code-library members ``_Linkable`` reads (subroutines then compile and link by
+    Numba's own compile_subroutine), the array internals of ``flat`` (it falls back to
+    reshape) and AppDirs (the cache location is worked out without it). Every kernel
+    path still trains as the NumPy reference does."""
+    code = (  # hidden from fastnn's imports only: Numba itself still uses them
+        "import sys, types, numba.np.arrayobj, numba.misc.appdirs\n"
+        "real = dict(sys.modules)\n"
+        "sys.modules['numba.np.arrayobj'] = types.ModuleType('numba.np.arrayobj')\n"
+        "sys.modules['numba.misc.appdirs'] = None\n"
+        "from fastnn.kernels import numba_jit\n"
+        "sys.modules.update({k: real[k] for k in ('numba.np.arrayobj', 'numba.misc.appdirs')})\n"
+        "numba_jit.LINKABLE_NEEDS = ('_a_member_this_numba_lacks',)\n"
+        + TRAIN_ON_BOTH
+    )
+    run = _run(code, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    assert run.returncode == 0, run.stderr
+    worst, flat_kind, appdirs, by_numba = run.stdout.split()
+    assert float(worst) < 1e-9 and flat_kind == "CPUDispatcher" and appdirs == "None"
+    assert int(by_numba) >= 10  # every subroutine went through compile_subroutine
+
+
+@pytest.mark.parametrize("broken", [
+    "import numba.core.compiler as c; del c.compile_internal",
+    "import numba.core.compiler_lock as c; del c.global_compiler_lock",
+    "import numba.extending as e; e.intrinsic = None",
+])
+def test_a_kernel_layer_that_cannot_work_makes_the_backend_unavailable(tmp_path, broken):
+    """Numba internals the kernel layer has no way around: the backend is unavailable,
+    with the reason, from the moment it is created, and the other backends still run."""
+    code = (
+        f"{broken}\n"
+        "import fastnn\n"
+        "from fastnn import backends\n"
+        "from fastnn.errors import BackendUnavailable\n"
+        "print(backends.availability()['numba'])\n"
+        "model = fastnn.from_layer_dims([2, 3, 1], seed=0, backend='numpy')\n"
+        "model.fit([[0.0, 1.0], [1.0, 0.0]], [0, 1], epochs=2)\n"
+        "try:\n"
+        "    fastnn.from_layer_dims([2, 3, 1], seed=0, backend='numba')\n"
+        "except BackendUnavailable as error:\n"
+        "    print('refused:', error)\n"
+    )
+    run = _run(code, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    assert run.returncode == 0, run.stderr
+    reason, refused = run.stdout.strip().splitlines()
+    expected = (r"the 'numba' backend cannot start: fastnn's Numba kernels do not work with "
+                r"numba [\d.]+ here \(\w+: .+\); they are tested with numba "
+                r"\d+\.\d+ to \d+\.\d+: pip install 'fastnn\[numba\]'")
+    assert re.fullmatch(expected, reason, re.S), reason
+    assert refused == f"refused: {reason}"
+    chosen = _run(f"{broken}\nimport fastnn", FASTNN_BACKEND="numba",
+                  NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    assert chosen.returncode != 0
+    assert chosen.stderr.strip().splitlines()[-1] == f"fastnn.errors.BackendUnavailable: {reason}"
+    unbroken = _run("import fastnn", FASTNN_BACKEND="numba",
+                    NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    assert unbroken.returncode == 0, unbroken.stderr  # the same cache, an intact Numba
 
 
 def test_warmup_compiles_every_kernel_and_caches_it(tmp_path):

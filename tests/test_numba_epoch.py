@@ -1,4 +1,4 @@
-"""The Numba backend's fused training epoch (``epoch_steps`` as one kernel call for
+"""The Numba backend's fused training epoch (``fit``'s epochs as one kernel call for
 stacks of Dense layers) against the NumPy reference's op-by-op steps: which models
 take it, and that parameters, optimizer state, gradients and history agree for every
 optimizer, both losses, mini-batches with shuffling, schedules, repeated fit calls
@@ -17,14 +17,16 @@ import fastnn
 from fastnn import backends, datasets
 from fastnn.callbacks import Callback
 from fastnn.errors import BackendUnavailable, TrainingDiverged
+from fastnn.plan import describe
 from fastnn.schedules import StepDecay
+from fastnn.training import epoch_runner
 
 try:
     NUMBA = backends.load("numba")
 except BackendUnavailable as error:
     pytest.skip(str(error), allow_module_level=True)
 
-from fastnn.backends import numba_ops  # noqa: E402
+from fastnn.backends import numba_epoch  # noqa: E402
 
 TOLERANCE = {"float64": 1e-9, "float32": 2e-3}
 
@@ -34,18 +36,12 @@ def kernel(request, monkeypatch):
     """Which epoch kernel the models of a test take, by moving the size limit between
     them: every model to the loop kernel, or every model to the BLAS kernel."""
     if request.param == "blas":
-        if numba_ops.gemm_library() is None:
+        if numba_epoch.gemm_library() is None:
             pytest.skip("no CBLAS GEMM found in this process, so the BLAS kernel is never used")
-        monkeypatch.setattr(numba_ops, "LOOP_LAYER_MAX", -1)
+        monkeypatch.setattr(numba_epoch, "LOOP_LAYER_MAX", -1)
     else:
-        monkeypatch.setattr(numba_ops, "LOOP_LAYER_MAX", 1 << 60)
+        monkeypatch.setattr(numba_epoch, "LOOP_LAYER_MAX", 1 << 60)
     return request.param
-
-
-def _folded(kernel, model, p):
-    """True if ``p`` is a weight whose SGD update the BLAS kernel folds into its GEMM
-    (its gradient is never formed, and ``grad`` is left None)."""
-    return kernel == "blas" and model.optimizer.name == "sgd" and p.name == "W"
 
 
 def _binary(hidden=("tanh",), width=4, dtype="float64", backend="numba", seed=1):
@@ -115,8 +111,8 @@ def test_small_dense_stacks_take_the_fused_epoch():
     model = _binary()
     model.optimizer = fastnn.optimizers.get("sgd", lr=0.1)
     Xd, Yd = model.prepare(X, y)
-    assert isinstance(NUMBA.ops.epoch_steps(model, Xd, Yd, 400), numba_ops._FusedEpoch)
-    assert isinstance(NUMBA.ops.epoch_steps(model, Xd, Yd, 32), numba_ops._FusedEpoch)
+    assert isinstance(epoch_runner(model, Xd, Yd, 400), numba_epoch.FusedEpoch)
+    assert isinstance(epoch_runner(model, Xd, Yd, 32), numba_epoch.FusedEpoch)
 
 
 def test_larger_stacks_take_the_blas_epoch_when_numpys_gemm_is_found(monkeypatch):
@@ -125,22 +121,22 @@ def test_larger_stacks_take_the_blas_epoch_when_numpys_gemm_is_found(monkeypatch
                               dtype="float64", seed=0, backend="numba")
     model.optimizer = fastnn.optimizers.get("sgd", lr=0.1)
     Xd, Yd = model.prepare(X, y)
-    run = NUMBA.ops.epoch_steps(model, Xd, Yd, 400)
-    if numba_ops.gemm_library() is None:
-        assert not isinstance(run, numba_ops._FusedEpoch)
+    run = epoch_runner(model, Xd, Yd, 400)
+    if numba_epoch.gemm_library() is None:
+        assert not isinstance(run, numba_epoch.FusedEpoch)
         pytest.skip("no CBLAS GEMM found in this process: the generic steps run")
-    assert isinstance(run, numba_ops._FusedEpoch) and run.gemm is numba_ops.gemm_library()
+    assert isinstance(run, numba_epoch.FusedEpoch) and run.gemm is numba_epoch.gemm_library()
     small_model = _binary()
     small_model.optimizer = fastnn.optimizers.get("sgd", lr=0.1)
-    small = NUMBA.ops.epoch_steps(small_model, Xd, Yd, 400)
-    assert isinstance(small, numba_ops._FusedEpoch) and small.gemm is None
-    monkeypatch.setattr(numba_ops, "_GEMM", [None])  # as where no GEMM can be found:
-    assert not isinstance(NUMBA.ops.epoch_steps(model, Xd, Yd, 400), numba_ops._FusedEpoch)
+    small = epoch_runner(small_model, Xd, Yd, 400)
+    assert isinstance(small, numba_epoch.FusedEpoch) and small.gemm is None
+    monkeypatch.setattr(numba_epoch, "_GEMM", [None])  # as where no GEMM can be found:
+    assert not isinstance(epoch_runner(model, Xd, Yd, 400), numba_epoch.FusedEpoch)
     middle = fastnn.Sequential([fastnn.Dense(2, 20, "relu"), fastnn.Dense(20, 1, "sigmoid")],
                                dtype="float64", seed=0, backend="numba")  # 40 weights
     middle.optimizer = fastnn.optimizers.get("sgd", lr=0.1)
-    loops = NUMBA.ops.epoch_steps(middle, Xd, Yd, 16)  # loops up to FUSED_EPOCH_MAX
-    assert isinstance(loops, numba_ops._FusedEpoch) and loops.gemm is None
+    loops = epoch_runner(middle, Xd, Yd, 16)  # loops up to FUSED_EPOCH_MAX
+    assert isinstance(loops, numba_epoch.FusedEpoch) and loops.gemm is None
 
 
 @pytest.mark.parametrize("why", ["clip_norm", "dropout", "mse", "hidden softmax"])
@@ -159,9 +155,11 @@ def test_models_the_kernel_does_not_cover_run_the_generic_steps(why):
     model = fastnn.Sequential(layers, loss=loss, dtype="float64", seed=0, backend="numba")
     model.optimizer = fastnn.optimizers.get("sgd", lr=0.1)
     Xd, Yd = model.prepare(X, y)
-    run = NUMBA.ops.epoch_steps(model, Xd, Yd, 400, clip_norm=clip)
-    assert not isinstance(run, numba_ops._FusedEpoch)
-    assert numba_ops._FusedEpoch.plan(model, Xd, Yd, 400) is None or clip is not None
+    run = epoch_runner(model, Xd, Yd, 400, clip_norm=clip)
+    assert not isinstance(run, numba_epoch.FusedEpoch)
+    plan = describe(model, Xd, 400, clip_norm=clip)
+    assert plan is None or NUMBA.fused_epoch(plan, Xd, Yd, model.parameters(),
+                                             model.optimizer) is None
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -171,10 +169,7 @@ def test_fused_fit_matches_the_numpy_steps(case, dtype, kernel):
     ref, ref_history = _train(case, dtype, "numpy")
     for p, q in zip(ours.parameters(), ref.parameters()):
         _assert_close(p.value, q.value, dtype, f"parameter {p.name}")
-        if _folded(kernel, ours, p):
-            assert p.grad is None
-        else:
-            _assert_close(p.grad, q.grad, dtype, f"gradient of {p.name}")
+        _assert_close(p.grad, q.grad, dtype, f"gradient of {p.name}")
     assert ours.optimizer.t == ref.optimizer.t > 0
     for mine, theirs in zip(ours.optimizer.state, ref.optimizer.state):
         for a, b in zip(mine, theirs):
@@ -200,19 +195,16 @@ def test_a_wide_mlp_takes_the_blas_epoch_and_matches_the_numpy_steps(dtype, opti
         model.optimizer = fastnn.optimizers.get(optimizer, lr=0.05)
         if backend == "numba":
             Xd, Yd = model.prepare(X, y)
-            run = NUMBA.ops.epoch_steps(model, Xd, Yd, 64)
-            if numba_ops.gemm_library() is None:
+            run = epoch_runner(model, Xd, Yd, 64)
+            if numba_epoch.gemm_library() is None:
                 pytest.skip("no CBLAS GEMM found in this process")
-            assert isinstance(run, numba_ops._FusedEpoch) and run.gemm is not None
+            assert isinstance(run, numba_epoch.FusedEpoch) and run.gemm is not None
         history = model.fit(X, y, epochs=3, batch_size=64, seed=2)
         results.append((model, history))
     (ours, our_history), (ref, ref_history) = results
     for p, q in zip(ours.parameters(), ref.parameters()):
         _assert_close(p.value, q.value, dtype, f"parameter {p.name}")
-        if optimizer == "sgd" and p.name == "W":
-            assert p.grad is None  # folded into the update
-        else:
-            _assert_close(p.grad, q.grad, dtype, f"gradient of {p.name}")
+        _assert_close(p.grad, q.grad, dtype, f"gradient of {p.name}")
     _assert_close(our_history["loss"], ref_history["loss"], dtype, "loss history")
     assert ours.optimizer.t == ref.optimizer.t == 15
 
@@ -273,14 +265,14 @@ class _Nothing(Callback):
 @contextlib.contextmanager
 def _epochs_per_call():
     """The ``count`` of every ``_FusedEpoch.epochs`` call made inside, in order."""
-    counts, epochs = [], numba_ops._FusedEpoch.epochs
+    counts, epochs = [], numba_epoch.FusedEpoch.epochs
 
     def counted(self, count, order=None):
         counts.append(count)
         return epochs(self, count, order)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(numba_ops._FusedEpoch, "epochs", counted)
+        patch.setattr(numba_epoch.FusedEpoch, "epochs", counted)
         yield counts
 
 
@@ -317,7 +309,7 @@ def _assert_same_training(one, other):
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_epochs_run_several_per_kernel_call_exactly_as_one_per_call(kernel, monkeypatch,
                                                                     optimizer, dtype):
-    monkeypatch.setattr(numba_ops, "CHUNK_EPOCHS", 7)
+    monkeypatch.setattr(numba_epoch, "CHUNK_EPOCHS", 7)
     X, y = datasets.planar()
     chunked, single = _fit_twice(lambda: _binary(dtype=dtype), X, y, epochs=40,
                                  optimizer=optimizer, lr=0.5 if optimizer == "sgd" else 0.01)
@@ -333,7 +325,7 @@ def test_shuffled_batches_and_verbose_fits_call_the_kernel_per_epoch_or_per_prin
         _binary(("relu",), 6).fit(X, y, epochs=3, batch_size=40, optimizer="adam", lr=0.01)
     assert counts == [1, 1, 1]  # each epoch has its own shuffle
     with monkeypatch.context() as patch, _epochs_per_call() as counts:
-        patch.setattr(numba_ops, "CHUNK_WORK", 1)  # as for a model too big to batch epochs
+        patch.setattr(numba_epoch, "CHUNK_WORK", 1)  # as for a model too big to batch epochs
         _binary().fit(X, y, epochs=3, lr=0.5)
     assert counts == [1, 1, 1]
     runs = []
@@ -349,7 +341,7 @@ def test_shuffled_batches_and_verbose_fits_call_the_kernel_per_epoch_or_per_prin
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 1e4), ("momentum", 1e3)])
 def test_a_chunk_that_diverges_is_undone_and_run_again_epoch_by_epoch(kernel, monkeypatch,
                                                                      optimizer, lr):
-    monkeypatch.setattr(numba_ops, "CHUNK_EPOCHS", 16)
+    monkeypatch.setattr(numba_epoch, "CHUNK_EPOCHS", 16)
     X, y = datasets.planar()
     make = lambda: _binary(("relu",), 8, dtype="float32")  # noqa: E731
     chunked, single = _fit_twice(make, X * 1e3, y, epochs=60,
@@ -365,12 +357,12 @@ def test_a_chunk_that_diverges_is_undone_and_run_again_epoch_by_epoch(kernel, mo
 
 def _epoch_build(module, model, optimizer):
     """The epoch kernel's build for ``model`` trained with ``optimizer`` (a name)."""
-    from fastnn.kernels import numba_activations as acts
     from fastnn.kernels import numba_optimizers as rules
+    from fastnn.kernels.activation_codes import code_of
     from fastnn.kernels.numba_jit import mask
 
-    kinds = [acts.kind_of(layer.activation)[0] for layer in model.layers]
-    loss = numba_ops.LOSS_KINDS[model.loss.name]
+    kinds = [code_of(layer.activation)[0] for layer in model.layers]
+    loss = numba_epoch.LOSS_KINDS[model.loss.name]
     return module.epoch_kernel(mask(*kinds), mask(*kinds[:-1]), rules.RULES[optimizer], loss)
 
 
@@ -404,7 +396,7 @@ def test_warmup_of_a_wide_model_compiles_the_blas_epoch():
 
     from fastnn.kernels import numba_train_blas
 
-    if numba_ops.gemm_library() is None:
+    if numba_epoch.gemm_library() is None:
         pytest.skip("no CBLAS GEMM found in this process")
     dims = (300, 200, 100, 50, 2)
     model = fastnn.Sequential([fastnn.Dense(a, b, "relu") for a, b in zip(dims, dims[1:-1])]

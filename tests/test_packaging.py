@@ -72,3 +72,23 @@ def test_code_is_ruff_clean():
     run = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_ci_tests_the_oldest_and_newest_numba_that_pyproject_allows():
+    """pyproject.toml pins Numba to the range CI tests: its floor (with numpy's floor, on
+    Python 3.10) in .ci/run's second environment, and the backend's message names the
+    same range (its upper end is the newest minor version below pyproject's cap)."""
+    from fastnn.backends.numba_backend import TESTED_NUMBA
+
+    project = (ROOT / "pyproject.toml").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    ranges = set(re.findall(r'"numba>=([\d.]+),<([\d.]+)"', project))
+    assert len(ranges) == 1, ranges  # the numba and test extras agree
+    ((floor, cap),) = ranges
+    numpy_floor = re.search(r'"numpy>=([\d.]+)"', project).group(1)
+    python_floor = re.search(r'requires-python = ">=([\d.]+)"', project).group(1)
+    assert re.search(rf"^OLDEST_NUMBA={re.escape(floor)}\.0$", ci, re.M)
+    assert re.search(rf"^OLDEST_NUMPY={re.escape(numpy_floor)}\.0$", ci, re.M)
+    assert f"for candidate in python{python_floor} " in ci
+    major, minor = cap.split(".")
+    assert TESTED_NUMBA == (floor, f"{major}.{int(minor) - 1}")

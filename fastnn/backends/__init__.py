@@ -82,24 +82,6 @@ def availability():
     return report
 
 
-def warmup(target=None, optimizer=None):
-    """Compile ahead of use the kernels that ``target`` will run; returns the seconds taken.
-
-    ``target`` is a model (its backend, dtype and activations), a backend or backend
-    name (float32 and float64, every activation and optimizer), or None for the current
-    backend. With a model, ``optimizer`` (a name or Optimizer) is the one ``fit`` will
-    be given; None means the one it would use (the model's, or plain SGD). Only JIT
-    backends (numba) have anything to compile; later processes load the compiled
-    kernels from the cache.
-    """
-    if target is None or isinstance(target, (str, Backend)):
-        if optimizer is not None:
-            raise ValueError("warmup(optimizer=...) needs a model: call warmup(model, "
-                             "optimizer) to compile the epoch kernel fit will run")
-        return load(target or _current).warmup(("float32", "float64"))
-    return target.backend.warmup((target.dtype_name,), model=target, optimizer=optimizer)
-
-
 def select_from_environment():
     """Set the current backend from FASTNN_BACKEND (called when fastnn is imported)."""
     return set_backend(canonical_name(os.environ.get(ENV_VAR, ""), source=ENV_VAR))

@@ -157,10 +157,23 @@ class Backend:
         seed gives the same numbers on every backend (see ``fastnn.random``)."""
         return self.rng_class(self, seed)
 
-    def warmup(self, dtypes=("float32",), model=None, optimizer=None):
-        """Compile this backend's kernels ahead of use (and those training ``model`` with
-        ``optimizer`` needs, if given); returns seconds (none to compile here)."""
+    def warmup(self, dtypes=("float32",), activations=None, optimizers=None, plans=()):
+        """Compile this backend's kernels ahead of use, for ``dtypes``, the activations and
+        optimizers named (None: every one) and the fused epochs of ``plans``
+        (``fastnn.plan.DensePlan``); returns seconds (none to compile here)."""
         return 0.0
+
+    def fused_epoch(self, plan, X, Y, params, optimizer):
+        """A runner training whole epochs of ``plan`` (a ``fastnn.plan.DensePlan``) on the
+        prepared (X, Y), or None to have ``fit`` run the generic steps (``fastnn.steps``).
+
+        ``params`` are the model's trainable Parameters (the runner reads ``value`` and
+        writes ``grad``), ``optimizer`` the Optimizer the plan names (the runner reads
+        its settings, ``state`` and ``t`` on each call and adds the steps it takes to
+        ``t``). The runner offers what ``fit`` uses of the generic steps' ``run(order)``
+        and may add ``epochs(count)``, ``chunk``, ``samples`` and ``finish()`` (see
+        ``fastnn.steps``). The generic backend has none."""
+        return None
 
     def copy(self, x):
         """A device-side copy of ``x``."""

@@ -1,10 +1,16 @@
 """The Numba backend: NumPy arrays, with the hot-path ops replaced by JIT-fused kernels
-from ``fastnn.kernels`` (see ``numba_ops`` for which kernel runs when).
+from ``fastnn.kernels`` (see ``numba_ops`` for which kernel runs when), and whole
+training epochs in one kernel call (``numba_epoch``).
 
 Creating it chooses the threading layer (TBB where it loads, else workqueue; never
-OpenMP unless asked: see ``numba_threads``) and the kernel cache directory, then
-imports the kernels; nothing compiles until a kernel is first called or ``warmup``
-runs. Small kernels stay on one thread (see bench/ for the measurements).
+OpenMP unless asked: see ``numba_threads``) and the kernel cache directory, imports
+the kernels and runs one small probe kernel (``kernels/numba_probe.py``) through every
+mechanism of the kernel layer, which uses Numba and llvmlite internals: where they do
+not work (a Numba outside the tested range, say), creating the backend raises
+BackendUnavailable with the reason, instead of a first ``fit`` crashing. The probe is
+cached on disk like every kernel; nothing else compiles until a kernel is first
+called or ``warmup`` runs. Small kernels stay on one thread (see bench/ for the
+measurements).
 """
 
 import importlib.util
@@ -15,21 +21,30 @@ from fastnn.backends.numpy_backend import NumpyBackend
 from fastnn.errors import BackendUnavailable
 from fastnn.ops import Ops
 
+TESTED_NUMBA = ("0.61", "0.68")  # the oldest and newest minor versions CI tests
+INSTALL_HINT = "pip install 'fastnn[numba]'"
+
 
 class NumbaBackend(NumpyBackend):
     name = "numba"
 
-    def __init__(self, numba_ops, jit):
+    def __init__(self, numba_ops, numba_epoch, jit):
         super().__init__()
         self.ops = Ops(np, **numba_ops.OVERRIDES)
-        self._numba_ops = numba_ops
+        self._numba_ops, self._numba_epoch = numba_ops, numba_epoch
         self.cache_dir = jit.CACHE_DIR
 
-    def warmup(self, dtypes=("float32",), model=None, optimizer=None):
-        """Compile (or load from the cache) the kernels for ``dtypes``, and the fused
-        training epoch for ``model`` and ``optimizer`` if it takes one; returns seconds."""
-        return self._numba_ops.warmup([np.dtype(self.dtype(d)) for d in dtypes], model,
-                                      optimizer)
+    def warmup(self, dtypes=("float32",), activations=None, optimizers=None, plans=()):
+        """Compile (or load from the cache) the op-by-op kernels for ``dtypes``, the
+        activations and optimizers named (None: every one), and the fused epoch of each
+        of ``plans`` that takes one; returns seconds."""
+        seconds = self._numba_ops.warmup([np.dtype(self.dtype(d)) for d in dtypes],
+                                         activations, optimizers)
+        return seconds + sum(self._numba_epoch.warmup(plan) for plan in plans)
+
+    def fused_epoch(self, plan, X, Y, params, optimizer):
+        """A whole epoch per kernel call where the plan fits one (see ``numba_epoch``)."""
+        return self._numba_epoch.fused_epoch(plan, X, Y, params, optimizer, self)
 
 
 def create():
@@ -49,9 +64,18 @@ def create():
     from fastnn.backends import numba_threads
 
     layer = numba_threads.choose(numba)
-    from fastnn.backends import numba_ops
-    from fastnn.kernels import numba_jit
+    try:
+        from fastnn.backends import numba_epoch, numba_ops
+        from fastnn.kernels import numba_jit, numba_probe
 
-    backend = NumbaBackend(numba_ops, numba_jit)
+        numba_probe.run()
+    except Exception as error:  # the kernel layer cannot work with this Numba: say why
+        raise BackendUnavailable(
+            f"the 'numba' backend cannot start: fastnn's Numba kernels do not work with "
+            f"numba {numba.__version__} here ({type(error).__name__}: {error}); they are "
+            f"tested with numba {TESTED_NUMBA[0]} to {TESTED_NUMBA[1]}: {INSTALL_HINT}"
+        ) from error
+
+    backend = NumbaBackend(numba_ops, numba_epoch, numba_jit)
     backend.threading_layer = layer  # (name, why), shown by `fastnn info`
     return backend

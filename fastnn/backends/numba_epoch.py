@@ -1,0 +1,245 @@
+"""The Numba backend's fused training epoch: a whole epoch of steps in one kernel call.
+
+``fused_epoch(plan, X, Y, params, optimizer, backend)`` returns a runner for ``fit``
+when the ``DensePlan`` (see ``fastnn.plan``) fits a kernel: every hidden activation
+has an elementwise kernel, the loss is a cross-entropy, the optimizer is one of the
+kernels' rules, and the arrays are C-contiguous float32 or float64. Stacks whose
+layers have at most ``LOOP_LAYER_MAX`` weights (the planar 2-4-1) run
+``numba_train``'s loop kernel; larger ones ``numba_train_blas``, which calls NumPy's
+own GEMM, with plain SGD folded into the weight-gradient product. Where that GEMM
+cannot be found, the loop kernel up to ``FUSED_EPOCH_MAX`` multiply-adds a step, and
+the generic steps above. Thresholds come from bench/ (see the README's Numba section).
+
+The runner works on what it is given, never on the model: it reads the parameters'
+``value`` and writes their ``grad``, and reads the optimizer's settings, state arrays
+and step count ``t`` (adding the steps it takes) on every call, so a schedule's
+learning rate, or a parameter array a callback replaced, is followed. A different
+optimizer object is a different training: ``fit`` asks for a new runner then.
+"""
+
+import dataclasses
+import operator
+import time
+
+import numpy as np
+
+from fastnn.backends.numba_ops import fits, hyper
+from fastnn.kernels import numba_blas as blas
+from fastnn.kernels import numba_optimizers as rules
+from fastnn.kernels import numba_train as train
+from fastnn.kernels import numba_train_blas as train_blas
+from fastnn.kernels.activation_codes import CODES, SOFTMAX, STEP
+from fastnn.kernels.numba_jit import entry_point, mask
+
+LOOP_LAYER_MAX = 32  # weights per layer up to which the loop kernel beats the BLAS one
+FUSED_EPOCH_MAX = 1 << 18  # multiply-adds per step (batch * weights) for the loop kernel,
+# where no GEMM can be called: above it the op-by-op steps are faster
+CHUNK_EPOCHS = 256  # at most this many epochs in one kernel call
+CHUNK_WORK = 1 << 26  # multiply-adds of the forward products per call (~20-50 ms of work)
+WARM_BATCH = 128  # warmup compiles the epoch kernel for batches of 2 and of this
+LOSS_KINDS = {"binary_crossentropy": train.BCE, "categorical_crossentropy": train.XENT}
+HYPER_NAMES = ("momentum", "eps", "rho", "beta1", "beta2")
+
+_GEMM = []  # NumPy's CBLAS GEMM (or None), looked up on first use
+
+
+def gemm_library():
+    """NumPy's own GEMM for the BLAS epoch kernel, or None where it cannot be found."""
+    if not _GEMM:
+        _GEMM.append(blas.find())
+    return _GEMM[0]
+
+
+def fused_epoch(plan, X, Y, params, optimizer, backend):
+    """A ``FusedEpoch`` for ``plan`` on the prepared (X, Y), or None if no kernel fits."""
+    gemm = _kernel(plan)
+    if gemm is False or not fits(X, Y, *(p.value for p in params)):
+        return None
+    return FusedEpoch(plan, X, Y, gemm, params, optimizer, backend)
+
+
+def _kernel(plan):
+    """The GEMM the plan's epoch kernel calls (None: the loop kernel), or False if no
+    epoch kernel covers it."""
+    layers = plan.layers
+    if (plan.optimizer not in rules.RULES or plan.loss not in LOSS_KINDS
+            or plan.dtype not in ("float32", "float64")):
+        return False
+    if any(CODES[x.activation] in (STEP, SOFTMAX) for x in layers[:-1]):
+        return False  # the output's activation is the loss's (sigmoid or softmax)
+    gemm = None
+    if max(x.n_in * x.n_out for x in layers) > LOOP_LAYER_MAX:
+        gemm = gemm_library()
+    if gemm is None and plan.batch * sum(x.n_in * x.n_out for x in layers) > FUSED_EPOCH_MAX:
+        return False  # no GEMM to call, and too big for the loops to beat the op-by-op steps
+    return gemm
+
+
+class _Kernel:
+    """The epoch kernel built for a plan, and the arrays it keeps between calls: the
+    data (transposed once for the loop kernel, which works feature-major) or the BLAS
+    kernel's step buffers. ``run`` takes the parameters, gradients and optimizer state
+    as the kernel's tuples of arrays."""
+
+    def __init__(self, plan, X, Y, gemm):
+        self.plan, self.gemm, self.X, self.Y, self.batch = plan, gemm, X, Y, plan.batch
+        if gemm is None:
+            self.XT, self.YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)
+        else:
+            self.work = train_blas.buffers(X, Y, [np.empty((x.n_in, x.n_out), X.dtype)
+                                                  for x in plan.layers], plan.batch)
+            self.keeps = np.array([not x.derivative_from_output for x in plan.layers[:-1]]
+                                  + [True])
+        self.kinds = np.array([CODES[x.activation] for x in plan.layers], np.int64)
+        self.alphas = np.array([x.alpha for x in plan.layers], X.dtype)
+        self.rule, self.loss_kind = rules.RULES[plan.optimizer], LOSS_KINDS[plan.loss]
+        # what the kernel is built for: every layer's kind forward, the hidden layers'
+        # backward, the rule and the loss
+        self.build = (mask(*self.kinds.tolist()), mask(*self.kinds[:-1].tolist()),
+                      self.rule, self.loss_kind)
+        self.fold = gemm is not None and self.rule == rules.SGD  # W's update in its GEMM
+        self.no_order = np.empty(0, np.int64)
+        self.call = None  # the kernel's entry point for the arguments' types
+
+    def run(self, count, order, arrays, hp_w, hp_b, t):
+        """``count`` epochs, each in ``order`` (None: the data's own), from step ``t``:
+        their (loss, metric) sums, (count, 2), and the number of steps taken.
+        ``arrays`` is (Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b)."""
+        sums = np.zeros((count, 2), self.X.dtype)
+        # the shuffle's order: a contiguous int64 array (or the empty one), one type always
+        order = self.no_order if order is None else np.ascontiguousarray(order, np.int64)
+        head = (self.kinds, self.alphas, *arrays, hp_w, hp_b, int(t))
+        if self.gemm is None:
+            args = (*head, self.XT, self.YT, order, self.batch, sums)
+        else:
+            args = (self.gemm.address(self.X.dtype), self.gemm.ilp64, self.keeps, *head,
+                    self.X, self.Y, order, self.batch, sums, self.work)
+        if self.call is None:  # every argument keeps its type (callers keep their arrays')
+            module = train if self.gemm is None else train_blas
+            self.call = entry_point(module.epoch_kernel(*self.build), args)
+        return sums, self.call(*args)
+
+
+class FusedEpoch:
+    """``fit``'s runner for a plan the kernels cover: ``run(order)`` trains one epoch
+    and ``run.epochs(count)`` several in one kernel call (their sums as a (count, 2)
+    array), ``run.chunk`` epochs a call being what ``fit`` takes when nothing happens
+    between epochs; ``run.finish()`` writes any gradient the kernel left unformed.
+
+    Where plain SGD's weight update is folded into the weight-gradient product (the
+    BLAS kernel), the weights' gradients are never formed during the epoch; ``finish``
+    forms the last step's from the step buffers, which still hold its inputs and dZ,
+    so after ``fit`` every parameter's ``grad`` is its last step's gradient, as on
+    every backend, while every step keeps the fold's speed."""
+
+    def __init__(self, plan, X, Y, gemm, params, optimizer, backend):
+        self.kernel = _Kernel(plan, X, Y, gemm)
+        self.params, self.optimizer, self.backend = params, optimizer, backend
+        self.setting_names = tuple(name for name, _ in plan.settings)
+        # epochs per call for ``fit`` when nothing happens between epochs: short calls
+        # (Python gets control back to raise KeyboardInterrupt, say) that still make the
+        # per-call cost vanish for the tiny networks where it matters
+        self.samples = plan.samples
+        work = self.samples * sum(x.n_in * x.n_out for x in plan.layers)
+        self.chunk = max(1, min(CHUNK_EPOCHS, CHUNK_WORK // max(work, 1)))
+        self.bound, self.settings = None, None
+        self.unformed, self.in_order = False, True  # the last call's weight gradients
+
+    @property
+    def gemm(self):
+        """The GEMM the BLAS kernel calls, or None for the loop kernel."""
+        return self.kernel.gemm
+
+    def _bind(self):
+        """Gather the parameters, gradients and optimizer state into the kernel's
+        tuples; again whenever one of their arrays was replaced (by a callback)."""
+        optimizer, params = self.optimizer, self.params
+        optimizer.ensure_state(params, self.backend)
+        for p in params:  # the kernel writes each step's gradients here
+            if p.grad is None or p.grad.shape != p.value.shape or not fits(p.value, p.grad):
+                p.grad = np.empty_like(p.value)
+        pairs = list(zip(params, optimizer.state))
+        weights, biases = pairs[0::2], pairs[1::2]  # Dense params are (W, b)
+        Ws, bs = (tuple(p.value for p, _ in group) for group in (weights, biases))
+        dWs = Ws if self.kernel.fold else tuple(p.grad for p, _ in weights)
+        self.arrays = (Ws, bs, dWs, tuple(p.grad for p, _ in biases), *(
+            tuple(_state(p, s, k) for p, s in group)
+            for k in (0, 1) for group in (weights, biases)))
+        self.kernel.call = None  # fetched again for the new arrays
+
+    def _binding(self):
+        """The arrays the tuples were built from (compared by identity; holding them
+        keeps their ids unique)."""
+        return (self.optimizer.state, *[p.value for p in self.params],
+                *[p.grad for p in self.params])
+
+    def __call__(self, order=None):
+        """One epoch in ``order`` (None: the data's own); its (loss, metric) sums."""
+        return self.epochs(1, order)[0]
+
+    def epochs(self, count, order=None):
+        """``count`` epochs in one kernel call, each in ``order``: their sums, (count, 2)."""
+        if self.bound is None or not all(map(operator.is_, self._binding(), self.bound)):
+            self._bind()
+            self.bound = self._binding()
+        optimizer = self.optimizer
+        settings = tuple(getattr(optimizer, name) for name in self.setting_names)
+        if settings != self.settings:  # a schedule changes lr per epoch
+            values = dict(zip(self.setting_names, settings))
+            extra = {name: values[name] for name in HYPER_NAMES if name in values}
+            rule = self.kernel.rule
+            self.hp = (hyper(rule, values["lr"], values["weight_decay"], **extra),
+                       hyper(rule, values["lr"], 0.0, **extra))
+            self.settings = settings
+        sums, taken = self.kernel.run(count, order, self.arrays, *self.hp, optimizer.t)
+        optimizer.t += taken
+        if self.kernel.fold:
+            self.unformed, self.in_order = True, order is None
+        return sums
+
+    def finish(self):
+        """Write the weights' ``grad`` that the last call left unformed: the last step's
+        in^T dZ, from the buffers of that step (see the class docstring)."""
+        if not self.unformed:
+            return
+        self.unformed, kernel = False, self.kernel
+        Xbuf, _, _, As, dZs, _ = kernel.work
+        start = (self.samples - 1) // kernel.batch * kernel.batch  # the last batch's rows
+        rows = self.samples - start
+        inputs = kernel.X[start:] if self.in_order else Xbuf[:rows]
+        for li, p in enumerate(self.params[0::2]):
+            np.matmul(inputs.T, dZs[li][:rows], out=p.grad)
+            inputs = As[li][:rows]
+
+
+def _state(p, state, k):
+    """The k-th state array of a parameter, or the parameter itself where the rule has
+    none (the kernel never touches it then)."""
+    return state[k] if k < len(state) else p.value
+
+
+def warmup(plan):
+    """Run the plan's epoch kernel once on zero arrays (two samples), so its build for
+    this configuration, depth and dtype is compiled; returns seconds. Where no GEMM is
+    found, the kernel a batch takes depends on its size: both are compiled where
+    batches of 2 and of ``WARM_BATCH`` rows differ."""
+    start = time.perf_counter()
+    dtype = np.dtype(plan.dtype)
+    X = np.zeros((2, plan.layers[0].n_in), dtype)
+    Y = np.zeros((2, plan.layers[-1].n_out), dtype)
+    kernels = set()
+    for batch in (2, WARM_BATCH):  # the kernel sees min(batch, 2) rows either way
+        sized = dataclasses.replace(plan, batch=batch, samples=2)
+        gemm = _kernel(sized)
+        if gemm is False or (gemm is None) in kernels:
+            continue
+        kernels.add(gemm is None)
+        kernel = _Kernel(sized, X, Y, gemm)
+        shapes = [(x.n_in, x.n_out) for x in plan.layers], [(x.n_out,) for x in plan.layers]
+        Ws, bs = (tuple(np.zeros(s, dtype) for s in group) for group in shapes)
+        zeros = [tuple(np.zeros_like(a) for a in group) for group in (Ws, bs) * 3]
+        settings = dict(plan.settings)
+        extra = {name: settings[name] for name in HYPER_NAMES if name in settings}
+        hp = hyper(kernel.rule, settings["lr"], settings["weight_decay"], **extra)
+        kernel.run(1, None, (Ws, bs, *zeros), hp, hp, 0)
+    return time.perf_counter() - start
