@@ -21,6 +21,7 @@ import numpy as np
 
 from fastnn import callbacks as callback_lists
 from fastnn import metrics, optimizers
+from fastnn.distributed import data_parallel
 from fastnn.errors import TrainingDiverged
 from fastnn.schedules import Schedule
 from fastnn.validation import positive_int, positive_number
@@ -30,7 +31,7 @@ SHUFFLE_STREAM = 0  # the second seed word of the shuffle; dropout layer i uses 
 
 def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle=True,
         seed=None, validation_data=None, verbose=0, callbacks=None, lr_schedule=None,
-        clip_norm=None, clip_value=None, progress=False):
+        clip_norm=None, clip_value=None, progress=False, distributed=None):
     """Train ``model`` on (X, y) and return this call's per-epoch history.
 
     batch_size: rows per step; None trains full-batch (the tutorials' gradient descent).
@@ -50,9 +51,26 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     progress: True shows a tqdm bar over the epochs, None shows it only when stdout and
         stderr are terminals, False (the default) never.
 
+    distributed: None trains in this process; True (MPI's COMM_WORLD), a
+        ``fastnn.distributed.DataParallel`` or an mpi4py communicator trains
+        data-parallel: every rank calls fit alike and gets the parameters and history of
+        one process training on the same global batches (see ``fastnn.distributed``).
+
     If the loss or the parameters become NaN or infinite, training stops with
     TrainingDiverged and the model keeps the last finite parameters.
     """
+    args = (model, X, y, epochs, batch_size, optimizer, lr, shuffle, seed, validation_data,
+            verbose, callbacks, lr_schedule, clip_norm, clip_value, progress)
+    session = data_parallel.join(distributed)
+    if session is None:
+        return _fit(*args, None)
+    with session.guard():  # a failure on one rank ends every rank, never a hang
+        return _fit(*args, session)
+
+
+def _fit(model, X, y, epochs, batch_size, optimizer, lr, shuffle, seed, validation_data,
+         verbose, callbacks, lr_schedule, clip_norm, clip_value, progress, session):
+    """``fit``; ``session`` is None, or the data-parallel session of this rank."""
     epochs = positive_int("epochs", epochs)
     if batch_size is not None:
         batch_size = positive_int("batch_size", batch_size)
@@ -76,9 +94,14 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     model.optimizer = _choose_optimizer(model.optimizer, optimizer, lr)
     model.lr_schedule = _choose_schedule(model, lr_schedule, lr)
     model.train_seed = seed
+    if session is not None:  # agree with the other ranks; take rank 0's state and seed
+        seed = session.start(model, X, val, seed, {
+            "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
+            "clip_norm": clip_norm, "clip_value": clip_value, "validation": val is not None})
+        verbose, callbacks = session.for_rank(verbose, callbacks)
 
     backend, task = model.backend, model.task
-    m = X.shape[0]
+    m = X.shape[0] if session is None else session.samples
     step = m if batch_size is None else min(batch_size, m)
     params = model.parameters()
     state = params + model.buffers()
@@ -94,7 +117,10 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     for callback in callbacks:
         callback.model, callback.params = model, {"epochs": epochs, "steps": -(-m // step)}
 
-    run_epoch = backend.ops.epoch_steps(model, X, Y, step, clip_norm, clip_value)
+    if session is None:
+        run_epoch = backend.ops.epoch_steps(model, X, Y, step, clip_norm, clip_value)
+    else:  # the generic steps on this rank's rows: no fused epoch can reduce between steps
+        run_epoch = session.epoch_steps(model, X, Y, step, clip_norm, clip_value)
     logs = {}
     try:
         for callback in callbacks:
@@ -133,7 +159,9 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 history["loss"].append(epoch_loss)
                 history[metric].append(metrics.finish(task, score_sum, m))
                 if val is not None:
-                    for key, value in model.evaluate_prepared(*val).items():
+                    scores = (model.evaluate_prepared(*val) if session is None
+                              else session.evaluate(model, *val))
+                    for key, value in scores.items():
                         history[f"val_{key}"].append(value)
                 model.epochs_trained = epoch
                 if verbose > 0 and (local % verbose == 0 or local == epochs):
@@ -142,6 +170,8 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                     logs = {key: values[-1] for key, values in history.items()}
                     for callback in callbacks:
                         callback.on_epoch_end(epoch, logs)
+                if session is not None:  # every rank stops if a callback stops one
+                    model.stop_training = session.any(model.stop_training)
                 if model.stop_training:
                     break
             if not _all_finite(backend, [p.value for p in state]):
