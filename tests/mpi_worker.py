@@ -107,6 +107,27 @@ def transfers(dp, out):
     return {f"state.{i}": a for i, a in enumerate(state(net))}, report
 
 
+def nccl(dp, out):
+    """CuPy over NCCL on one rank: the same bits as one process, in both sum modes, and
+    no host copy per step (device data: only fit's own reads)."""
+    device = fastnn.backends.load("cupy")
+    dp.select_gpu()
+    Xd, Yd = device.asarray(X, device.dtype("float64")), device.asarray(Y)
+    alone = model(device)
+    expected = alone.fit(Xd, Yd, **OPTIONS)
+    report, arrays = {"expected": expected}, {}
+    for exact in (True, False):
+        gpu = DataParallel(exact=exact, nccl=True)
+        net = model(device)
+        with device.count_transfers() as counted:
+            report[f"history.{exact}"] = net.fit(Xd, Yd, distributed=gpu, **OPTIONS)
+        report[f"transfers.{exact}"] = [counted.to_device, counted.to_host, counted.checks]
+        report["transport"] = gpu.transport_for(device).transport
+        arrays.update({f"exact{exact}.{i}": a for i, a in enumerate(state(net))})
+    arrays.update({f"alone.{i}": a for i, a in enumerate(state(alone))})
+    return arrays, report
+
+
 def main(scenario, out):
     out = Path(out)
     dp = DataParallel()
@@ -114,8 +135,8 @@ def main(scenario, out):
     if scenario in ("raise", "kill"):
         arrays, report = fault(dp, out, scenario == "kill")
     else:
-        arrays, report = {"exact": exact, "mismatch": mismatch,
-                          "transfers": transfers}[scenario](dp, out)
+        arrays, report = {"exact": exact, "mismatch": mismatch, "transfers": transfers,
+                          "nccl": nccl}[scenario](dp, out)
     report.update(rank=dp.rank, size=dp.size, seconds=time.perf_counter() - start)
     np.savez(out / f"rank{dp.rank}.npz", **arrays)
     (out / f"rank{dp.rank}.json").write_text(json.dumps(report))

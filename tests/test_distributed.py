@@ -388,3 +388,23 @@ def test_mpi_cli_trains_digits_and_writes_one_checkpoint(tmp_path):
     assert trained.epochs_trained == 3
     history = json.loads((out / "history.json").read_text())
     assert history["accuracy"][-1] > history["accuracy"][0]
+
+
+def gpu_missing():
+    try:
+        fastnn.backends.load("cupy")
+    except BackendUnavailable as error:
+        return str(error)
+    return mpi_missing()
+
+
+@pytest.mark.skipif(gpu_missing() is not None, reason=f"no GPU run: {gpu_missing()}")
+def test_nccl_on_one_gpu_rank_is_one_process_without_host_copies(tmp_path):
+    """One rank is enough to run every NCCL call (all_gather, all_reduce, broadcast)."""
+    (arrays, report), = worker(1, "nccl", tmp_path)
+    assert report["transport"] == "NCCL (cupyx.distributed)"
+    for exact in (True, False):
+        assert report[f"history.{exact}"] == report["expected"]
+        assert_identical(named(arrays, f"exact{exact}"), named(arrays, "alone"))
+        to_device, to_host, checks = report[f"transfers.{exact}"]
+        assert to_device == 0 and to_host == checks + OPTIONS["epochs"] + 1
