@@ -94,6 +94,14 @@ def fault(dp, out, kill):
     return {}, {"finished": True}
 
 
+def uncaught(dp, out):
+    """An error outside fit on the last rank, while the others wait in a collective."""
+    if dp.rank == dp.size - 1:
+        raise RuntimeError("uncaught on the last rank")
+    dp.check()
+    return {}, {}
+
+
 def transfers(dp, out):
     """Training on device data: every host copy is counted (host-buffer transport)."""
     from strict_backend import StrictBackend
@@ -136,7 +144,7 @@ def main(scenario, out):
         arrays, report = fault(dp, out, scenario == "kill")
     else:
         arrays, report = {"exact": exact, "mismatch": mismatch, "transfers": transfers,
-                          "nccl": nccl}[scenario](dp, out)
+                          "nccl": nccl, "uncaught": uncaught}[scenario](dp, out)
     report.update(rank=dp.rank, size=dp.size, seconds=time.perf_counter() - start)
     np.savez(out / f"rank{dp.rank}.npz", **arrays)
     (out / f"rank{dp.rank}.json").write_text(json.dumps(report))

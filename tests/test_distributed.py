@@ -351,6 +351,14 @@ def test_mpi_an_exception_on_one_rank_aborts_the_job_with_its_message(tmp_path):
 
 
 @needs_mpi
+def test_mpi_an_uncaught_exception_outside_fit_aborts_the_job(tmp_path):
+    run = launch(2, sys.executable, str(WORKER), "uncaught", str(tmp_path), timeout=60)
+    assert run.returncode != 0
+    assert "RuntimeError: uncaught on the last rank" in run.stderr
+    assert "rank 1 of 2 ended with an uncaught RuntimeError; aborting every rank" in run.stderr
+
+
+@needs_mpi
 def test_mpi_a_killed_rank_ends_the_job(tmp_path):
     env = {**os.environ, **ONE_THREAD, "FASTNN_BACKEND": "numpy"}
     job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(WORKER), "kill",
