@@ -7,7 +7,16 @@ imported (numpy by default), or in code with ``set_backend`` / ``use_backend``.
 import sys as _sys
 from pathlib import Path as _Path
 
-from fastnn import activations, data, datasets, initializers, losses, metrics, optimizers
+from fastnn import (
+    activations,
+    data,
+    datasets,
+    distributed,
+    initializers,
+    losses,
+    metrics,
+    optimizers,
+)
 from fastnn.backends import availability as available_backends
 from fastnn.backends import get_backend, set_backend, use_backend, warmup
 from fastnn.backends import select_from_environment as _select_from_environment
@@ -15,7 +24,13 @@ from fastnn.batchnorm import BatchNorm
 from fastnn.builders import from_architecture, from_layer_dims
 from fastnn.callbacks import Callback, CSVLogger, EarlyStopping, ProgressBar
 from fastnn.checkpoint import CheckpointError, load
-from fastnn.errors import BackendUnavailable, FastnnError, NotDifferentiable, TrainingDiverged
+from fastnn.errors import (
+    BackendUnavailable,
+    DistributedError,
+    FastnnError,
+    NotDifferentiable,
+    TrainingDiverged,
+)
 from fastnn.gradcheck import GradcheckResult, gradcheck
 from fastnn.layers import Dense, Dropout
 from fastnn.model import Sequential
@@ -33,6 +48,8 @@ __all__ = [
     # checkpoints and training extras (fastnn.checkpoint, callbacks, schedules, batchnorm)
     "BatchNorm", "CSVLogger", "Callback", "CheckpointError", "CosineDecay", "EarlyStopping",
     "ProgressBar", "StepDecay", "callbacks", "load", "schedules",
+    # data-parallel training over MPI (fastnn.distributed)
+    "DistributedError", "distributed",
 ]
 
 try:
