@@ -416,3 +416,18 @@ def test_nccl_on_one_gpu_rank_is_one_process_without_host_copies(tmp_path):
         assert_identical(named(arrays, f"exact{exact}"), named(arrays, "alone"))
         to_device, to_host, checks = report[f"transfers.{exact}"]
         assert to_device == 0 and to_host == checks + OPTIONS["epochs"] + 1
+
+
+@needs_mpi
+def test_mpi_cli_a_rank_that_cannot_load_its_data_stops_every_rank(tmp_path):
+    """Rank 1's CSV file is missing (Hydra's PMI_RANK picks each rank's file)."""
+    rows = np.c_[X[:40], Y[:40]]
+    np.savetxt(tmp_path / "data0.csv", rows, delimiter=",", comments="",
+               header="a,b,c,d,label")
+    fastnn_command = shutil.which("fastnn", path=str(BIN))
+    command = (f"'{fastnn_command}' train --dataset csv:'{tmp_path}'/data$PMI_RANK.csv "
+               f"--distributed --epochs 2 --no-plots")
+    run = launch(2, "sh", "-c", command, timeout=60)
+    assert run.returncode == 2
+    assert "fastnn: error: rank 1 of 2 failed before training: FileNotFoundError" in run.stderr
+    assert run.stderr.count("fastnn: error:") == 2 and "Traceback" not in run.stderr
