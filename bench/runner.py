@@ -188,8 +188,8 @@ def run(config, log=print):
     if parallel:
         names = [t.backend_name for t in targets if t.backend_name in distributed.BACKENDS]
         try:
-            parallel_rows = distributed.missing() or distributed.measure(names, config.quick,
-                                                                         log)
+            parallel_rows = distributed.missing() or distributed.measure(
+                names, config.quick, log, config.max_other_load, config.retries)
         except (RuntimeError, OSError, subprocess.SubprocessError) as error:
             parallel_rows = f"ERROR: {error}"  # a problem of the report, not the end of it
     starts = []

@@ -366,3 +366,31 @@ def test_distributed_rows_derive_rates_efficiency_and_shares():
 def test_the_distributed_rows_follow_groups_dtypes_and_filter(groups, dtypes, pattern, wanted):
     config = runner.Config(groups=groups, dtypes=dtypes, pattern=pattern)
     assert runner.wants_distributed(config) is wanted
+
+
+def test_busy_distributed_launches_are_repeated_keeping_the_quietest(monkeypatch):
+    loads, launched = [1.0, 0.5, 0.1], []
+
+    class ScriptedLoad:
+        def __init__(self, children=False):
+            assert children  # the ranks are child processes: their CPU time is ours
+
+        def __enter__(self):
+            self.cores = loads.pop(0) if loads else 0.0
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def launch(backend, ranks, threads, parallel, n, batch, rounds):
+        launched.append((backend, ranks, threads, parallel))
+        return {"seconds": [float(len(launched))] * rounds, "reduce_seconds": [0.1] * rounds,
+                "losses": [1.0] * rounds, "steps": 16, "bytes_per_step": 4}
+
+    monkeypatch.setattr(distributed.environment, "OtherLoad", ScriptedLoad)
+    monkeypatch.setattr(distributed, "launch", launch)
+    rows = distributed.measure(["numpy"], quick=True, log=lambda line: None, retries=2)
+    assert len(launched) == 3 + 3  # the first configuration three times, the others once
+    first = rows[0]
+    assert first["other_load"] == 0.1 and first["epoch_s"] == 3.0  # the quietest attempt
+    assert [r["other_load"] for r in rows[1:]] == [0.0, 0.0, 0.0]
