@@ -149,7 +149,8 @@ STARTUP_HEADER = ("backend", "first step", "cold start", "cached start", "runs")
 
 
 DISTRIBUTED_TITLE = ("Data-parallel (mpiexec): one epoch of the MLP 784-256-256-10, SGD, "
-                     "B=128, float32; efficiency = samples/s over ranks x the 1-rank rate")
+                     "B=128, float32, median of the timed epochs; efficiency = samples/s "
+                     "over ranks x the 1-rank data-parallel rate")
 
 
 def distributed_body(report):
