@@ -235,7 +235,7 @@ def test_only_rank_zero_logs_and_prints(tmp_path, capsys):
     assert len(capsys.readouterr().out.splitlines()) == OPTIONS["epochs"]
 
 
-def test_without_mpi4py_asking_for_mpi_says_how_to_install_it(monkeypatch):
+def test_without_mpi4py_asking_for_mpi_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
     for attempt in (DataParallel, lambda: model().fit(X, Y, distributed=True)):
         with pytest.raises(BackendUnavailable, match=r"pip install 'fastnn\[mpi\]'"):
@@ -243,6 +243,7 @@ def test_without_mpi4py_asking_for_mpi_says_how_to_install_it(monkeypatch):
     from fastnn.cli import main
 
     assert main(["train", "--distributed", "--epochs", "1", "--quiet"]) == 2
+    assert "fastnn: error: distributed training needs mpi4py" in capsys.readouterr().err
 
 
 def test_distributed_takes_true_a_data_parallel_or_an_mpi_communicator():
