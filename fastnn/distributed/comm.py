@@ -19,12 +19,15 @@ CuPy backend's NCCL transport is in ``nccl.py``, the in-process reference in
 import functools
 import operator
 import sys
+import time
+import traceback
 
 import numpy as np
 
 from fastnn.errors import BackendUnavailable
 
 INSTALL_HINT = "pip install 'fastnn[mpi]' (mpi4py and the mpich wheel)"
+ABORT_GRACE = 0.5  # seconds between writing an abort's message and aborting
 
 
 def ordered_sum(parts):
@@ -102,6 +105,7 @@ class MPIComm(Communicator):
     def abort(self, message):
         sys.stderr.write(message)
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE)  # for mpiexec to forward the message before it kills us
         self.comm.Abort(1)
 
 
@@ -122,12 +126,10 @@ def abort_on_uncaught_exceptions(comm):
     Installed once per process, for jobs of more than one rank."""
     if _hooked or comm.size == 1:
         return
-    previous = sys.excepthook
-
-    def hook(kind, value, traceback):
-        previous(kind, value, traceback)
-        comm.abort(f"fastnn: rank {comm.rank} of {comm.size} ended with an uncaught "
-                   f"{kind.__name__}; aborting every rank\n")
+    def hook(kind, value, trace):
+        comm.abort("".join(traceback.format_exception(kind, value, trace))
+                   + f"fastnn: rank {comm.rank} of {comm.size} ended with an uncaught "
+                     f"{kind.__name__}; aborting every rank\n")
 
     sys.excepthook = hook
     _hooked.append(hook)
