@@ -120,7 +120,11 @@ class OtherLoad:
     """CPU time that other processes used while a block ran, in cores (Linux only):
     the machine's busy time from /proc/stat minus this process's own CPU time, over the
     wall time. A row measured while other processes used a sizeable share of the cores
-    is not a fair measurement, however small its spread."""
+    is not a fair measurement, however small its spread. ``children=True`` also counts
+    as its own the CPU time of the child processes the block ran and waited for."""
+
+    def __init__(self, children=False):
+        self.children = children
 
     def __enter__(self):
         self.cores = None
@@ -134,8 +138,7 @@ class OtherLoad:
             self.cores = max(0.0, (busy1 - busy0) - (own1 - own0)) / max(wall1 - wall0, 1e-9)
         return False
 
-    @staticmethod
-    def _sample():
+    def _sample(self):
         try:
             fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
         except OSError:
@@ -143,4 +146,7 @@ class OtherLoad:
         ticks = [int(x) for x in fields]
         busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
         own = os.times()
-        return busy, own.user + own.system, time.monotonic()
+        mine = own.user + own.system
+        if self.children:
+            mine += own.children_user + own.children_system
+        return busy, mine, time.monotonic()

@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+from bench import distributed
+
 COLUMNS = ("workload", "dtype", "target", "median", "vs NumPy", "rate", "of ceiling",
            "vs GEMMs", "spread", "others", "faults", "max err", "compile", "flags")
 TABLE_START = "<!-- bench-table:start -->"
@@ -64,6 +66,14 @@ def text_table(rows):
     return "\n".join(lines)
 
 
+def aligned(header, body):
+    """Plain aligned columns."""
+    widths = [max(len(c) for c in column) for column in zip(header, *body)]
+    lines = [header, ["-" * w for w in widths], *body]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
 def markdown_table(header, body):
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |"
@@ -73,8 +83,12 @@ def markdown_table(header, body):
 
 def problems(report):
     """Lines naming every row flagged WRONG, DIFF or ERROR, with the reason."""
-    return [f"{r['workload']} [{r['dtype']}] on {r['target']}: {r['problem']}"
-            for r in report["rows"] if r["problem"]]
+    found = [f"{r['workload']} [{r['dtype']}] on {r['target']}: {r['problem']}"
+             for r in report["rows"] if r["problem"]]
+    parallel = report.get("distributed")
+    if isinstance(parallel, str) and parallel.startswith("ERROR"):
+        found.append(f"{distributed.NAME}: {parallel}")
+    return found
 
 
 def summary(report):
@@ -134,10 +148,25 @@ def startup_body(report):
 STARTUP_HEADER = ("backend", "first step", "cold start", "cached start", "runs")
 
 
+DISTRIBUTED_TITLE = ("Data-parallel (mpiexec): one epoch of the MLP 784-256-256-10, SGD, "
+                     "B=128, float32, median of the timed epochs; efficiency = samples/s "
+                     "over ranks x the 1-rank data-parallel rate")
+
+
+def distributed_body(report):
+    """The distributed rows as table cells; a string if they could not run."""
+    found = report.get("distributed") or []
+    return found if isinstance(found, str) else [distributed.cells(r) for r in found]
+
+
 def text(report):
     """The whole report as printed to the terminal."""
     parts = summary(report) + ["", "ceilings: " + "; ".join(ceiling_lines(report)), "",
                                text_table(report["rows"])]
+    body = distributed_body(report)
+    if body:
+        parts += ["", f"{DISTRIBUTED_TITLE}:",
+                  body if isinstance(body, str) else aligned(distributed.COLUMNS, body)]
     if report["startup"]:
         parts += ["", "start-up (import fastnn + build MLP + first training step, fresh "
                       "process): " + "; ".join(f"{b} ({how}): cold {c}, cached {w}"
@@ -151,6 +180,10 @@ def markdown(report):
     parts = ["\n".join(f"- {line}" for line in summary(report)),
              "Ceilings measured in the same run: " + "; ".join(ceiling_lines(report)) + ".",
              markdown_table(COLUMNS, [cells(r) for r in report["rows"]])]
+    body = distributed_body(report)
+    if body:
+        parts += [f"{DISTRIBUTED_TITLE}:", body if isinstance(body, str)
+                  else markdown_table(distributed.COLUMNS, body)]
     if report["startup"]:
         parts += ["Start-up in a fresh process (import fastnn, build the MLP, first training "
                   "step; cold = empty NUMBA_CACHE_DIR, cached = the same directory again):",

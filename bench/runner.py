@@ -9,11 +9,12 @@ import dataclasses
 import functools
 import importlib.util
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench import environment, startup, workloads
+from bench import distributed, environment, startup, workloads
 from bench.ceilings import Ceilings, Library
 from bench.reference import relative_error
 from bench.timing import Plan, backend_timer, measure, torch_timer
@@ -177,7 +178,8 @@ def run(config, log=print):
     ceilings = Ceilings(plan, 512 if config.quick else 2048, config.max_other_load, retries)
     chosen = config.workloads or workloads.select(workloads.catalog(config.quick),
                                                   config.groups, config.pattern, config.dtypes)
-    if not chosen:
+    parallel = not config.workloads and wants_distributed(config)
+    if not chosen and not parallel:
         raise ValueError("no workload matches the chosen groups, filter and dtypes")
     log(f"{len(chosen)} workloads x {len(targets)} targets "
         f"({', '.join(t.label for t in targets)})")
@@ -186,6 +188,14 @@ def run(config, log=print):
         log(f"[{i}/{len(chosen)}] {workload.id}")
         rows += measure_quietest(workload, targets, plan, ceilings, config, retries, log)
     add_baselines(rows, chosen)
+    parallel_rows = []
+    if parallel:
+        names = [t.backend_name for t in targets if t.backend_name in distributed.BACKENDS]
+        try:
+            parallel_rows = distributed.missing() or distributed.measure(
+                names, config.quick, log, config.max_other_load, config.retries)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            parallel_rows = f"ERROR: {error}"  # a problem of the report, not the end of it
     starts = []
     if config.startup:
         for target in targets:
@@ -204,8 +214,16 @@ def run(config, log=print):
         "targets": [t.label for t in targets],
         "ceilings": ceilings.rows(),
         "rows": [dataclasses.asdict(r) for r in rows],
+        "distributed": parallel_rows,  # rows, or why they could not run here
         "startup": starts,
     }
+
+
+def wants_distributed(config):
+    """True if the run selects the distributed rows (their group, float32, the filter)."""
+    return ((not config.groups or "distributed" in config.groups)
+            and (not config.dtypes or "float32" in config.dtypes)
+            and (not config.pattern or config.pattern.lower() in distributed.NAME))
 
 
 def measure_quietest(workload, targets, plan, ceilings, config, retries, log=print):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from bench import environment, report, runner, timing, workloads
+from bench import distributed, environment, report, runner, timing, workloads
 from bench.case import pure_case
 from bench.ceilings import Library
 from bench.conftest import strict_backend
@@ -357,3 +357,79 @@ def test_a_cupy_backend_gets_the_pytorch_cuda_peer_and_backends_keep_their_label
     config.torch_devices = ("cpu", "cuda")
     assert [t.label for t in runner.make_targets(config, torch)][-2:] == ["torch-cpu",
                                                                           "torch-cuda"]
+
+
+MLP_WEIGHTS = 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+
+
+@pytest.mark.skipif(distributed.missing() is not None, reason=str(distributed.missing()))
+def test_a_distributed_launch_reports_its_epochs_and_gradient_sums():
+    got = distributed.launch("numpy", 2, 1, True, n=512, batch=128, rounds=2)
+    assert (got["ranks"], got["steps"], len(got["seconds"])) == (2, 4, 2)
+    assert got["bytes_per_step"] == 4 * MLP_WEIGHTS  # one float32 flat buffer per step
+    assert all(0 < r < s for r, s in zip(got["reduce_seconds"], got["seconds"], strict=True))
+    plain = distributed.launch("numpy", 1, 1, False, n=512, batch=128, rounds=1)
+    assert (plain["ranks"], plain["reduce_seconds"], plain["bytes_per_step"]) == (1, [], 0)
+    assert abs(plain["losses"][0] - got["losses"][0]) < 1e-4  # the same epoch, in float32
+
+
+def test_distributed_rows_derive_rates_efficiency_and_shares():
+    seconds = {"1 process, 2 threads": 2.0, "1 process, 1 thread": 4.0, "1 rank, 1 thread": 5.0,
+               "2 ranks, 1 thread each": 3.0}
+    reports = {("numpy", label): {"seconds": [s, s * 1.1, s * 0.9], "reduce_seconds": [0.5],
+                                  "losses": [1.0], "steps": 10, "bytes_per_step": 8,
+                                  "other_load": [0.1, None]}
+               for label, s in seconds.items()}
+    rows = {r["config"]: r for r in distributed.rows(["numpy"], reports, n=1000, batch=100)}
+    two = rows["2 ranks, 1 thread each"]
+    assert two["samples_per_s"] == pytest.approx(1000 / 3.0)
+    assert two["vs_2_threads"] == pytest.approx(2.0 / 3.0)
+    assert two["efficiency"] == pytest.approx(5.0 / (2 * 3.0))
+    assert two["reduce_ms_per_step"] == pytest.approx(50.0)
+    assert two["reduce_share"] == pytest.approx(0.05 / 0.3)
+    assert rows["1 rank, 1 thread"]["efficiency"] == pytest.approx(1.0)
+    assert rows["1 process, 1 thread"]["efficiency"] is None and two["other_load"] == 0.1
+    result = {"rows": [], "distributed": list(rows.values())}
+    table = report.distributed_body(result)
+    assert len(table) == 4 and table[3][:2] == ("numpy", "2 ranks, 1 thread each")
+    assert report.problems(result) == []
+    assert report.problems({"rows": [], "distributed": "ERROR: mpiexec failed"}) == [
+        "distributed epoch: ERROR: mpiexec failed"]
+
+
+@pytest.mark.parametrize("groups, dtypes, pattern, wanted", [
+    (None, None, None, True), (["distributed"], None, None, True),
+    (["epoch"], None, None, False), (None, ["float64"], None, False),
+    (None, None, "relu", False), (None, None, "distributed", True),
+])
+def test_the_distributed_rows_follow_groups_dtypes_and_filter(groups, dtypes, pattern, wanted):
+    config = runner.Config(groups=groups, dtypes=dtypes, pattern=pattern)
+    assert runner.wants_distributed(config) is wanted
+
+
+def test_busy_distributed_launches_are_repeated_keeping_the_quietest(monkeypatch):
+    loads, launched = [1.0, 0.5, 0.1], []
+
+    class ScriptedLoad:
+        def __init__(self, children=False):
+            assert children  # the ranks are child processes: their CPU time is ours
+
+        def __enter__(self):
+            self.cores = loads.pop(0) if loads else 0.0
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def launch(backend, ranks, threads, parallel, n, batch, rounds):
+        launched.append((backend, ranks, threads, parallel))
+        return {"seconds": [float(len(launched))] * rounds, "reduce_seconds": [0.1] * rounds,
+                "losses": [1.0] * rounds, "steps": 16, "bytes_per_step": 4}
+
+    monkeypatch.setattr(distributed.environment, "OtherLoad", ScriptedLoad)
+    monkeypatch.setattr(distributed, "launch", launch)
+    rows = distributed.measure(["numpy"], quick=True, log=lambda line: None, retries=2)
+    assert len(launched) == 3 + 3  # the first configuration three times, the others once
+    first = rows[0]
+    assert first["other_load"] == 0.1 and first["epoch_s"] == 3.0  # the quietest attempt
+    assert [r["other_load"] for r in rows[1:]] == [0.0, 0.0, 0.0]

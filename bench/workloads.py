@@ -20,7 +20,8 @@ from fastnn import activations, backends, initializers, optimizers
 from fastnn.layers import Dense, Parameter
 from fastnn.training import epoch_runner
 
-GROUPS = ("elementwise", "dense", "optimizer", "mlp", "planar", "epoch")
+GROUPS = ("elementwise", "dense", "optimizer", "mlp", "planar", "epoch", "distributed")
+# "distributed" has no Workload here: it runs the epoch under mpiexec (bench.distributed)
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softplus", "softmax")
 DTYPES = ("float32", "float64")
 MLP_DIMS = (784, 256, 256, 10)

@@ -7,7 +7,16 @@ imported (numpy by default), or in code with ``set_backend`` / ``use_backend``.
 import sys as _sys
 from pathlib import Path as _Path
 
-from fastnn import activations, data, datasets, initializers, losses, metrics, optimizers
+from fastnn import (
+    activations,
+    data,
+    datasets,
+    distributed,
+    initializers,
+    losses,
+    metrics,
+    optimizers,
+)
 from fastnn.backends import availability as available_backends
 from fastnn.backends import get_backend, set_backend, use_backend
 from fastnn.backends import select_from_environment as _select_from_environment
@@ -17,6 +26,7 @@ from fastnn.callbacks import Callback, CSVLogger, EarlyStopping, ProgressBar
 from fastnn.checkpoint import CheckpointError, load
 from fastnn.errors import (
     BackendUnavailable,
+    DistributedError,
     FastnnError,
     NotDifferentiable,
     NotFinite,
@@ -41,6 +51,8 @@ __all__ = [
     # checkpoints and training extras (fastnn.checkpoint, callbacks, schedules, batchnorm)
     "BatchNorm", "CSVLogger", "Callback", "CheckpointError", "CosineDecay", "EarlyStopping",
     "ProgressBar", "StepDecay", "callbacks", "load", "schedules",
+    # data-parallel training over MPI (fastnn.distributed)
+    "DistributedError", "distributed",
 ]
 
 try:

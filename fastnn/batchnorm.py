@@ -6,6 +6,9 @@ updates running estimates, ``running = momentum * running + (1 - momentum) * bat
 (the CS231n convention: momentum 0.9 keeps 90% of the old estimate). Evaluation uses
 the running estimates, so a prediction does not depend on the other rows of its batch.
 gamma and beta are never weight-decayed.
+
+In data-parallel training ``sync`` holds the global batch's sums (fastnn.distributed):
+the statistics and the input gradient's means are then taken over every rank's rows.
 """
 
 import numpy as np
@@ -24,6 +27,7 @@ class BatchNorm(Layer):
         self.eps = positive_number("BatchNorm eps", eps)
         self.needs_input_grad = True
         self.frozen = False  # gradcheck: keep the running statistics fixed across passes
+        self.sync = None  # data-parallel training: sums over the global batch (see above)
 
     def __repr__(self):
         return f"BatchNorm({self.n_features}, momentum={self.momentum}, eps={self.eps})"
@@ -62,9 +66,9 @@ class BatchNorm(Layer):
     def forward(self, X, training=False):
         xp = self.backend.xp
         if training:
-            mean = xp.mean(X, axis=0)
+            mean = self._batch_mean(X)
             centered = X - mean
-            var = xp.mean(centered * centered, axis=0)
+            var = self._batch_mean(centered * centered)
             if not self.frozen:
                 self._update_running(mean, var)
         else:
@@ -74,6 +78,10 @@ class BatchNorm(Layer):
         X_hat = centered * inv_std
         self.cache = (X_hat, inv_std, training)
         return X_hat * self.gamma.value + self.beta.value
+
+    def _batch_mean(self, A):
+        """The column means of A over the batch (the global batch when synchronized)."""
+        return self.backend.xp.mean(A, axis=0) if self.sync is None else self.sync.mean(A)
 
     def _update_running(self, mean, var):
         keep = self.momentum
@@ -93,5 +101,7 @@ class BatchNorm(Layer):
         scale = self.gamma.value * inv_std
         if not training:
             return dA * scale
-        m = dA.shape[0]
-        return scale * (dA - self.beta.grad / m - X_hat * (self.gamma.grad / m))
+        m, sum_dA, sum_dA_x = dA.shape[0], self.beta.grad, self.gamma.grad
+        if self.sync is not None:
+            (sum_dA, sum_dA_x), m = self.sync.sums(sum_dA, sum_dA_x), self.sync.rows
+        return scale * (dA - sum_dA / m - X_hat * (sum_dA_x / m))

@@ -7,6 +7,10 @@ across ``fit`` calls and checkpoints (1 for the first epoch ever trained). ``log
 holds the epoch's values already read to the host (``loss``, ``accuracy`` or
 ``rmse``, and ``val_...`` with validation data), so reading them costs nothing. Set
 ``self.model.stop_training = True`` to end training after the current epoch.
+
+In data-parallel training (``fit(..., distributed=...)``) every rank runs the
+callbacks, with the same logs, except those with ``rank_zero_only = True`` (the
+loggers and progress bars here), which only rank 0 runs.
 """
 
 import csv
@@ -19,6 +23,7 @@ from fastnn.validation import in_range
 class Callback:
     model = None
     params = None
+    rank_zero_only = False  # data-parallel training runs it on rank 0 only (it writes)
 
     def on_train_begin(self, logs):
         """Before the first epoch of a ``fit`` call."""
@@ -126,6 +131,8 @@ class ProgressBar(Callback):
     pipes stay clean), True always, False never. ``file`` defaults to stderr.
     """
 
+    rank_zero_only = True
+
     def __init__(self, enabled=None, file=None):
         if enabled not in (None, True, False):
             raise ValueError(f"ProgressBar enabled must be None, True or False; got {enabled!r}")
@@ -164,6 +171,8 @@ class CSVLogger(Callback):
     goes, so a crash loses at most the epoch in progress. ``append=False`` starts the
     file afresh at each ``fit`` call; ``append=True`` continues it under its existing
     header (for resumed runs)."""
+
+    rank_zero_only = True
 
     def __init__(self, path, append=False):
         self.path, self.append = os.fspath(path), bool(append)

@@ -37,3 +37,9 @@ class CheckpointError(FastnnError, ValueError):
     """A checkpoint file cannot be loaded: it is truncated, corrupt, not a fastnn
     checkpoint, from a newer format, or its header does not match its arrays. The
     message names the file and the problem."""
+
+
+class DistributedError(FastnnError, RuntimeError):
+    """Data-parallel training could not go on: the ranks disagree on the model, the data
+    or the settings, or one rank failed before training started. Every rank raises it
+    with the same message (see ``fastnn.distributed``)."""

@@ -91,14 +91,18 @@ class Sequential:
             X = layer.forward(X, training)
         return X
 
-    def compute_gradients(self, X, Y):
+    def compute_gradients(self, X, Y, scale=None):
         """Forward in training mode and backprop; sets every Parameter.grad.
 
+        ``scale`` multiplies the loss gradient: data-parallel training gives each rank's
+        share of the global batch, so that the summed gradients are the global batch's.
         Returns (loss, output activations) as backend arrays.
         """
         A = self.forward(X, training=True)
         _, Z, _ = self.output.cache
         loss, dZ, db = self.loss.value_and_grad(self.backend, Z, A, Y, self.output.activation)
+        if scale is not None:
+            dZ, db = dZ * scale, (None if db is None else db * scale)
         grad = self.output.backward_from_z(dZ, db)
         for layer in reversed(self.layers[self.first : -1]):
             grad = layer.backward(grad)
@@ -148,7 +152,8 @@ class Sequential:
         """Train; returns the history ``{'loss': [...], 'accuracy' or 'rmse': [...],
         'val_loss': [...], ...}`` with one entry per epoch. The options (batch_size,
         optimizer, lr, shuffle, seed, validation_data, verbose, callbacks, lr_schedule,
-        clip_norm, clip_value, progress) are described in ``fastnn.training.fit``."""
+        clip_norm, clip_value, progress, distributed) are described in
+        ``fastnn.training.fit``."""
         from fastnn.training import fit
 
         return fit(self, X, y, epochs=epochs, **options)
@@ -217,13 +222,20 @@ class Sequential:
 
     def evaluate_prepared(self, X, Y, batch_size=EVAL_BATCH):
         """``evaluate`` for data already passed through ``prepare``."""
+        return self.scores(self.evaluation_sums(X, Y, batch_size), X.shape[0])
+
+    def evaluation_sums(self, X, Y, batch_size=EVAL_BATCH):
+        """The (loss sum, metric sum) device vector of prepared (X, Y) in evaluation mode."""
         sums = self.new_sums()
         for rows in _chunks(X, batch_size):
             Xb, Yb = X[rows, ...], Y[rows, ...]
             loss, A = self.loss_value(Xb, Yb)
             sums[0] += loss * Xb.shape[0]
             sums[1] += metrics.batch_score(self.backend.xp, self.task, A, Yb)
-        m = X.shape[0]
+        return sums
+
+    def scores(self, sums, m):
+        """``{'loss': ..., 'accuracy' or 'rmse': ...}`` from the sums over ``m`` samples."""
         loss_sum, score_sum = self.backend.to_numpy(sums).tolist()
         return {
             "loss": loss_sum / m,

@@ -17,6 +17,12 @@ epochs, and ``run.finish()``, which ``fit`` calls before anything may read the
 parameters' ``grad`` (a runner may leave a gradient unformed until then). On a backend
 that records steps for replay (CUDA graphs), this generic runner offers ``epochs`` too,
 by replaying a recorded epoch (``fastnn.replay``).
+
+Which rows make each step, and what happens to the gradients between backprop and the
+update, is the ``batches`` object's job (``Batches`` here: one process). Data-parallel
+training passes its own (``fastnn.distributed.shards``): this rank's part of every
+global batch, the gradients summed over the ranks, the epoch's sums likewise. Such
+steps talk to the other ranks, so they are never recorded for replay.
 """
 
 import functools
@@ -24,31 +30,61 @@ import functools
 from fastnn import metrics, replay
 
 
-def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None):
-    """A function running one epoch of steps on (X, Y); see the module docstring."""
+def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None, batches=None):
+    """A function running one epoch of steps on (X, Y); see the module docstring.
+    ``batches``: None for ``Batches(xp, X, Y, batch)``, or a replacement with its methods."""
     backend, xp, task = model.backend, model.backend.xp, model.task
     params = model.parameters()
-    m = X.shape[0]
+    batches = Batches(xp, X, Y, batch) if batches is None else batches
     clipping = clip_norm is not None or clip_value is not None
 
     def run(order=None):
         sums = model.new_sums()
-        for start in range(0, m, batch):
-            stop = min(start + batch, m)  # out-of-range slice ends are not portable
-            if order is None:
-                Xb, Yb = X[start:stop, ...], Y[start:stop, ...]
-            else:
-                idx = order[start:stop]
-                Xb, Yb = xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
-            loss, A = model.compute_gradients(Xb, Yb)
+        for Xb, Yb in batches(order):
+            loss, A = model.compute_gradients(Xb, Yb, batches.scale)
+            batches.reduce(params)
             if clipping:
                 clip(xp, params, clip_norm, clip_value)
             model.optimizer.step(params, backend)
             sums[0] += loss * Xb.shape[0]
             sums[1] += metrics.batch_score(xp, task, A, Yb)
+        return batches.total(sums)
+
+    if not isinstance(batches, Batches):  # data-parallel steps talk to the other ranks
+        return run
+    m = X.shape[0]
+    return replay.offer(model, run, m, -(-m // batch))
+
+
+class Batches:
+    """The steps of one process: rows [start, start + batch) of (X, Y), taken in
+    ``order`` (a permutation of the rows, or None for their own order)."""
+
+    scale = None  # what compute_gradients multiplies the loss gradient by (None: nothing)
+
+    def __init__(self, xp, X, Y, batch):
+        self.xp, self.X, self.Y, self.batch = xp, X, Y, batch
+
+    def __call__(self, order):
+        m = self.X.shape[0]
+        for start in range(0, m, self.batch):
+            yield rows(self.xp, self.X, self.Y, start, min(start + self.batch, m), order)
+
+    def reduce(self, params):
+        """Between backprop and the update: nothing to combine in one process."""
+
+    def total(self, sums):
+        """The epoch's (loss sum, metric sum) device vector, as ``run`` returns it."""
         return sums
 
-    return replay.offer(model, run, m, -(-m // batch))
+
+def rows(xp, X, Y, start, stop, order=None):
+    """Rows start..stop-1 of X and Y, or the rows ``order[start:stop]`` names (``stop``
+    must not pass the end: out-of-range slice ends are not portable)."""
+    if order is None:
+        return X[start:stop, ...], Y[start:stop, ...]
+    idx = order[start:stop]
+    return xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
 
 
 def clip(xp, params, clip_norm, clip_value):

@@ -24,6 +24,7 @@ import numpy as np
 
 from fastnn import callbacks as callback_lists
 from fastnn import metrics, optimizers, steps
+from fastnn.distributed import data_parallel
 from fastnn.errors import TrainingDiverged
 from fastnn.plan import describe
 from fastnn.schedules import Schedule
@@ -34,7 +35,7 @@ SHUFFLE_STREAM = 0  # the second seed word of the shuffle; dropout layer i uses 
 
 def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle=True,
         seed=None, validation_data=None, verbose=0, callbacks=None, lr_schedule=None,
-        clip_norm=None, clip_value=None, progress=False):
+        clip_norm=None, clip_value=None, progress=False, distributed=None):
     """Train ``model`` on (X, y) and return this call's per-epoch history.
 
     batch_size: rows per step; None trains full-batch (the tutorials' gradient descent).
@@ -54,10 +55,27 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     progress: True shows a tqdm bar over the epochs, None shows it only when stdout and
         stderr are terminals, False (the default) never.
 
+    distributed: None trains in this process; True (MPI's COMM_WORLD), a
+        ``fastnn.distributed.DataParallel`` or an mpi4py communicator trains
+        data-parallel: every rank calls fit alike and gets the parameters and history of
+        one process training on the same global batches (see ``fastnn.distributed``).
+
     If the loss or the parameters become NaN or infinite, training stops with
     TrainingDiverged and the model keeps the last parameters (from the start of this
     epoch or the one before) whose loss on the training data is finite.
     """
+    args = (model, X, y, epochs, batch_size, optimizer, lr, shuffle, seed, validation_data,
+            verbose, callbacks, lr_schedule, clip_norm, clip_value, progress)
+    session = data_parallel.join(distributed)
+    if session is None:
+        return _fit(*args, None)
+    with session.guard():  # a failure on one rank ends every rank, never a hang
+        return _fit(*args, session)
+
+
+def _fit(model, X, y, epochs, batch_size, optimizer, lr, shuffle, seed, validation_data,
+         verbose, callbacks, lr_schedule, clip_norm, clip_value, progress, session):
+    """``fit``; ``session`` is None, or the data-parallel session of this rank."""
     epochs = positive_int("epochs", epochs)
     if batch_size is not None:
         batch_size = positive_int("batch_size", batch_size)
@@ -81,9 +99,14 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     model.optimizer = _choose_optimizer(model.optimizer, optimizer, lr)
     model.lr_schedule = _choose_schedule(model, lr_schedule, lr)
     model.train_seed = seed
+    if session is not None:  # agree with the other ranks; take rank 0's state and seed
+        seed = session.start(model, X, val, seed, {
+            "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
+            "clip_norm": clip_norm, "clip_value": clip_value, "validation": val is not None})
+        verbose, callbacks = session.for_rank(verbose, callbacks)
 
     backend, task = model.backend, model.task
-    m = X.shape[0]
+    m = X.shape[0] if session is None else session.samples
     step = m if batch_size is None else min(batch_size, m)
     params = model.parameters()
     state = params + model.buffers()
@@ -99,7 +122,8 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     for callback in callbacks:
         callback.model, callback.params = model, {"epochs": epochs, "steps": -(-m // step)}
 
-    bound, run_epoch = model.optimizer, epoch_runner(model, X, Y, step, clip_norm, clip_value)
+    bound = model.optimizer
+    run_epoch = epoch_runner(model, X, Y, step, clip_norm, clip_value, session)
     logs = {}
     try:
         for callback in callbacks:
@@ -113,7 +137,7 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 epoch = model.epochs_trained + 1
                 if model.optimizer is not bound:  # a callback replaced it
                     bound = model.optimizer
-                    run_epoch = epoch_runner(model, X, Y, step, clip_norm, clip_value)
+                    run_epoch = epoch_runner(model, X, Y, step, clip_norm, clip_value, session)
                 if model.lr_schedule is not None:
                     model.optimizer.lr = model.lr_schedule.lr(model.epochs_trained)
                 for callback in callbacks:
@@ -130,7 +154,8 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 loss_sum, score_sum = backend.to_numpy(sums).tolist()  # one transfer
                 epoch_loss = loss_sum / m
                 if not np.isfinite(epoch_loss):
-                    kept = _restore(model, state, snapshots, snapshot_epochs, local, X, Y)
+                    kept = _restore(model, state, snapshots, snapshot_epochs, local, X, Y,
+                                    session)
                     raise TrainingDiverged(
                         f"training diverged at epoch {epoch}: the loss became {epoch_loss}; "
                         f"{kept}. Lower the learning rate (lr={model.optimizer.lr}), clip "
@@ -140,7 +165,9 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                 history["loss"].append(epoch_loss)
                 history[metric].append(metrics.finish(task, score_sum, m))
                 if val is not None:
-                    for key, value in model.evaluate_prepared(*val).items():
+                    scores = (model.evaluate_prepared(*val) if session is None
+                              else session.evaluate(model, *val))
+                    for key, value in scores.items():
                         history[f"val_{key}"].append(value)
                 model.epochs_trained = epoch
                 if verbose > 0 and (local % verbose == 0 or local == epochs):
@@ -150,10 +177,13 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
                     logs = {key: values[-1] for key, values in history.items()}
                     for callback in callbacks:
                         callback.on_epoch_end(epoch, logs)
+                if session is not None:  # every rank stops if a callback stops one
+                    model.stop_training = session.any(model.stop_training)
                 if model.stop_training:
                     break
             if not _all_finite(backend, [p.value for p in state]):
-                kept = _restore(model, state, snapshots, snapshot_epochs, local, X, Y)
+                kept = _restore(model, state, snapshots, snapshot_epochs, local, X, Y,
+                                    session)
                 raise TrainingDiverged(
                     f"training diverged in its last epoch: the parameters became NaN or "
                     f"infinite; {kept}. Lower the learning rate or clip gradients "
@@ -170,10 +200,14 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     return history
 
 
-def epoch_runner(model, X, Y, batch, clip_norm=None, clip_value=None):
+def epoch_runner(model, X, Y, batch, clip_norm=None, clip_value=None, session=None):
     """What ``fit`` runs an epoch with, ``run(order)``: the backend's fused runner for
     this training's plan if it offers one, else the generic steps (see
-    ``fastnn.steps``); for the model's current optimizer, on the prepared (X, Y)."""
+    ``fastnn.steps``); for the model's current optimizer, on the prepared (X, Y). A
+    data-parallel ``session`` always takes the generic steps on this rank's rows: no
+    fused epoch can sum the gradients over the ranks between its steps."""
+    if session is not None:
+        return session.epoch_steps(model, X, Y, batch, clip_norm, clip_value)
     plan = describe(model, X, batch, clip_norm, clip_value)
     if plan is not None:
         run = model.backend.fused_epoch(plan, X, Y, model.parameters(), model.optimizer)
@@ -262,12 +296,14 @@ def _all_finite(backend, arrays):
     return bool(backend.to_numpy(xp.all(flags)))
 
 
-def _restore(model, state, snapshots, snapshot_epochs, local, X, Y):
+def _restore(model, state, snapshots, snapshot_epochs, local, X, Y, session=None):
     """Put back the newest snapshot (the start of epoch ``local`` of this call, or of the
     one before) whose values are all finite and whose loss on the training data is
     finite too, in evaluation mode as ``predict`` and ``evaluate`` see it (so are the
     outputs): finite values alone can be ~1e27, whose outputs overflow. Sets the epoch
-    count that goes with it; returns what the model keeps, for the error message."""
+    count that goes with it; returns what the model keeps, for the error message. In a
+    data-parallel ``session`` the loss is taken over every rank's rows, so every rank
+    keeps the same snapshot."""
     kept = None
     for i in (local % 2, (local - 1) % 2):
         if not _all_finite(model.backend, snapshots[i]):
@@ -275,7 +311,9 @@ def _restore(model, state, snapshots, snapshot_epochs, local, X, Y):
         for saved, p in zip(snapshots[i], state):
             p.value[...] = saved
         model.epochs_trained, kept = snapshot_epochs[i], snapshot_epochs[i] + 1
-        if np.isfinite(model.evaluate_prepared(X, Y)["loss"]):
+        scores = (model.evaluate_prepared(X, Y) if session is None
+                  else session.evaluate(model, X, Y, session.rows))
+        if np.isfinite(scores["loss"]):
             return (f"the model keeps the last parameters whose loss on the training data "
                     f"is finite, from the start of epoch {kept}")
     if kept is None:

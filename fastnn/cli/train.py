@@ -21,6 +21,7 @@ import numpy as np
 import fastnn
 from fastnn import backends, datasets, optimizers
 from fastnn.data import standardize, train_test_split
+from fastnn.distributed import DataParallel
 from fastnn.errors import TrainingDiverged
 from fastnn.names import lookup, normalize
 
@@ -82,6 +83,10 @@ def add_parser(commands):
     training.add_argument("--resume", type=Path, metavar="CHECKPOINT",
                           help="continue a saved model.npz: its layers, optimizer state and "
                                "seed carry on exactly (on any backend)")
+    training.add_argument("--distributed", action="store_true",
+                          help="train data-parallel over MPI, launched as mpiexec -n N fastnn "
+                               "train ... --distributed (needs fastnn[mpi]); every rank loads "
+                               "the data, rank 0 prints and writes the outputs")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, metavar="DIR",
                         help="write history.csv, history.json, metrics.json and plots here")
@@ -93,6 +98,54 @@ def add_parser(commands):
 
 
 def run(args):
+    world = DataParallel() if args.distributed else None
+    try:
+        split, data, scaling, model, description, optimizer, seed = prepare(args, world)
+    except Exception as error:
+        if world is not None:
+            world.check(error)  # the other ranks, waiting in fit, raise DistributedError
+        raise
+    X_train, X_test, y_train, y_test = data
+    validation = None if X_test is None else (X_test, y_test)
+    lead = world is None or world.rank == 0  # the rank that prints and writes
+    say = (lambda *a: None) if args.quiet or not lead else print
+    held_out = "none held out" if X_test is None else f"{len(X_test)} held out for testing"
+    shown = optimizer if optimizer is not None else model.optimizer
+    ranks = "" if world is None else f", data-parallel over {world.size} MPI ranks"
+    say(f"training {description} with {shown!r} on the {model.backend.name!r} backend "
+        f"({model.dtype_name}{ranks}): {args.dataset}, {len(X_train)} training samples, "
+        f"{held_out}")
+    start = time.perf_counter()
+    try:
+        bar = not args.quiet and sys.stdout.isatty() and sys.stderr.isatty()
+        lines = 0 if args.quiet or bar else (args.log_every or max(1, args.epochs // 10))
+        model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                  optimizer=optimizer, lr=args.lr if optimizer is None else None, seed=seed,
+                  validation_data=validation, verbose=lines, progress=bar, distributed=world)
+    except TrainingDiverged as error:
+        if args.out is not None and lead:
+            write_history(args.out, error.history)
+            write_json(args.out / "metrics.json", {"diverged": str(error), **run_settings(args)})
+        raise
+    seconds = time.perf_counter() - start
+    if not lead:
+        return 0
+    results = {"train": model.evaluate(X_train, y_train)}
+    if X_test is not None:
+        results["test"] = model.evaluate(X_test, y_test)
+    say("; ".join(f"{part} {_numbers(r)}" for part, r in results.items())
+        + f" after {args.epochs} epochs in {seconds:.1f} s")
+    if args.out is not None:
+        written = write_outputs(args, model, split, results, seconds, scaling)
+        model.save(args.out / "model.npz")
+        written.append(args.out / "model.npz")
+        say(f"wrote {', '.join(str(path) for path in written)}")
+    return 0
+
+
+def prepare(args, world):
+    """Everything before fit: (split as loaded, the data the model sees, the scaling,
+    model, description, optimizer, seed)."""
     plotting = args.out is not None and not args.no_plots
     if plotting and importlib.util.find_spec("matplotlib") is None:
         raise ModuleNotFoundError(
@@ -100,9 +153,11 @@ def run(args):
             "pip install 'fastnn[plot]', or pass --no-plots"
         )
     if args.backend is not None:
-        backends.set_backend(backends.canonical_name(args.backend, source="--backend"))
+        backend = backends.set_backend(backends.canonical_name(args.backend, source="--backend"))
     else:
-        backends.select_from_environment()
+        backend = backends.select_from_environment()
+    if world is not None and backend.name == "cupy":
+        world.select_gpu()  # one GPU per rank, before any array is made
     split = load_data(args)
     X_train, X_test, y_train, y_test = split
     scaling = None
@@ -116,36 +171,8 @@ def run(args):
     else:
         model, description = build_model(args, X_train, y_train)
         optimizer, seed = make_optimizer(args), args.seed
-    validation = None if X_test is None else (X_test, y_test)
-    say = (lambda *a: None) if args.quiet else print
-    held_out = "none held out" if X_test is None else f"{len(X_test)} held out for testing"
-    shown = optimizer if optimizer is not None else model.optimizer
-    say(f"training {description} with {shown!r} on the {model.backend.name!r} backend "
-        f"({model.dtype_name}): {args.dataset}, {len(X_train)} training samples, {held_out}")
-    start = time.perf_counter()
-    try:
-        bar = not args.quiet and sys.stdout.isatty() and sys.stderr.isatty()
-        lines = 0 if args.quiet or bar else (args.log_every or max(1, args.epochs // 10))
-        model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                  optimizer=optimizer, lr=args.lr if optimizer is None else None, seed=seed,
-                  validation_data=validation, verbose=lines, progress=bar)
-    except TrainingDiverged as error:
-        if args.out is not None:
-            write_history(args.out, error.history)
-            write_json(args.out / "metrics.json", {"diverged": str(error), **run_settings(args)})
-        raise
-    seconds = time.perf_counter() - start
-    results = {"train": model.evaluate(X_train, y_train)}
-    if X_test is not None:
-        results["test"] = model.evaluate(X_test, y_test)
-    say("; ".join(f"{part} {_numbers(r)}" for part, r in results.items())
-        + f" after {args.epochs} epochs in {seconds:.1f} s")
-    if args.out is not None:
-        written = write_outputs(args, model, split, results, seconds, scaling)
-        model.save(args.out / "model.npz")
-        written.append(args.out / "model.npz")
-        say(f"wrote {', '.join(str(path) for path in written)}")
-    return 0
+    data = X_train, X_test, y_train, y_test
+    return split, data, scaling, model, description, optimizer, seed
 
 
 # ---- data ----

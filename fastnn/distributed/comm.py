@@ -1,0 +1,135 @@
+"""Communicators: the few collectives data-parallel training needs, over MPI.
+
+A communicator has a ``rank`` and a ``size`` and offers:
+
+- ``gather(obj)``: every rank's small Python object, in rank order (settings, counts);
+- ``sum(x, backend)``: the sum over the ranks of a device array, added in rank order
+  (``ordered_sum``) when ``exact``, so every rank, run and rank layout of the same
+  count gets the same bits; with ``exact=False`` MPI's own Allreduce, whose order is
+  the library's (exact anyway at 2 ranks: a + b == b + a);
+- ``broadcast(x, backend)``: rank 0's values of a device array;
+- ``abort(message)``: print ``message`` and end every rank of the job.
+
+``MPIComm`` moves device arrays through host buffers, each copy through the backend's
+counted transfers (``backend.to_numpy`` / ``backend.asarray``; free on NumPy). The
+CuPy backend's NCCL transport is in ``nccl.py``, the in-process reference in
+``local.py``.
+"""
+
+import functools
+import operator
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from fastnn.errors import BackendUnavailable
+
+INSTALL_HINT = "pip install 'fastnn[mpi]' (mpi4py and the mpich wheel)"
+ABORT_GRACE = 0.5  # seconds between writing an abort's message and aborting
+
+
+def ordered_sum(parts):
+    """parts[0] + parts[1] + ... + parts[n-1], left to right, one array per rank."""
+    return functools.reduce(operator.add, parts)
+
+
+def import_mpi():
+    """mpi4py's MPI module, or BackendUnavailable saying how to install it."""
+    try:
+        from mpi4py import MPI
+    except ImportError as error:
+        raise BackendUnavailable(
+            f"distributed training needs mpi4py and an MPI library, which are not installed "
+            f"here; install them with: {INSTALL_HINT}, then launch with mpiexec -n N ..."
+        ) from error
+    except (RuntimeError, OSError) as error:  # mpi4py without an MPI library to load
+        raise BackendUnavailable(
+            f"distributed training cannot start MPI ({error}); install an MPI library with: "
+            f"{INSTALL_HINT}"
+        ) from error
+    return MPI
+
+
+class Communicator:
+    """The interface; ``rank`` and ``size`` describe this process's place in the job."""
+
+    rank, size, exact = 0, 1, True
+    transport = "none"
+
+    def gather(self, obj):
+        raise NotImplementedError
+
+    def sum(self, x, backend):
+        raise NotImplementedError
+
+    def broadcast(self, x, backend):
+        raise NotImplementedError
+
+    def abort(self, message):
+        raise NotImplementedError
+
+
+class MPIComm(Communicator):
+    """An mpi4py communicator (COMM_WORLD by default); device arrays go through host
+    buffers, so it serves every backend."""
+
+    transport = "MPI, host buffers"
+
+    def __init__(self, comm=None, exact=True):
+        self.MPI = import_mpi()
+        self.comm = self.MPI.COMM_WORLD if comm is None else comm
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.exact = bool(exact)
+
+    def gather(self, obj):
+        return self.comm.allgather(obj)
+
+    def sum(self, x, backend):
+        host = _host_buffer(backend, x)
+        if self.exact:
+            parts = np.empty((self.size, *host.shape), host.dtype)
+            self.comm.Allgather(host, parts)
+            total = ordered_sum(parts)
+        else:
+            self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+            total = host
+        return backend.asarray(total)
+
+    def broadcast(self, x, backend):
+        host = _host_buffer(backend, x)
+        self.comm.Bcast(host, root=0)
+        return backend.asarray(host)
+
+    def abort(self, message):
+        sys.stderr.write(message)
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE)  # for mpiexec to forward the message before it kills us
+        self.comm.Abort(1)
+
+
+def _host_buffer(backend, x):
+    """A device array as a C-contiguous, writable host array (one counted transfer)."""
+    host = backend.to_numpy(x)
+    if not (host.flags.c_contiguous and host.flags.writeable):
+        host = np.array(host, order="C")
+    return host
+
+
+_hooked = []
+
+
+def abort_on_uncaught_exceptions(comm):
+    """Make an exception that nothing catches, on any rank, end the whole job (after
+    the usual traceback) instead of leaving the other ranks waiting in a collective.
+    Installed once per process, for jobs of more than one rank."""
+    if _hooked or comm.size == 1:
+        return
+    def hook(kind, value, trace):
+        comm.abort("".join(traceback.format_exception(kind, value, trace))
+                   + f"fastnn: rank {comm.rank} of {comm.size} ended with an uncaught "
+                     f"{kind.__name__}; aborting every rank\n")
+
+    sys.excepthook = hook
+    _hooked.append(hook)

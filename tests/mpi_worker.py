@@ -1,0 +1,154 @@
+"""One rank of the data-parallel tests: ``mpiexec -n N python tests/mpi_worker.py
+SCENARIO OUT`` (test_distributed.py launches it). FASTNN_BACKEND picks the backend,
+except for ``transfers``, which runs on the strict stand-in (tests/strict_backend.py),
+whose every host copy is counted. Every rank writes
+what it saw to OUT/rank<r>.npz and OUT/rank<r>.json for the test to compare."""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from distributed_cases import OPTIONS, VAL, X, Y, model, shards, state
+
+import fastnn
+from fastnn.distributed import DataParallel
+
+
+def exact(dp, out):
+    """The same training twice, pre-sharded data, and a resumed run."""
+    arrays, report = {}, {"histories": {}}
+
+    def keep(name, trained, history):
+        arrays.update({f"{name}.{i}": a for i, a in enumerate(state(trained))})
+        report["histories"][name] = history
+
+    for name in ("first", "second"):
+        net = model()
+        keep(name, net, net.fit(X, Y, validation_data=VAL, distributed=dp, **OPTIONS))
+    mine, val = shards(dp.size)[dp.rank], shards(dp.size, VAL)[dp.rank]
+    net = model()
+    keep("sharded", net, net.fit(*mine, validation_data=val,
+                                 distributed=DataParallel(sharded=True), **OPTIONS))
+    half = model()
+    half.fit(X, Y, distributed=dp, **{**OPTIONS, "epochs": 2})
+    path = out / "half.npz"
+    if dp.rank == 0:
+        half.save(path)
+    dp.check()  # every rank waits for the file
+    resumed = fastnn.load(path)
+    keep("resumed", resumed, resumed.fit(X, Y, epochs=2, batch_size=OPTIONS["batch_size"],
+                                         clip_norm=OPTIONS["clip_norm"], distributed=dp))
+    report["reductions"] = [dp.reductions.count, dp.reductions.bytes]
+    return arrays, report
+
+
+def mismatch(dp, out):
+    """Settings that differ on the last rank: every rank must raise, none may hang."""
+    last = dp.rank == dp.size - 1
+    cases = {
+        "layers": lambda: model(hidden=11 if last else 10).fit(X, Y, distributed=dp,
+                                                               **OPTIONS),
+        "dtype": lambda: model(dtype="float32" if last else "float64").fit(
+            X, Y, distributed=dp, **OPTIONS),
+        "features": lambda: model().fit(X[:, :3] if last else X, Y, distributed=dp, **OPTIONS),
+        "samples": lambda: model().fit(X[:-1] if last else X, Y[:-1] if last else Y,
+                                       distributed=dp, **OPTIONS),
+        "epochs": lambda: model().fit(X, Y, distributed=dp, **{**OPTIONS,
+                                                               "epochs": 3 if last else 4}),
+        "batch": lambda: model().fit(X, Y, distributed=dp, **{**OPTIONS,
+                                                              "batch_size": dp.size - 1}),
+    }
+    report = {}
+    for name, run in cases.items():
+        try:
+            run()
+            report[name] = None
+        except Exception as error:
+            report[name] = [type(error).__name__, str(error)]
+    net = model()  # and the ranks are still in step
+    report["after"] = net.fit(X, Y, distributed=dp, **OPTIONS)["loss"]
+    return {}, report
+
+
+class Fail(fastnn.Callback):
+    """Raise (or report the pid, to be killed) on the last rank after epoch 2."""
+
+    def __init__(self, dp, out, kill):
+        self.dp, self.out, self.kill = dp, out, kill
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == 2 and self.dp.rank == self.dp.size - 1:
+            if self.kill:
+                (self.out / "pid").write_text(str(os.getpid()))
+            else:
+                raise RuntimeError("boom on the last rank")
+
+
+def fault(dp, out, kill):
+    net = model()
+    net.fit(X, Y, distributed=dp, callbacks=[Fail(dp, out, kill)],
+            **{**OPTIONS, "epochs": 10_000_000 if kill else 4})
+    return {}, {"finished": True}
+
+
+def uncaught(dp, out):
+    """An error outside fit on the last rank, while the others wait in a collective."""
+    if dp.rank == dp.size - 1:
+        raise RuntimeError("uncaught on the last rank")
+    dp.check()
+    return {}, {}
+
+
+def transfers(dp, out):
+    """Training on device data: every host copy is counted (host-buffer transport)."""
+    from strict_backend import StrictBackend
+
+    device = StrictBackend()
+    net = model(device)
+    Xd, Yd = device.asarray(X, device.dtype("float64")), device.asarray(Y)
+    with device.count_transfers() as counted:
+        net.fit(Xd, Yd, distributed=dp, **OPTIONS)
+    report = {key: getattr(counted, key) for key in counted.__slots__}
+    return {f"state.{i}": a for i, a in enumerate(state(net))}, report
+
+
+def nccl(dp, out):
+    """CuPy over NCCL on one rank: the same bits as one process, in both sum modes, and
+    no host copy per step (device data: only fit's own reads)."""
+    device = fastnn.backends.load("cupy")
+    dp.select_gpu()
+    Xd, Yd = device.asarray(X, device.dtype("float64")), device.asarray(Y)
+    alone = model(device)
+    expected = alone.fit(Xd, Yd, **OPTIONS)
+    report, arrays = {"expected": expected}, {}
+    for exact in (True, False):
+        gpu = DataParallel(exact=exact, nccl=True)
+        net = model(device)
+        with device.count_transfers() as counted:
+            report[f"history.{exact}"] = net.fit(Xd, Yd, distributed=gpu, **OPTIONS)
+        report[f"transfers.{exact}"] = [counted.to_device, counted.to_host, counted.checks]
+        report["transport"] = gpu.transport_for(device).transport
+        arrays.update({f"exact{exact}.{i}": a for i, a in enumerate(state(net))})
+    arrays.update({f"alone.{i}": a for i, a in enumerate(state(alone))})
+    return arrays, report
+
+
+def main(scenario, out):
+    out = Path(out)
+    dp = DataParallel()
+    start = time.perf_counter()
+    if scenario in ("raise", "kill"):
+        arrays, report = fault(dp, out, scenario == "kill")
+    else:
+        arrays, report = {"exact": exact, "mismatch": mismatch, "transfers": transfers,
+                          "nccl": nccl, "uncaught": uncaught}[scenario](dp, out)
+    report.update(rank=dp.rank, size=dp.size, seconds=time.perf_counter() - start)
+    np.savez(out / f"rank{dp.rank}.npz", **arrays)
+    (out / f"rank{dp.rank}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
