@@ -432,3 +432,33 @@ def test_mpi_cli_a_rank_that_cannot_load_its_data_stops_every_rank(tmp_path):
     assert run.returncode == 2
     assert "fastnn: error: rank 1 of 2 failed before training: FileNotFoundError" in run.stderr
     assert run.stderr.count("fastnn: error:") == 2 and "Traceback" not in run.stderr
+
+
+
+@pytest.mark.parametrize("outlier", [None, 1e160])
+def test_a_diverging_run_keeps_the_same_parameters_on_every_rank(outlier):
+    """Divergence is seen by every rank alike (the epoch's loss is summed over them),
+    and the snapshot kept is chosen by the loss over every rank's rows: with
+    pre-sharded data, a rank judging its own rows alone would keep another snapshot
+    (here an outlier on rank 1 overflows its own loss only) and say something else."""
+    X, y = fastnn.datasets.moons(200, noise=0.2, seed=0)
+    X = X * 10
+    if outlier is not None:
+        X[150, 0] = outlier
+    parts = [(X[:100], y[:100]), (X[100:], y[100:])]
+
+    def train(dp):
+        net = fastnn.from_layer_dims([2, 16, 1], "relu", "identity", seed=0, dtype="float64")
+        Xr, yr = parts[dp.comm.rank]
+        with pytest.raises(fastnn.TrainingDiverged) as info:
+            net.fit(Xr, yr, epochs=50, lr=1.0, distributed=DataParallel(dp.comm, sharded=True))
+        return str(info.value), state(net)
+
+    (said0, kept0), (said1, kept1) = by_rank(train, 2)
+    assert said0 == said1
+    assert_identical(kept0, kept1)
+    if outlier is None:
+        assert "whose loss on the training data is finite" in said0
+        assert all(np.all(np.isfinite(a)) for a in kept0)
+    else:
+        assert "even their loss on the training data is not finite" in said0
