@@ -10,14 +10,17 @@ each executes once and its result is checked; timing runs use the full sizes.
 """
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
-import pytest
+os.environ.pop("FASTNN_BACKEND", None)  # before fastnn is imported: see tests/conftest.py
 
-from bench import workloads
-from fastnn import backends
-from fastnn.errors import BackendUnavailable
+import pytest  # noqa: E402
+
+from bench import workloads  # noqa: E402
+from fastnn import backends  # noqa: E402
+from fastnn.errors import BackendUnavailable  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the stand-in
 from strict_backend import StrictBackend, array_api_strict  # noqa: E402

@@ -3,15 +3,33 @@
 ``backend`` is parametrized over the NumPy reference and the strict stand-in (plus
 the accelerating backends once they exist and can run on this machine). Tests
 compare results with float64 NumPy formulas written out in the tests themselves.
+
+FASTNN_BACKEND does not steer the suite: the backend-neutral tests run on every
+backend that can run here, and the others expect the default backend, as a fresh
+process gets it. So a FASTNN_BACKEND exported in the shell (say =cupy on a GPU
+machine) is set aside for the run before fastnn is imported, in this process and in
+those the tests start; the report header says so. Tests that need it set it
+themselves. (bench/conftest.py does the same when only bench/ is run.)
 """
 
-import numpy as np
-import pytest
-from strict_backend import StrictBackend, array_api_strict
+import os
 
-import fastnn
-from fastnn import backends
-from fastnn.errors import BackendUnavailable
+SET_ASIDE = os.environ.pop("FASTNN_BACKEND", None)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from strict_backend import StrictBackend, array_api_strict  # noqa: E402
+
+import fastnn  # noqa: E402
+from fastnn import backends  # noqa: E402
+from fastnn.errors import BackendUnavailable  # noqa: E402
+
+
+def pytest_report_header(config):
+    if SET_ASIDE is not None:
+        return (f"FASTNN_BACKEND={SET_ASIDE!r} is set aside for the test run: backend-neutral "
+                f"tests run on every backend that can run here, the others on the default")
+    return None
 
 
 def _backend_params():
