@@ -383,7 +383,6 @@ def test_mpi_a_killed_rank_ends_the_job(tmp_path):
 
 @needs_mpi
 def test_mpi_cli_trains_digits_and_writes_one_checkpoint(tmp_path):
-    pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn")
     fastnn_command = shutil.which("fastnn", path=str(BIN))
     assert fastnn_command, "the fastnn command is not installed in this environment"
     out = tmp_path / "out"

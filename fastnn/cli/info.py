@@ -14,7 +14,7 @@ PACKAGES = {  # name shown: the distributions that provide it
     "numpy": ("numpy",),
     "numba": ("numba",),
     "cupy": ("cupy", "cupy-cuda12x", "cupy-cuda13x", "cupy-cuda11x"),
-    "scikit-learn": ("scikit-learn",),
+    "mpi4py": ("mpi4py",),
     "matplotlib": ("matplotlib",),
     "tqdm": ("tqdm",),
     "threadpoolctl": ("threadpoolctl",),
