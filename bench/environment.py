@@ -48,7 +48,7 @@ def describe(torch=None):
         "platform": platform.platform(),
         "python": platform.python_version(),
         "fastnn": fastnn.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "numpy": np.__version__,
         "blas": _blas(),
         "thread_pools": _thread_pools(),
@@ -64,7 +64,8 @@ def describe(torch=None):
     return info
 
 
-def _git_commit():
+def git_commit():
+    """The checkout's short commit id, or None (not a git checkout, no git)."""
     try:
         run = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, cwd=Path(__file__).parent, timeout=10)

@@ -91,11 +91,12 @@ class Run:
 def environment(run):
     """Versions, the GPU as nvidia-smi and CuPy see it, and whether fastnn's cupy
     backend can run (a GPU run stops here when it cannot)."""
+    from bench.environment import git_commit  # imports fastnn: here, like the line below
     from fastnn import backends
 
     facts = {"python": platform.python_version(), "executable": sys.executable,
              "platform": platform.platform(), "checkout": str(ROOT),
-             "git_commit": _git_commit(), "packages": {p: _package(p) for p in PACKAGES},
+             "git_commit": git_commit(), "packages": {p: _package(p) for p in PACKAGES},
              "environment": {k: v for k, v in os.environ.items()
                              if k.startswith(("FASTNN_", "CUDA_", "CUPY_")) or k == "PYTHONPATH"}}
     facts["nvidia_smi"] = _nvidia_smi()
@@ -315,11 +316,3 @@ def _torch_facts():
     except Exception as error:
         return {"error": f"{type(error).__name__}: {error}"}
 
-
-def _git_commit():
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=ROOT, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None

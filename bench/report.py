@@ -53,16 +53,13 @@ def cells(row):
 
 def text_table(rows):
     """Aligned columns for the terminal, a blank line between workload groups."""
-    body = [cells(r) for r in rows]
-    widths = [max(len(c) for c in column) for column in zip(COLUMNS, *body)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    previous = None
+    header, rule, *body = aligned(COLUMNS, [cells(r) for r in rows]).split("\n")
+    lines, previous = [header, rule], None
     for row, line in zip(rows, body):
         if previous is not None and row["group"] != previous:
             lines.append("")
         previous = row["group"]
-        lines.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ row maximum.
 """
 
 from fastnn.errors import NotDifferentiable
-from fastnn.names import lookup, normalize
+from fastnn.names import builtin, lookup, normalize
 
 
 class Activation:
@@ -183,8 +183,7 @@ def builtin_name(activation):
     """The name of a built-in activation used as is (its class exactly, not a subclass),
     else None: only these may be replaced by a backend's fused kernels, so a user's
     subclass that keeps a built-in's name still runs its own forward and derivative."""
-    name = getattr(activation, "name", None)
-    return name if type(activation) is TABLE.get(name) else None
+    return builtin(activation, TABLE)
 
 
 def get(activation="identity", **params):

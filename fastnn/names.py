@@ -8,6 +8,14 @@ def normalize(name):
     return name.strip().lower().replace("-", "_").replace(" ", "_")
 
 
+def builtin(obj, table):
+    """``obj``'s name if ``obj`` is exactly the class ``table`` holds under that name (a
+    built-in used as is), else None: a user's subclass, even one that keeps a built-in's
+    name, is not the built-in, so no backend may replace its code with a kernel."""
+    name = getattr(obj, "name", None)
+    return name if type(obj) is table.get(name) else None
+
+
 def lookup(kind, name, table):
     """Return ``table[name]`` or raise a ValueError that lists the valid names."""
     if not isinstance(name, str):

@@ -22,6 +22,7 @@ from fastnn import backends, losses, optimizers
 from fastnn.activations import builtin_name
 from fastnn.backends.base import Backend
 from fastnn.layers import Dense
+from fastnn.names import builtin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,9 +68,7 @@ def describe(model, X, batch, clip_norm=None, clip_value=None, optimizer=None):
     optimizer = model.optimizer if optimizer is None else optimizer
     if clip_norm is not None or clip_value is not None or X.ndim != 2:
         return None
-    if type(optimizer) is not optimizers.TABLE.get(getattr(optimizer, "name", None)):
-        return None
-    if type(model.loss) is not losses.TABLE.get(model.loss.name):
+    if builtin(optimizer, optimizers.TABLE) is None or builtin(model.loss, losses.TABLE) is None:
         return None
     layers = []
     for layer in model.layers:
@@ -108,8 +107,7 @@ def warmup(target=None, optimizer=None):
         chosen = model.optimizer if model.optimizer is not None else optimizers.get("sgd")
     names = {builtin_name(layer.activation) for layer in model.layers
              if hasattr(layer, "activation")} - {None}
-    builtin = type(chosen) is optimizers.TABLE.get(chosen.name)
+    rules = (chosen.name,) if builtin(chosen, optimizers.TABLE) else ()
     plan = describe(model, np.zeros((2, model.n_in)), 2, optimizer=chosen)
     return model.backend.warmup((model.dtype_name,), activations=sorted(names),
-                                optimizers=(chosen.name,) if builtin else (),
-                                plans=() if plan is None else (plan,))
+                                optimizers=rules, plans=() if plan is None else (plan,))

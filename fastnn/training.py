@@ -165,9 +165,7 @@ def _fit(model, X, y, epochs, batch_size, optimizer, lr, shuffle, seed, validati
                 history["loss"].append(epoch_loss)
                 history[metric].append(metrics.finish(task, score_sum, m))
                 if val is not None:
-                    scores = (model.evaluate_prepared(*val) if session is None
-                              else session.evaluate(model, *val))
-                    for key, value in scores.items():
+                    for key, value in _evaluate(model, *val, session).items():
                         history[f"val_{key}"].append(value)
                 model.epochs_trained = epoch
                 if verbose > 0 and (local % verbose == 0 or local == epochs):
@@ -296,6 +294,14 @@ def _all_finite(backend, arrays):
     return bool(backend.to_numpy(xp.all(flags)))
 
 
+def _evaluate(model, X, Y, session, training=False):
+    """``model.evaluate_prepared`` on (X, Y): the validation data, or the ``training``
+    data; in a data-parallel ``session``, over every rank's part of it."""
+    if session is None:
+        return model.evaluate_prepared(X, Y)
+    return session.evaluate(model, X, Y, session.rows if training else None)
+
+
 def _restore(model, state, snapshots, snapshot_epochs, local, X, Y, session=None):
     """Put back the newest snapshot (the start of epoch ``local`` of this call, or of the
     one before) whose values are all finite and whose loss on the training data is
@@ -311,9 +317,7 @@ def _restore(model, state, snapshots, snapshot_epochs, local, X, Y, session=None
         for saved, p in zip(snapshots[i], state):
             p.value[...] = saved
         model.epochs_trained, kept = snapshot_epochs[i], snapshot_epochs[i] + 1
-        scores = (model.evaluate_prepared(X, Y) if session is None
-                  else session.evaluate(model, X, Y, session.rows))
-        if np.isfinite(scores["loss"]):
+        if np.isfinite(_evaluate(model, X, Y, session, training=True)["loss"]):
             return (f"the model keeps the last parameters whose loss on the training data "
                     f"is finite, from the start of epoch {kept}")
     if kept is None:

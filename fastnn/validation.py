@@ -100,10 +100,11 @@ def as_device_array(backend, data, what, limit=None):
                 f"index {_first(bad)}; remove or impute them before training"
             )
         bad = np.abs(host) > limit
+        first = _first(bad)
         raise ValueError(
             f"{what} has {int(bad.sum())} value(s) too large for the model's dtype (beyond "
-            f"+-{limit:.3g}), the first at index {_first(bad)} "
-            f"({host[_first(bad)].item():.3g}); scale the data (fastnn.data.standardize) "
+            f"+-{limit:.3g}), the first at index {first} "
+            f"({host[first].item():.3g}); scale the data (fastnn.data.standardize) "
             f"or use a float64 model (dtype='float64')"
         )
     return data

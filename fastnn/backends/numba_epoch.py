@@ -185,11 +185,7 @@ class FusedEpoch:
         optimizer = self.optimizer
         settings = tuple(getattr(optimizer, name) for name in self.setting_names)
         if settings != self.settings:  # a schedule changes lr per epoch
-            values = dict(zip(self.setting_names, settings))
-            extra = {name: values[name] for name in HYPER_NAMES if name in values}
-            rule = self.kernel.rule
-            self.hp = (hyper(rule, values["lr"], values["weight_decay"], **extra),
-                       hyper(rule, values["lr"], 0.0, **extra))
+            self.hp = _hypers(self.kernel.rule, dict(zip(self.setting_names, settings)))
             self.settings = settings
         sums, taken = self.kernel.run(count, order, self.arrays, *self.hp, optimizer.t)
         optimizer.t += taken
@@ -210,6 +206,14 @@ class FusedEpoch:
         for li, p in enumerate(self.params[0::2]):
             np.matmul(inputs.T, dZs[li][:rows], out=p.grad)
             inputs = As[li][:rows]
+
+
+def _hypers(rule, settings):
+    """The kernel's ``hp`` tuples of ``rule`` from the optimizer's settings (a dict by
+    name): the weights' (with weight decay) and the biases' (without)."""
+    extra = {name: settings[name] for name in HYPER_NAMES if name in settings}
+    return (hyper(rule, settings["lr"], settings["weight_decay"], **extra),
+            hyper(rule, settings["lr"], 0.0, **extra))
 
 
 def _state(p, state, k):
@@ -238,8 +242,5 @@ def warmup(plan):
         shapes = [(x.n_in, x.n_out) for x in plan.layers], [(x.n_out,) for x in plan.layers]
         Ws, bs = (tuple(np.zeros(s, dtype) for s in group) for group in shapes)
         zeros = [tuple(np.zeros_like(a) for a in group) for group in (Ws, bs) * 3]
-        settings = dict(plan.settings)
-        extra = {name: settings[name] for name in HYPER_NAMES if name in settings}
-        hp = hyper(kernel.rule, settings["lr"], settings["weight_decay"], **extra)
-        kernel.run(1, None, (Ws, bs, *zeros), hp, hp, 0)
+        kernel.run(1, None, (Ws, bs, *zeros), *_hypers(kernel.rule, dict(plan.settings)), 0)
     return time.perf_counter() - start

@@ -15,12 +15,11 @@ TrainingDiverged, which every rank raises at the same epoch, is raised as usual.
 """
 
 import contextlib
-import math
 import traceback
 
 from fastnn import steps
 from fastnn.distributed.comm import Communicator, MPIComm, abort_on_uncaught_exceptions
-from fastnn.distributed.shards import Plan, Reductions, Shards, split
+from fastnn.distributed.shards import Plan, Reductions, Shards, flatten, pieces, split
 from fastnn.errors import BackendUnavailable, DistributedError, TrainingDiverged
 
 
@@ -134,7 +133,12 @@ class Session:
     @property
     def samples(self):
         """The global number of training samples (an epoch's)."""
-        return self.rows[0] if not self.dp.sharded else sum(self.rows)
+        return self.total(self.rows)
+
+    def total(self, rows):
+        """The global sample count from the ranks' counts: their sum for pre-sharded
+        data, else any rank's (every rank holds the whole data)."""
+        return sum(rows) if self.dp.sharded else rows[0]
 
     @contextlib.contextmanager
     def guard(self):
@@ -194,8 +198,8 @@ class Session:
             counts = split(X.shape[0], self.comm.size)
             lo = sum(counts[:self.comm.rank])
             X, Y = X[lo:lo + counts[self.comm.rank], ...], Y[lo:lo + counts[self.comm.rank], ...]
-        total = self.transport.sum(model.evaluation_sums(X, Y), model.backend)
-        return model.scores(total, rows[0] if not self.dp.sharded else sum(rows))
+        sums = self.transport.sum(model.evaluation_sums(X, Y), model.backend)
+        return model.scores(sums, self.total(rows))
 
     def any(self, flag):
         """True on every rank if ``flag`` is true on any (a callback's stop request)."""
@@ -282,9 +286,6 @@ def _broadcast_state(model, comm):
     arrays = [p.value for p in model.parameters() + model.buffers()]
     arrays += [a for state in model.optimizer.state for a in state]
     xp = model.backend.xp
-    flat = comm.broadcast(xp.concat([xp.reshape(a, (-1,)) for a in arrays]), model.backend)
-    at = 0
-    for a in arrays:
-        size = math.prod(a.shape)
-        a[...] = xp.reshape(flat[at:at + size], a.shape)
-        at += size
+    flat = comm.broadcast(flatten(xp, arrays), model.backend)
+    for a, value in zip(arrays, pieces(xp, flat, [a.shape for a in arrays])):
+        a[...] = value

@@ -26,6 +26,20 @@ import time
 from fastnn.steps import Batches, rows
 
 
+def flatten(xp, arrays):
+    """The arrays' elements in one 1-D array, one after another: one collective for all."""
+    return xp.concat([xp.reshape(a, (-1,)) for a in arrays])
+
+
+def pieces(xp, flat, shapes):
+    """``flatten``'s inverse: views of ``flat`` shaped as ``shapes``, in order."""
+    at = 0
+    for shape in shapes:
+        size = math.prod(shape)
+        yield xp.reshape(flat[at:at + size], shape)
+        at += size
+
+
 def split(n, parts):
     """n rows cut into ``parts`` contiguous parts, sizes as equal as possible (the
     larger ones first)."""
@@ -156,18 +170,15 @@ class Shards(Batches):
 
     def reduce(self, params):
         """Sum the gradients over the ranks, as one flat buffer."""
-        xp, backend = self.xp, self.model.backend
-        flat = xp.concat([xp.reshape(p.grad, (-1,)) for p in params])
+        xp = self.xp
+        flat = flatten(xp, [p.grad for p in params])
         begin = time.perf_counter()
-        flat = self.comm.sum(flat, backend)
+        flat = self.comm.sum(flat, self.model.backend)
         self.reductions.seconds += time.perf_counter() - begin
         self.reductions.count += 1
         self.reductions.bytes += flat.size * xp.finfo(flat.dtype).bits // 8
-        at = 0
-        for p in params:
-            size = math.prod(p.grad.shape)
-            p.grad = xp.reshape(flat[at:at + size], p.grad.shape)
-            at += size
+        for p, grad in zip(params, pieces(xp, flat, [p.grad.shape for p in params])):
+            p.grad = grad
 
     def total(self, sums):
         return self.comm.sum(sums, self.model.backend)
