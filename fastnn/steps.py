@@ -50,7 +50,7 @@ def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None, batches=Non
             sums[1] += metrics.batch_score(xp, task, A, Yb)
         return batches.total(sums)
 
-    if not isinstance(batches, Batches):  # data-parallel steps talk to the other ranks
+    if not batches.recordable:
         return run
     m = X.shape[0]
     return replay.offer(model, run, m, -(-m // batch))
@@ -61,6 +61,7 @@ class Batches:
     ``order`` (a permutation of the rows, or None for their own order)."""
 
     scale = None  # what compute_gradients multiplies the loss gradient by (None: nothing)
+    recordable = True  # whether its steps may be recorded for replay (device work only)
 
     def __init__(self, xp, X, Y, batch):
         self.xp, self.X, self.Y, self.batch = xp, X, Y, batch

@@ -197,6 +197,17 @@ def test_epochs_with_work_between_them_run_as_they_come(fit_options):
     assert recording.graphs == []
 
 
+def test_data_parallel_epochs_are_never_recorded():
+    """Their steps sum gradients with the other ranks, which a replay would skip."""
+    recording = RecordingBackend()
+    X, y = datasets.moons(120, noise=0.2, seed=0)
+    model = Sequential([Dense(2, 4, "tanh"), Dense(4, 1, "sigmoid")], seed=0, backend=recording)
+    recording.model = model
+    history = fastnn.distributed.simulate(2, model, X, y, epochs=6, shuffle=False, seed=1)
+    assert recording.graphs == []
+    assert len(history["loss"]) == 6 and np.all(np.isfinite(history["loss"]))
+
+
 def test_what_can_be_replayed():
     recording = RecordingBackend()
 

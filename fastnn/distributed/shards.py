@@ -138,6 +138,8 @@ class Reductions:
 class Shards(Batches):
     """``fastnn.steps.Batches`` for one rank of a data-parallel job."""
 
+    recordable = False  # its steps talk to the other ranks
+
     def __init__(self, comm, model, X, Y, plan, reductions):
         super().__init__(model.backend.xp, X, Y, plan.batch)
         self.comm, self.model, self.plan, self.reductions = comm, model, plan, reductions
