@@ -1,6 +1,6 @@
 """Run the CuPy backend's CUDA kernels on the CPU, to test them without a GPU.
 
-The kernels in ``fastnn.kernels.cupy_source`` keep every thread independent, so
+The kernels in ``fastnn.kernels.cuda.source`` keep every thread independent, so
 compiling the same source as C++ (with ``__global__``/``__device__`` defined away and
 ``threadIdx``/``blockIdx`` as globals) and calling each kernel once per (block,
 thread) in a loop computes exactly what the GPU computes, up to the last bits of
@@ -15,7 +15,8 @@ import subprocess
 import numpy as np
 
 from fastnn.backends.numpy_backend import NumpyBackend
-from fastnn.kernels import cupy_ops, cupy_source
+from fastnn.kernels.cuda import ops as cupy_ops
+from fastnn.kernels.cuda import source as cupy_source
 from fastnn.ops import Ops
 
 HOST_PRELUDE = r"""

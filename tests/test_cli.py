@@ -102,7 +102,7 @@ def test_info_names_the_gemm_the_numba_epoch_kernel_calls(capsys, monkeypatch):
         assert os.path.exists(gemm["path"]) and "gemm" in gemm["symbol"]
         status, out, _ = run_cli(capsys, "info")
         assert f"numba epoch kernel calls {gemm['symbol']}" in out and gemm["path"] in out
-        from fastnn.kernels import numba_blas
+        from fastnn.kernels.numba import blas as numba_blas
 
         monkeypatch.setattr(numba_blas, "find", lambda: None)
         gemm = info.numba_gemm()

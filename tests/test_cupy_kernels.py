@@ -17,7 +17,9 @@ from cuda_emulator import EmulatedCudaBackend, build, compiler
 import fastnn
 from fastnn import Dense, Dropout, Sequential, activations, backends, datasets
 from fastnn.activations import ReLU
-from fastnn.kernels import activation_codes, cupy_ops, cupy_source
+from fastnn.kernels import activation_codes
+from fastnn.kernels.cuda import ops as cupy_ops
+from fastnn.kernels.cuda import source as cupy_source
 
 FAST = activation_codes.DIFFERENTIABLE
 TOL = {"float64": 1e-12, "float32": 1e-5}

@@ -28,17 +28,15 @@ except BackendUnavailable as error:
 from llvmlite import binding  # noqa: E402
 from numba import njit  # noqa: E402  (only once the backend is known to load)
 
-from fastnn.backends import numba_ops  # noqa: E402
-from fastnn.kernels import (  # noqa: E402
-    activation_codes,
-    numba_activations,
-    numba_dense,
-    numba_jit,
-    numba_losses,
-    numba_math,
-    numba_optimizers,  # noqa: E402
-)
-from fastnn.kernels.numba_jit import mask  # noqa: E402
+from fastnn.kernels import activation_codes  # noqa: E402
+from fastnn.kernels.numba import activations as numba_activations  # noqa: E402
+from fastnn.kernels.numba import dense as numba_dense  # noqa: E402
+from fastnn.kernels.numba import jit as numba_jit  # noqa: E402
+from fastnn.kernels.numba import losses as numba_losses  # noqa: E402
+from fastnn.kernels.numba import math as numba_math  # noqa: E402
+from fastnn.kernels.numba import ops as numba_ops  # noqa: E402
+from fastnn.kernels.numba import optimizers as numba_optimizers  # noqa: E402
+from fastnn.kernels.numba.jit import mask  # noqa: E402
 
 NUMPY = backends.load("numpy")
 RTOL = {"float32": 1e-5, "float64": 1e-12}
@@ -63,7 +61,7 @@ MATH = {
     "sigmoid": (_mapped(numba_math.vsigmoid), lambda x: 1.0 / (1.0 + np.exp(-x))),
     "log1p_unit": (_mapped(numba_math.vlog1p_unit), np.log1p),
 }
-ULP_BOUND = {  # documented in kernels/numba_math.py
+ULP_BOUND = {  # documented in kernels/numba/math.py
     ("exp", "float32"): 2, ("tanh", "float32"): 5, ("sigmoid", "float32"): 3,
     ("log1p_unit", "float32"): 4, ("exp", "float64"): 2, ("tanh", "float64"): 2,
     ("sigmoid", "float64"): 3, ("log1p_unit", "float64"): 4,
@@ -419,7 +417,8 @@ def test_every_build_of_a_factory_compiles_under_a_name_of_its_own():
     two builds of one factory compiled in different processes could share a symbol in a
     third that loads both from the cache, and one would run the other's code (seen:
     tanh's blocks running softplus's loop). The build's key is part of its name."""
-    from fastnn.kernels import numba_train, numba_train_blas
+    from fastnn.kernels.numba import train as numba_train
+    from fastnn.kernels.numba import train_blas as numba_train_blas
     tanh, softplus = mask(activation_codes.TANH), mask(activation_codes.SOFTPLUS)
     builds = [numba_activations.blocks, numba_dense.serial, numba_optimizers.rules,
               numba_train._forward_build]
@@ -435,7 +434,7 @@ def test_every_build_of_a_factory_compiles_under_a_name_of_its_own():
 
 
 def test_an_entry_point_is_the_compiled_code_for_its_arguments_types():
-    from fastnn.kernels import numba_jit
+    from fastnn.kernels.numba import jit as numba_jit
 
     @njit
     def scaled_sum(a, scale):
@@ -492,8 +491,8 @@ def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_
     code = (
         "import numpy as np, fastnn\n"
         "from fastnn.kernels import activation_codes as c\n"
-        "from fastnn.kernels import numba_activations as a, numba_dense as d\n"
-        "from fastnn.kernels.numba_jit import subroutines_compiled\n"
+        "from fastnn.kernels.numba import activations as a, dense as d\n"
+        "from fastnn.kernels.numba.jit import subroutines_compiled\n"
         "model = fastnn.Sequential([fastnn.Dense(300, 300, 'relu'), "
         "fastnn.Dense(300, 2, 'softmax')], seed=0, backend='numba')\n"
         "X, Y = model.prepare(np.ones((128, 300)), np.zeros(128, int))\n"
@@ -513,10 +512,11 @@ def test_a_first_step_compiles_only_its_own_kinds_and_the_cache_serves_them(tmp_
 def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp_path, dims):
     code = (
         "import numpy as np, fastnn\n"
-        "from fastnn.kernels import activation_codes as c, numba_activations as a\n"
-        "from fastnn.kernels import numba_optimizers as o\n"
-        "from fastnn.kernels import numba_train as t, numba_train_blas as tb\n"
-        "from fastnn.kernels.numba_jit import subroutines_compiled as compiled\n"
+        "from fastnn.kernels import activation_codes as c\n"
+        "from fastnn.kernels.numba import activations as a\n"
+        "from fastnn.kernels.numba import optimizers as o\n"
+        "from fastnn.kernels.numba import train as t, train_blas as tb\n"
+        "from fastnn.kernels.numba.jit import subroutines_compiled as compiled\n"
         f"dims = {dims}\n"
         "out = 'sigmoid' if dims[-1] == 1 else 'softmax'\n"
         "model = fastnn.from_layer_dims(list(dims), 'tanh', out, seed=0, backend='numba')\n"
@@ -542,8 +542,8 @@ def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp
 
 def test_importing_and_selecting_the_backend_compiles_only_its_probe():
     code = (
-        "import fastnn; from fastnn.kernels import numba_dense as d, numba_losses as l, "
-        "numba_optimizers as o, numba_probe as p\n"
+        "import fastnn; from fastnn.kernels.numba import dense as d, losses as l, "
+        "optimizers as o, probe as p\n"
         + LIST_KERNELS +
         "print(len(ks), sum(len(k.signatures) for k in ks), fastnn.get_backend().name, "
         "len(p._probe.signatures))"
@@ -557,7 +557,7 @@ def test_importing_and_selecting_the_backend_compiles_only_its_probe():
 TRAIN_ON_BOTH = (
     "import numpy as np, fastnn\n"
     "from fastnn import backends, datasets\n"
-    "from fastnn.kernels import numba_jit\n"
+    "from fastnn.kernels.numba import jit as numba_jit\n"
     "X, y = datasets.moons(120, noise=0.2, seed=0)\n"
     "worst = 0.0\n"
     "for dims, batch, opt in (((2, 4, 1), None, 'sgd'), ((2, 40, 20, 1), 32, 'adam'),\n"
@@ -585,7 +585,7 @@ def test_where_numba_internals_are_missing_public_apis_keep_the_kernels_working(
         "real = dict(sys.modules)\n"
         "sys.modules['numba.np.arrayobj'] = types.ModuleType('numba.np.arrayobj')\n"
         "sys.modules['numba.misc.appdirs'] = None\n"
-        "from fastnn.kernels import numba_jit\n"
+        "from fastnn.kernels.numba import jit as numba_jit\n"
         "sys.modules.update({k: real[k] for k in ('numba.np.arrayobj', 'numba.misc.appdirs')})\n"
         "numba_jit.LINKABLE_NEEDS = ('_a_member_this_numba_lacks',)\n"
         + TRAIN_ON_BOTH
@@ -638,7 +638,7 @@ def test_a_kernel_layer_that_cannot_work_makes_the_backend_unavailable(tmp_path,
 def test_warmup_compiles_every_kernel_and_caches_it(tmp_path):
     code = (
         "import fastnn\n"
-        "from fastnn.kernels import numba_dense as d, numba_losses as l, numba_optimizers as o\n"
+        "from fastnn.kernels.numba import dense as d, losses as l, optimizers as o\n"
         "model = fastnn.from_layer_dims([2, 3, 1], backend='numba', dtype='float64')\n"
         "fastnn.warmup(model)\n"
         + LIST_KERNELS +
@@ -671,7 +671,7 @@ def test_cache_directory_choice():
 
 def test_read_only_package_and_home_fall_back_to_the_temp_cache(tmp_path):
     code = (
-        "import os, tempfile; from fastnn.kernels import numba_jit as j\n"
+        "import os, tempfile; from fastnn.kernels.numba import jit as j\n"
         "j.writable = lambda d: d.startswith(tempfile.gettempdir())\n"
         "print(j.cache_directory(environ={}, is_writable=j.writable).startswith("
         "tempfile.gettempdir()))"
@@ -684,7 +684,7 @@ def test_read_only_package_and_home_fall_back_to_the_temp_cache(tmp_path):
 def _layer_in_a_fresh_process(**env):
     code = (
         "import numba, numpy as np, fastnn\n"
-        "from fastnn.kernels import numba_dense as d\n"
+        "from fastnn.kernels.numba import dense as d\n"
         "Z = np.ones((8, 8)); A = np.empty_like(Z)\n"
         "d.bias_activation_parallel(1, Z, np.zeros(8), Z, A, 0.0, True, 2)\n"
         "print(numba.threading_layer(), *fastnn.get_backend().threading_layer)"
@@ -698,7 +698,7 @@ def _layer_in_a_fresh_process(**env):
 
 
 def test_threading_layer_is_tbb_where_it_loads_else_workqueue():
-    from fastnn.backends import numba_threads
+    from fastnn.kernels.numba import threads as numba_threads
 
     problem = numba_threads.tbb_problem()
     running = _layer_in_a_fresh_process()
@@ -713,7 +713,7 @@ def test_the_users_threading_layer_is_kept():
 
 
 def test_threading_layer_choice_falls_back_and_says_why():
-    from fastnn.backends import numba_threads
+    from fastnn.kernels.numba import threads as numba_threads
 
     class Config:
         THREADING_LAYER = "default"
@@ -733,7 +733,7 @@ def test_threading_layer_choice_falls_back_and_says_why():
 
 
 def test_tbb_problem_names_a_missing_library(tmp_path, monkeypatch):
-    from fastnn.backends import numba_threads
+    from fastnn.kernels.numba import threads as numba_threads
 
     monkeypatch.setitem(numba_threads.TBB_NAMES, sys.platform, "libfastnn-no-such-tbb.so")
     problem = numba_threads.tbb_problem(prefixes=(str(tmp_path),))

@@ -1,4 +1,4 @@
-"""NumPy's GEMM called from Numba kernels (``fastnn.kernels.numba_blas``): finding it,
+"""NumPy's GEMM called from Numba kernels (``fastnn.kernels.numba.blas``): finding it,
 and C = alpha * op(A) @ op(B) + beta * C against NumPy for every transpose, both
 dtypes, both integer widths, empty and mismatched shapes."""
 
@@ -16,7 +16,7 @@ try:
 except BackendUnavailable as error:
     pytest.skip(str(error), allow_module_level=True)
 
-from fastnn.kernels import numba_blas  # noqa: E402
+from fastnn.kernels.numba import blas as numba_blas  # noqa: E402
 
 GEMM = numba_blas.find()
 needs_gemm = pytest.mark.skipif(GEMM is None, reason="no CBLAS GEMM found in this process")

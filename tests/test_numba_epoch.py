@@ -26,7 +26,7 @@ try:
 except BackendUnavailable as error:
     pytest.skip(str(error), allow_module_level=True)
 
-from fastnn.backends import numba_epoch  # noqa: E402
+from fastnn.kernels.numba import epoch as numba_epoch  # noqa: E402
 
 TOLERANCE = {"float64": 1e-9, "float32": 2e-3}
 
@@ -357,9 +357,9 @@ def test_a_chunk_that_diverges_is_undone_and_run_again_epoch_by_epoch(kernel, mo
 
 def _epoch_build(module, model, optimizer):
     """The epoch kernel's build for ``model`` trained with ``optimizer`` (a name)."""
-    from fastnn.kernels import numba_optimizers as rules
     from fastnn.kernels.activation_codes import code_of
-    from fastnn.kernels.numba_jit import mask
+    from fastnn.kernels.numba import optimizers as rules
+    from fastnn.kernels.numba.jit import mask
 
     kinds = [code_of(layer.activation)[0] for layer in model.layers]
     loss = numba_epoch.LOSS_KINDS[model.loss.name]
@@ -368,7 +368,7 @@ def _epoch_build(module, model, optimizer):
 
 @pytest.mark.parametrize("optimizer", [None, "adam"])
 def test_warmup_of_a_model_compiles_its_fused_epoch_and_leaves_it_untouched(optimizer):
-    from fastnn.kernels import numba_train
+    from fastnn.kernels.numba import train as numba_train
 
     # depths no other test uses: a new specialization either way
     model = _binary(("tanh", "relu") * (3 if optimizer is None else 4), dtype="float32")
@@ -394,7 +394,7 @@ def test_warmup_names_an_unknown_optimizer_and_needs_a_model_for_one():
 def test_warmup_of_a_wide_model_compiles_the_blas_epoch():
     from numba import types
 
-    from fastnn.kernels import numba_train_blas
+    from fastnn.kernels.numba import train_blas as numba_train_blas
 
     if numba_epoch.gemm_library() is None:
         pytest.skip("no CBLAS GEMM found in this process")

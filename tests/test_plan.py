@@ -26,29 +26,37 @@ from fastnn import (
 from fastnn.callbacks import Callback
 from fastnn.plan import DenseLayerPlan, DensePlan, describe
 
-BACKENDS = pathlib.Path(fastnn.__file__).parent / "backends"
+PACKAGE = pathlib.Path(fastnn.__file__).parent
+# the backends and the kernel layer (fastnn.kernels, the checkout's kernels/)
+LOWER = {"fastnn.backends": PACKAGE / "backends", "fastnn.kernels": PACKAGE / "kernels",
+         "fastnn.kernels.numba": PACKAGE / "kernels" / "numba",
+         "fastnn.kernels.cuda": PACKAGE / "kernels" / "cuda"}
+LOWER_FILES = [(package, path) for package, folder in LOWER.items()
+               for path in sorted(folder.glob("*.py"))]
 MODEL_SIDE = ("fastnn.layers", "fastnn.optimizers", "fastnn.steps", "fastnn.plan",
               "fastnn.training", "fastnn.model")
 
 
-def _imports(path):
-    """Every module name ``path`` imports (relative imports resolved in its package)."""
+def _imports(path, package="fastnn.backends"):
+    """Every module name ``path`` imports (relative imports resolved in ``package``)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = "fastnn.backends" if node.level else ""
+            base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1])
+            base = base if node.level else ""
             module = ".".join(part for part in (base, node.module) if part)
             names.add(module)
             names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
 
 
-@pytest.mark.parametrize("path", sorted(BACKENDS.glob("*.py")), ids=lambda p: p.name)
-def test_no_backend_module_imports_the_model_side(path):
-    imported = _imports(path)
-    assert imported, "no imports parsed"
+@pytest.mark.parametrize("package, path", LOWER_FILES,
+                         ids=[f"{package}.{path.stem}" for package, path in LOWER_FILES])
+def test_no_backend_or_kernel_module_imports_the_model_side(package, path):
+    imported = _imports(path, package)
+    assert imported or path.name == "__init__.py", "no imports parsed"
     wrong = sorted(name for name in imported
                    if any(name == side or name.startswith(side + ".") for side in MODEL_SIDE))
     assert not wrong, f"{path.name} imports {wrong}"
@@ -57,9 +65,11 @@ def test_no_backend_module_imports_the_model_side(path):
 def test_the_import_check_sees_every_form_of_import(tmp_path):
     source = tmp_path / "example.py"
     source.write_text("import fastnn.steps\nfrom fastnn import layers\n"
-                      "from fastnn.optimizers import SGD\nfrom . import numba_ops\n")
+                      "from fastnn.optimizers import SGD\nfrom . import ops\n"
+                      "from ..activation_codes import CODES\n")
     assert {"fastnn.steps", "fastnn.layers", "fastnn.optimizers.SGD",
-            "fastnn.backends.numba_ops"} <= _imports(source)
+            "fastnn.kernels.numba.ops", "fastnn.kernels.activation_codes.CODES"} <= _imports(
+        source, "fastnn.kernels.numba")
 
 
 def test_the_ops_table_needs_no_model():

@@ -2,7 +2,7 @@
 
 ``xp`` is CuPy through array-api-compat's standard namespace (plain ``cupy.ndarray``
 arrays); matmuls go to cuBLAS and the hot-path ops are the fused kernels of
-``fastnn.kernels.cupy_ops``, compiled from one CUDA source by NVRTC on first use.
+``fastnn.kernels.cuda.ops``, compiled from one CUDA source by NVRTC on first use.
 Parameters, optimizer state and the training RNG live on the device; the only
 host traffic in ``fit`` is one read of the loss and metric sums per epoch.
 
@@ -22,7 +22,8 @@ import os
 
 from fastnn.backends.base import Backend
 from fastnn.errors import BackendUnavailable
-from fastnn.kernels import cupy_ops, cupy_source
+from fastnn.kernels.cuda import ops as cupy_ops
+from fastnn.kernels.cuda import source as cupy_source
 from fastnn.ops import Ops
 
 INSTALL_HINT = "pip install 'fastnn[cuda12]' (CUDA 12) or 'fastnn[cuda13]' (CUDA 13)"

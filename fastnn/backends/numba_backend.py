@@ -4,7 +4,7 @@ training epochs in one kernel call (``numba_epoch``).
 
 Creating it chooses the threading layer (TBB where it loads, else workqueue; never
 OpenMP unless asked: see ``numba_threads``) and the kernel cache directory, imports
-the kernels and runs one small probe kernel (``kernels/numba_probe.py``) through every
+the kernels and runs one small probe kernel (``kernels/numba/probe.py``) through every
 mechanism of the kernel layer, which uses Numba and llvmlite internals: where they do
 not work (a Numba outside the tested range, say), creating the backend raises
 BackendUnavailable with the reason, instead of a first ``fit`` crashing. The probe is
@@ -61,12 +61,14 @@ def create():
             "reinstall it with: pip install --force-reinstall 'fastnn[numba]'"
         ) from error
 
-    from fastnn.backends import numba_threads
+    from fastnn.kernels.numba import threads as numba_threads
 
     layer = numba_threads.choose(numba)
     try:
-        from fastnn.backends import numba_epoch, numba_ops
-        from fastnn.kernels import numba_jit, numba_probe
+        from fastnn.kernels.numba import epoch as numba_epoch
+        from fastnn.kernels.numba import jit as numba_jit
+        from fastnn.kernels.numba import ops as numba_ops
+        from fastnn.kernels.numba import probe as numba_probe
 
         numba_probe.run()
     except Exception as error:  # the kernel layer cannot work with this Numba: say why

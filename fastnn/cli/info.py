@@ -104,7 +104,7 @@ def numba_gemm():
         backends.load("numba")
     except BackendUnavailable as error:
         return {"path": None, "symbol": None, "ilp64": None, "reason": str(error)}
-    from fastnn.kernels import numba_blas
+    from fastnn.kernels.numba import blas as numba_blas
 
     gemm = numba_blas.find()
     if gemm is None:

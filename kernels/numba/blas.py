@@ -21,8 +21,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from .numba_jit import kernel, subroutine
-from .numba_math import typed_as
+from .jit import kernel, subroutine
+from .math import typed_as
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS enum values
 # (symbol template, takes 64-bit ints): NumPy's wheels rename OpenBLAS's ILP64 CBLAS

@@ -13,10 +13,10 @@ import functools
 import numpy as np
 from numba import prange
 
-from .activation_codes import SOFTMAX
-from .numba_activations import ANY, forward_block_for, grad_block_for
-from .numba_jit import by_constant, flat, kernel, members, prefer_wide_vectors, sole
-from .numba_math import typed, vexp
+from ..activation_codes import SOFTMAX
+from .activations import ANY, forward_block_for, grad_block_for
+from .jit import by_constant, flat, kernel, members, prefer_wide_vectors, sole
+from .math import typed, vexp
 
 BLOCK = 2048  # elements per block: a block stays in L1 while it is worked on
 WIDE = 128  # rows at least this long take the bias row itself, not a tile

@@ -28,13 +28,13 @@ import math
 
 import numpy as np
 
-from .activation_codes import SOFTMAX
-from .numba_activations import forward_block_for, grad_block_for
-from .numba_dense import _zeros
-from .numba_jit import by_constant, flat, kernel, mask, members, sole
-from .numba_losses import sigmoid_bce
-from .numba_math import typed_as, vexp
-from .numba_optimizers import ADAM, update_for
+from ..activation_codes import SOFTMAX
+from .activations import forward_block_for, grad_block_for
+from .dense import _zeros
+from .jit import by_constant, flat, kernel, mask, members, sole
+from .losses import sigmoid_bce
+from .math import typed_as, vexp
+from .optimizers import ADAM, update_for
 
 BCE, XENT = 0, 1  # output losses: sigmoid + binary cross-entropy, softmax + cross-entropy
 

@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 
-from .numba_jit import flat, kernel
-from .numba_math import typed, typed_as, vexp, vlog1p_unit
+from .jit import flat, kernel
+from .math import typed, typed_as, vexp, vlog1p_unit
 
 
 @kernel(inline=True)

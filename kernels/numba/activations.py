@@ -16,9 +16,9 @@ import functools
 
 from numba import njit
 
-from .activation_codes import CODES, LEAKY_RELU, RELU, SIGMOID, SOFTPLUS, STEP, TANH
-from .numba_jit import by_constant, kernel, mask, members, prefer_wide_vectors, sole
-from .numba_math import typed, vexp, vlog1p_unit, vsigmoid, vtanh
+from ..activation_codes import CODES, LEAKY_RELU, RELU, SIGMOID, SOFTPLUS, STEP, TANH
+from .jit import by_constant, kernel, mask, members, prefer_wide_vectors, sole
+from .math import typed, vexp, vlog1p_unit, vsigmoid, vtanh
 
 ANY = mask(*CODES.values())  # the build for every kind
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from fastnn import ops as generic
 from fastnn.activations import builtin_name
-from fastnn.kernels import cupy_source as source
+
+from . import source
 
 BLOCK = 256
 MAX_BLOCKS = 4096  # grid-stride loops: enough blocks to fill an H100 several times over

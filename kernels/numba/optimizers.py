@@ -15,8 +15,8 @@ import math
 
 from numba import prange
 
-from .numba_jit import by_constant, flat, kernel, mask, members, sole
-from .numba_math import typed_as
+from .jit import by_constant, flat, kernel, mask, members, sole
+from .math import typed_as
 
 SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = range(6)
 RULES = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adagrad": ADAGRAD,

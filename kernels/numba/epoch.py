@@ -23,13 +23,13 @@ import time
 
 import numpy as np
 
-from fastnn.backends.numba_ops import fits, hyper
-from fastnn.kernels import numba_blas as blas
-from fastnn.kernels import numba_optimizers as rules
-from fastnn.kernels import numba_train as train
-from fastnn.kernels import numba_train_blas as train_blas
-from fastnn.kernels.activation_codes import CODES, SOFTMAX, STEP
-from fastnn.kernels.numba_jit import entry_point, mask
+from ..activation_codes import CODES, SOFTMAX, STEP
+from . import blas as blas
+from . import optimizers as rules
+from . import train as train
+from . import train_blas as train_blas
+from .jit import entry_point, mask
+from .ops import fits, hyper
 
 LOOP_LAYER_MAX = 32  # weights per layer up to which the loop kernel beats the BLAS one
 FUSED_EPOCH_MAX = 1 << 18  # multiply-adds per step (batch * weights) for the loop kernel,

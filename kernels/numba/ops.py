@@ -16,12 +16,13 @@ import numba
 import numpy as np
 
 from fastnn import ops as generic
-from fastnn.kernels import numba_dense as dense
-from fastnn.kernels import numba_losses as losses
-from fastnn.kernels import numba_optimizers as rules
-from fastnn.kernels.activation_codes import CODES, IDENTITY, STEP, code_of
-from fastnn.kernels.numba_activations import ANY
-from fastnn.kernels.numba_jit import mask
+
+from ..activation_codes import CODES, IDENTITY, STEP, code_of
+from . import dense as dense
+from . import losses as losses
+from . import optimizers as rules
+from .activations import ANY
+from .jit import mask
 
 PARALLEL_MIN = 1 << 18
 SMALL_LAYER_MAX = 1 << 13

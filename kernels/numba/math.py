@@ -27,7 +27,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .numba_jit import call_subroutine
+from .jit import call_subroutine
 
 # ---------------------------------------------------------------- bit casts
 

@@ -21,7 +21,7 @@ NumPy's, apart from the last-bit differences of exp/tanh/log.
 import re
 from collections import namedtuple
 
-from . import activation_codes as codes
+from .. import activation_codes as codes
 
 # Fused activations: the template argument ACT of the activation kernels is the
 # activation's code in ``activation_codes`` (softmax has kernels of its own).

@@ -29,13 +29,13 @@ import functools
 
 import numpy as np
 
-from .numba_blas import gemm
-from .numba_dense import _sum_rows, activation_grad_for, bias_activation_for
-from .numba_jit import flat, kernel, mask
-from .numba_losses import sigmoid_bce, softmax_xent
-from .numba_math import typed_as
-from .numba_optimizers import ADAM, SGD, update_for
-from .numba_train import BCE, _adam_hp, _score
+from .blas import gemm
+from .dense import _sum_rows, activation_grad_for, bias_activation_for
+from .jit import flat, kernel, mask
+from .losses import sigmoid_bce, softmax_xent
+from .math import typed_as
+from .optimizers import ADAM, SGD, update_for
+from .train import BCE, _adam_hp, _score
 
 
 @kernel(inline=True)

@@ -15,8 +15,8 @@ import functools
 
 import numpy as np
 
-from .numba_jit import by_constant, entry_point, flat, kernel, prefer_wide_vectors, subroutine
-from .numba_math import typed_as, vexp
+from .jit import by_constant, entry_point, flat, kernel, prefer_wide_vectors, subroutine
+from .math import typed_as, vexp
 
 
 @functools.cache
