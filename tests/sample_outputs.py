@@ -50,7 +50,7 @@ DURATION = re.compile(r"\d+(?:\.\d+)? (?:s|ms|us)\b")
 NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 FALLBACK_RTOL = 0.5
 OTHER_KERNELS = {"OPENBLAS_CORETYPE": "Nehalem"}  # SSE only: other roundings
-RUN_TIMEOUT_S = 600
+RUN_TIMEOUT_S = 300
 
 
 @dataclass
