@@ -55,10 +55,22 @@ __all__ = [
     "DistributedError", "distributed",
 ]
 
+
+
+def _starting_a_program():
+    """True while this import starts the `fastnn` command or `python -m fastnn`, which
+    report a bad FASTNN_BACKEND in one line themselves (the command's --backend also
+    overrides it). While ``-m`` looks for its module, sys.argv[0] is "-m"."""
+    argv0 = (getattr(_sys, "argv", None) or [""])[0]
+    if _Path(argv0).name in ("fastnn", "fastnn.exe"):
+        return True
+    command = getattr(_sys, "orig_argv", [])
+    return argv0 == "-m" and ("-mfastnn" in command or ("-m", "fastnn") in zip(command,
+                                                                               command[1:]))
+
+
 try:
     _select_from_environment()
 except (ValueError, BackendUnavailable):
-    # The `fastnn` command reports a bad FASTNN_BACKEND in one line, and its --backend
-    # overrides it; everywhere else the import fails here.
-    if _Path((getattr(_sys, "argv", None) or [""])[0]).name not in ("fastnn", "fastnn.exe"):
-        raise
+    if not _starting_a_program():
+        raise  # a library user gets the exception, with the fix in its message

@@ -8,11 +8,14 @@ backend and print what they reach.
 """
 
 import argparse
+import sys
 import time
 
 import fastnn
-from fastnn import datasets, initializers
+from fastnn import backends, datasets, initializers
+from fastnn.cli import fail
 from fastnn.data import train_test_split
+from fastnn.errors import BackendUnavailable
 
 MOONS_ARCHITECTURE = [
     {"input_dim": 2, "output_dim": 25, "activation": "relu"},
@@ -44,7 +47,11 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=10_000,
                         help="planar training iterations (default 10000)")
     args = parser.parse_args(argv)
-    print(f"fastnn {fastnn.__version__} on the {fastnn.get_backend().name!r} backend (float32)")
+    try:  # importing fastnn left a bad FASTNN_BACKEND for this line to report
+        backend = backends.get_backend() or backends.select_from_environment()
+    except (ValueError, BackendUnavailable) as error:
+        return fail(error, 2)
+    print(f"fastnn {fastnn.__version__} on the {backend.name!r} backend (float32)")
     start = time.perf_counter()
     _, result = train_planar(args.iterations)
     print(f"planar flower, 2-4-1 tanh/sigmoid, full batch, lr 1.2, {args.iterations} iterations: "
@@ -55,7 +62,8 @@ def main(argv=None):
     print(f"moons, 2-25-50-50-25-1 relu/sigmoid, adam, 300 epochs: "
           f"test accuracy {result['accuracy']:.1%} (loss {result['loss']:.4f}) "
           f"in {time.perf_counter() - start:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

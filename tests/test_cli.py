@@ -403,6 +403,50 @@ def test_corrupt_and_unwritable_files(capsys, tmp_path):
     assert status == 2 and "fastnn: error: " in one_error_line(err)
 
 
+def unwritable_folder(tmp_path):
+    """A folder this process cannot create files in: a read-only one, or for root (whom
+    permissions do not stop) /sys, which refuses new files to everyone."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o500)
+    return folder
+
+
+@pytest.mark.parametrize("case", ["file", "under a file", "unwritable", "output is a folder"])
+def test_out_is_checked_before_training(capsys, tmp_path, case):
+    """A bad --out stops the command before training (nothing printed, nothing
+    written), in one line that names --out and the fix."""
+    (tmp_path / "file").write_text("keep me")
+    (tmp_path / "run" / "model.npz").mkdir(parents=True)
+    out, expected = {
+        "file": (tmp_path / "file", "is a file; --out needs a folder (created if missing), "
+                                    "so give another path"),
+        "under a file": (tmp_path / "file" / "run", f"cannot be made: {tmp_path / 'file'} is "
+                                                    f"a file; --out needs a folder"),
+        "unwritable": (unwritable_folder(tmp_path) / "run", "cannot write in "),
+        "output is a folder": (tmp_path / "run", "the output file model.npz would replace "
+                                                 "the folder"),
+    }[case]
+    status, stdout, err = run_cli(capsys, "train", "--dataset", "xor", "--epochs", 1,
+                                  "--out", out)
+    line = one_error_line(err)
+    assert status == 2 and stdout == ""
+    assert line.startswith(f"fastnn: error: --out {out}") and expected in line
+    assert (tmp_path / "file").read_text() == "keep me"
+    made = {p.name for p in tmp_path.rglob("*")} - {"read-only"}
+    assert made == {"file", "run", "model.npz"}  # as before the command
+
+
+def test_out_may_exist_or_be_made(capsys, tmp_path):
+    (tmp_path / "old").mkdir()
+    for out in (tmp_path / "old", tmp_path / "new" / "deeper"):
+        status, _, err = run_cli(capsys, "train", "--dataset", "xor", "--epochs", 1, "--quiet",
+                                 "--no-plots", "--out", out)
+        assert status == 0, err
+        assert (out / "model.npz").is_file()
+
+
 def test_missing_matplotlib_is_reported_before_training(capsys, monkeypatch, tmp_path):
     from fastnn.cli import train
 
@@ -437,6 +481,31 @@ def test_check_only_named_backends(capsys):
     status, out, _ = run_cli(capsys, "check", "--backends", " NumPy ")
     assert status == 0
     assert {line.split()[0] for line in out.splitlines()[1:-1]} == {"numpy"}
+
+
+@pytest.mark.parametrize("value", ["numpy", " NumBa "])
+def test_check_checks_the_backend_fastnn_backend_names(capsys, monkeypatch, value):
+    name = value.strip().lower()
+    monkeypatch.setenv("FASTNN_BACKEND", value)
+    reason = fastnn.available_backends()[name]
+    status, out, err = run_cli(capsys, "check")
+    if reason is not None:  # numba not installed: asked for, so an error
+        assert status == 2 and out == "" and one_error_line(err) == f"fastnn: error: {reason}"
+        return
+    assert status == 0 and err == ""
+    rows = [line.split() for line in out.splitlines()[1:-1]]
+    assert len(rows) == 10 and {r[0] for r in rows} == {name}
+    assert all(r[-1] == "pass" for r in rows) and out.splitlines()[-1] == "all checks passed"
+    monkeypatch.setenv("FASTNN_BACKEND", "tensorflow")  # --backends overrides it
+    assert run_cli(capsys, "check", "--backends", "numpy")[0] == 0
+
+
+def test_check_refuses_an_unknown_fastnn_backend(capsys, monkeypatch):
+    monkeypatch.setenv("FASTNN_BACKEND", "tensorflow")
+    status, out, err = run_cli(capsys, "check")
+    assert status == 2 and out == ""
+    assert one_error_line(err) == ("fastnn: error: FASTNN_BACKEND='tensorflow' is not a fastnn "
+                                   "backend; valid names: numpy, numba, cupy")
 
 
 def test_check_fails_on_a_wrong_gradient(capsys, monkeypatch):
@@ -529,3 +598,44 @@ def test_entry_point_runs_and_reports_errors_in_one_line(tmp_path):
                          capture_output=True, text=True, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "epoch 3/3" in run.stdout and (tmp_path / "out" / "decision_boundary.png").exists()
+
+
+def hiding(package, tmp_path):
+    """The environment of a Python that cannot import ``package``, as if it were not
+    installed: a sitecustomize on PYTHONPATH blocks it when the interpreter starts."""
+    folder = tmp_path / f"without-{package}"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(f"import sys\nsys.modules[{package!r}] = None\n")
+    return {**os.environ, "PYTHONPATH": str(folder)}
+
+
+UNUSABLE = {
+    "tensorflow": "FASTNN_BACKEND='tensorflow' is not a fastnn backend; valid names: numpy, "
+                  "numba, cupy",
+    "numba": "the 'numba' backend needs the numba package, which is not installed here; "
+             "install it with: pip install 'fastnn[numba]'",
+}
+
+
+@pytest.mark.parametrize("program", ["python -m fastnn", "fastnn check"])
+@pytest.mark.parametrize("value", list(UNUSABLE))
+def test_front_door_reports_an_unusable_fastnn_backend_in_one_line(tmp_path, program, value):
+    """The README's main command and ``fastnn check``: one line with the fix, exit 2 (for
+    numba, on a Python where Numba is not installed)."""
+    env = {**hiding("numba", tmp_path), "FASTNN_BACKEND": value}
+    argv = [sys.executable, "-m", "fastnn"] if program.startswith("python") else \
+        [entry_point(), "check"]
+    run = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120)
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == f"fastnn: error: {UNUSABLE[value]}\n"
+
+
+def test_other_programs_importing_fastnn_still_get_the_exception(tmp_path):
+    """Only the fastnn programs turn a bad FASTNN_BACKEND into one line: ``python -m``
+    of another module (here one inside fastnn) gets the library's exception."""
+    env = {**os.environ, "FASTNN_BACKEND": "tensorflow"}
+    run = subprocess.run([sys.executable, "-m", "fastnn.data"], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=120)
+    assert run.returncode == 1
+    assert run.stderr.splitlines()[-1] == f"ValueError: {UNUSABLE['tensorflow']}"

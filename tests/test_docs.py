@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sample_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -98,12 +99,16 @@ def test_readme_quick_start_is_the_training_guide_example():
 
 
 def test_readme_quick_start_runs(tmp_path, monkeypatch, capsys):
-    """The README's Python example as written: the planar net reaches the course's ~90%,
-    and the gradient check at its end passes (it asserts)."""
+    """The README's Python example as written: the planar net reaches the course's ~90%
+    and prints what its comment says, and the gradient check at its end passes (it
+    asserts)."""
     monkeypatch.chdir(tmp_path)
-    exec(compile(python_blocks(ROOT / "README.md")[0], "README.md", "exec"), {})
+    example = python_blocks(ROOT / "README.md")[0]
+    exec(compile(example, "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert ast.literal_eval(printed[0])["accuracy"] >= 0.90
+    comment = re.search(r"^print\(model\.evaluate\(X, y\)\) +# (.*)$", example, re.M).group(1)
+    assert sample_outputs.mismatch([comment], printed[0]) is None, (comment, printed[0])
     assert sum(line.startswith("epoch ") for line in printed) == 10  # verbose=10 of 100
 
 

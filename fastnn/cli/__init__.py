@@ -43,14 +43,15 @@ def main(argv=None):
             raise UsageError("choose a command: info, train or check (fastnn --help explains them)")
         return args.run(args)
     except TrainingDiverged as error:
-        return _fail(error, 1)
+        return fail(error, 1)
     except (UsageError, FastnnError, ValueError, TypeError, OSError, ModuleNotFoundError) as error:
-        return _fail(error, 2)
+        return fail(error, 2)
     except KeyboardInterrupt:
-        return _fail("interrupted", 130)
+        return fail("interrupted", 130)
 
 
-def _fail(error, status):
+def fail(error, status):
+    """Print ``error`` as the one line ``fastnn: error: ...`` on stderr; return ``status``."""
     message = " ".join(str(error).split()) or type(error).__name__
     print(f"fastnn: error: {message}", file=sys.stderr)
     return status

@@ -1,10 +1,13 @@
 """``fastnn check``: gradient checks and cross-backend parity on this machine.
 
-For every backend that can run here and a set of small models (each trainable hidden
-activation; each loss with its output layer): backprop against float64 central
+For the backend FASTNN_BACKEND names (every backend that can run here when it is unset)
+and a set of small models (each trainable hidden activation; each loss with its output
+layer): backprop against float64 central
 differences (``fastnn.gradcheck``), and a few Adam steps in float64 compared with the
 NumPy reference backend. Prints a pass/fail table; exit status 1 if anything fails.
 """
+
+import os
 
 import numpy as np
 
@@ -39,27 +42,36 @@ def add_parser(commands):
         "check", help="run gradient checks and cross-backend parity; print a pass/fail table",
         description=__doc__.split("\n\n")[1].replace("\n", " "))
     parser.add_argument("--backends", metavar="NAMES",
-                        help="comma-separated backends to check (default: every one that can "
-                             "run here; a named one that cannot is an error)")
+                        help="comma-separated backends to check (default: the one "
+                             "FASTNN_BACKEND names, else every one that can run here; a named "
+                             "one that cannot run is an error)")
     parser.set_defaults(run=run)
 
 
 def run(args):
-    if args.backends is None:
-        chosen = list(backends.NAMES)
-    else:
-        chosen = [backends.canonical_name(n, source="--backends")
-                  for n in args.backends.split(",") if n.strip()]
-        if not chosen:
-            raise ValueError("--backends needs at least one name, e.g. --backends numpy,numba")
-        for name in chosen:
-            backends.load(name)  # a named backend that cannot run here is an error
-    rows = check(chosen)
+    rows = check(chosen_backends(args.backends))
     print_table(rows)
     failed = sum(row["result"] == "FAIL" for row in rows)
     print(f"{failed} of {sum(row['result'] != 'skipped' for row in rows)} checks failed"
           if failed else "all checks passed")
     return 1 if failed else 0
+
+
+def chosen_backends(option):
+    """The backends to check: those --backends names, else the one FASTNN_BACKEND names,
+    else all. A backend asked for by name that cannot run here is an error."""
+    if option is None and not os.environ.get(backends.ENV_VAR, "").strip():
+        return list(backends.NAMES)  # each one that cannot run gets a 'skipped' row
+    if option is None:
+        source, names = backends.ENV_VAR, [os.environ[backends.ENV_VAR]]
+    else:
+        source, names = "--backends", [n for n in option.split(",") if n.strip()]
+        if not names:
+            raise ValueError("--backends needs at least one name, e.g. --backends numpy,numba")
+    chosen = [backends.canonical_name(n, source=source) for n in names]
+    for name in chosen:
+        backends.load(name)
+    return chosen
 
 
 def check(chosen):

@@ -13,6 +13,7 @@ import inspect
 import json
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +31,8 @@ FILE_DATASETS = {"mnist": "DIR", "fashion_mnist": "DIR", "csv": "PATH"}
 OPTIMIZER_SETTINGS = ("momentum", "beta1", "beta2", "rho", "eps", "weight_decay")
 DEFAULT_TEST_SIZE = 0.2
 SIZES = re.compile(r"\d+(-\d+)+")
+OUTPUT_FILES = ("history.csv", "history.json", "metrics.json", "model.npz",
+                "learning_curves.png", "decision_boundary.png")
 
 
 def add_parser(commands):
@@ -146,6 +149,8 @@ def run(args):
 def prepare(args, world):
     """Everything before fit: (split as loaded, the data the model sees, the scaling,
     model, description, optimizer, seed)."""
+    if args.out is not None and (world is None or world.rank == 0):
+        check_out(args.out)  # before training, not after it
     plotting = args.out is not None and not args.no_plots
     if plotting and importlib.util.find_spec("matplotlib") is None:
         raise ModuleNotFoundError(
@@ -340,6 +345,25 @@ def make_optimizer(args):
 
 
 # ---- output ----
+
+
+def check_out(out):
+    """Refuse an --out that cannot take the outputs: a file, a path under a file, a
+    folder this process cannot write in, or an output name taken by a folder."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"cannot be made: {existing} is a file"
+        raise ValueError(f"--out {out} {where}; --out needs a folder (created if missing), "
+                         f"so give another path")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise ValueError(f"--out {out}: cannot write in {existing} ({error.strerror}); "
+                         f"give a folder you can write to") from None
+    for name in OUTPUT_FILES:
+        if (out / name).is_dir():
+            raise ValueError(f"--out {out}: the output file {name} would replace the folder "
+                             f"{out / name}; give another folder or remove that one")
 
 
 def write_outputs(args, model, split, results, seconds, scaling):
