@@ -16,18 +16,8 @@ as a fastnn checkpoint, optimizer state included), so ``n_jobs`` works too.
 import copy
 import numbers
 import os
+import re
 import tempfile
-
-try:
-    import sklearn
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-    from sklearn.utils.multiclass import check_classification_targets, unique_labels
-    from sklearn.utils.validation import check_is_fitted
-except ImportError as error:
-    raise ImportError(
-        "fastnn.sklearn needs scikit-learn (1.4.2 or newer), which is not installed: "
-        "pip install 'fastnn[sklearn]'"
-    ) from error
 
 import numpy as np
 
@@ -37,17 +27,29 @@ from fastnn.layers import Dense, Dropout, Layer
 from fastnn.model import Sequential
 from fastnn.validation import in_range, seed_or_none
 
-MIN_SKLEARN = (1, 4, 2)  # the first release built for NumPy 2, which fastnn needs
+MIN_SKLEARN = "1.4.2"  # earlier releases require NumPy < 2, and fastnn requires >= 2.1
 
-
-def _version(text):
-    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
-
-
-if _version(sklearn.__version__) < MIN_SKLEARN:
+try:
+    import sklearn
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.utils.multiclass import check_classification_targets, unique_labels
+    from sklearn.utils.validation import check_is_fitted
+except ImportError as error:
     raise ImportError(
-        f"fastnn.sklearn needs scikit-learn 1.4.2 or newer; {sklearn.__version__} is "
-        f"installed: pip install -U 'fastnn[sklearn]'"
+        f"fastnn.sklearn needs scikit-learn ({MIN_SKLEARN} or newer), which is not "
+        f"installed: pip install 'fastnn[sklearn]'"
+    ) from error
+
+
+def _release(version):
+    """(major, minor, patch) of a version string such as '1.4.1.post1' or '1.10.0rc1'."""
+    return tuple(int(re.match(r"\d*", part).group() or 0) for part in version.split(".")[:3])
+
+
+if _release(sklearn.__version__) < _release(MIN_SKLEARN):
+    raise ImportError(
+        f"fastnn.sklearn needs scikit-learn {MIN_SKLEARN} or newer; {sklearn.__version__} "
+        f"is installed: pip install -U 'fastnn[sklearn]'"
     )
 
 try:  # scikit-learn 1.6 and newer
