@@ -27,6 +27,11 @@ HTML comments right above the fence (invisible on the rendered page) mark a bloc
   listed as skipped with the reason.
 
 Blocks without a language, or ``console``, are held to the same rules as ``text``.
+
+A fenced block of any language right below ``<!-- file: NAME -->`` is a file the page's
+commands use (a script shown in full, say): it is written as NAME into the folder of
+every block of that page before its commands run, so ``$ python NAME`` runs exactly
+the code the page shows.
 """
 
 import difflib
@@ -46,6 +51,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SAMPLE_LANGUAGES = ("text", "console", "")
 FENCE = re.compile(r"^(\s*)```\s*(\S*)\s*$")
 MARK = re.compile(r"^\s*<!--\s*output:\s*(.*?)\s*-->\s*$")
+FILE_MARK = re.compile(r"^\s*<!--\s*file:\s*([\w.-]+)\s*-->\s*$")
 DURATION = re.compile(r"\d+(?:\.\d+)? (?:s|ms|us)\b")
 NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 FALLBACK_RTOL = 0.5
@@ -62,6 +68,7 @@ class Block:
     body: list
     marks: dict = field(default_factory=dict)
     runs: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)  # name -> text, the page's file blocks
 
     @property
     def where(self):
@@ -83,7 +90,7 @@ def blocks(page):
     """Every sample block of a Markdown page, with its marks parsed and its commands
     resolved; raises ValueError naming the block for a malformed one."""
     lines = page.read_text().splitlines()
-    found, i = [], 0
+    found, files, i = [], {}, 0
     while i < len(lines):
         fence = FENCE.match(lines[i])
         if not fence:
@@ -93,13 +100,19 @@ def blocks(page):
         end = next((j for j in range(i + 1, len(lines)) if lines[j].strip() == "```"), None)
         if end is None:
             raise ValueError(f"{_shown(page)}:{i + 1}: the fence is never closed")
-        if language in SAMPLE_LANGUAGES:
+        named = FILE_MARK.match(lines[i - 1]) if i > 0 else None
+        if named:
+            if named.group(1) in files:
+                raise ValueError(f"{_shown(page)}:{i + 1}: a second file {named.group(1)!r}")
+            files[named.group(1)] = "".join(line[len(indent):] + "\n"
+                                            for line in lines[i + 1:end])
+        elif language in SAMPLE_LANGUAGES:
             marks, k = [], i - 1
             while k >= 0 and MARK.match(lines[k]):
                 marks.insert(0, MARK.match(lines[k]).group(1))
                 k -= 1
             body = [line[len(indent):].rstrip() for line in lines[i + 1:end]]
-            found.append(Block(page, i + 1, body))
+            found.append(Block(page, i + 1, body, files=files))
             _parse(found[-1], marks, bash_commands(page))
         i = end + 1
     return found
@@ -198,8 +211,11 @@ def settings_for(host_dependent):
     return (reference or {}), reference is None
 
 
-def run(commands, settings, folder):
-    """[(status, output)] of each command, run in order in ``folder``."""
+def run(commands, settings, folder, files=None):
+    """[(status, output)] of each command, run in order in ``folder``, after writing
+    ``files`` (name -> text) there."""
+    for name, text in (files or {}).items():
+        (Path(folder) / name).write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "FASTNN_BACKEND"}
     env.update(settings)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -32,7 +32,8 @@ def grouped():
             skipped.append(pytest.param([block], id=block.where,
                                         marks=pytest.mark.skip(reason=block.skip_reason)))
             continue
-        key = (tuple(command for command, _ in block.runs), "host-dependent" in block.marks)
+        key = (tuple(command for command, _ in block.runs), "host-dependent" in block.marks,
+               tuple(sorted(block.files.items())))
         runs.setdefault(key, []).append(block)
     return [pytest.param(shown, id=" ".join(b.where for b in shown))
             for shown in runs.values()] + skipped
@@ -54,7 +55,7 @@ def test_sample_output_is_what_the_commands_print(shown, tmp_path):
     host_dependent = "host-dependent" in first.marks
     settings, loose = samples.settings_for(host_dependent)
     commands = [command for command, _ in first.runs]
-    results = samples.run(commands, settings, tmp_path)
+    results = samples.run(commands, settings, tmp_path, first.files)
     where = "with " + " ".join(f"{k}={v!r}" for k, v in settings.items()) if settings else ""
     for block in shown:
         expected_status = block.marks.get("exit", 0)
@@ -136,6 +137,28 @@ def test_malformed_blocks_are_named(tmp_path, text, problem):
         return
     with pytest.raises(ValueError, match=r"page\.md:\d+: .*" + re.escape(problem)):
         samples.blocks(path)
+
+
+def test_file_blocks_are_written_where_the_page_commands_run(tmp_path):
+    path = page(tmp_path, """\
+        <!-- file: hello.py -->
+        ```python
+        print("hello from", __file__.split("/")[-1])
+        ```
+
+        ```text
+        $ python hello.py
+        hello from hello.py
+        ```
+        """)
+    (block,) = samples.blocks(path)
+    assert block.files == {"hello.py": 'print("hello from", __file__.split("/")[-1])\n'}
+    folder = tmp_path / "run"
+    folder.mkdir()
+    [(status, output)] = samples.run([block.runs[0][0]], {}, folder, block.files)
+    assert status == 0 and samples.mismatch(block.runs[0][1], output) is None
+    with pytest.raises(ValueError, match="a second file 'hello.py'"):
+        samples.blocks(page(tmp_path, path.read_text() + path.read_text()))
 
 
 def test_marked_blocks_are_listed_with_their_reason(tmp_path):
