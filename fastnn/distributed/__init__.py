@@ -10,8 +10,9 @@ Every rank runs the same script, launched by ``mpiexec -n N python train.py``::
 
 The global batches are those of one process; each rank trains on its part of each,
 and the gradients are summed over the ranks every step, so N ranks give the
-parameters of one process (bit for bit the parameters of ``simulate(N, ...)``, which
-adds in the same order). See docs/distributed.md.
+parameters of one process up to the order of additions: bit for bit those of
+``simulate(N, ...)``, which adds in the same order; how close to one process, per
+optimizer, is in docs/distributed.md ("N ranks against one process").
 
 In an MPI launch, importing this package makes any rank's failure or departure end the
 whole job, never leave the others waiting (``guard.py``).
