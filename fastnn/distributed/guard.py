@@ -104,9 +104,12 @@ def end_job(message, comm=None):
 def members(comm, MPI):
     """The COMM_WORLD ranks of the mpi4py communicator ``comm``, in its rank order: the
     key under which its collectives are counted."""
-    ranks = MPI.Group.Translate_ranks(comm.Get_group(), list(range(comm.Get_size())),
-                                      MPI.COMM_WORLD.Get_group())
-    return tuple(ranks)
+    group, world = comm.Get_group(), MPI.COMM_WORLD.Get_group()
+    try:
+        return tuple(MPI.Group.Translate_ranks(group, list(range(comm.Get_size())), world))
+    finally:
+        group.Free()
+        world.Free()
 
 
 def wait(request, comm, MPI, ranks):
