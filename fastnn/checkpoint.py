@@ -9,21 +9,22 @@ step count, the learning-rate schedule, the last history, and the shape and dtyp
 every array, so a damaged or mismatched file is caught before it is used.
 
 Files are read with ``allow_pickle=False`` (loading never runs code from the file) and
-written atomically: to a temporary file in the same folder, flushed and fsynced, then
-renamed over the target, so an interrupted save leaves the previous file intact.
+written atomically (``fastnn.atomic``): to a temporary file in the same folder, flushed
+and fsynced, then renamed over the target, so an interrupted save leaves the previous
+file intact; a save also removes the temporary files of earlier saves to the same path
+whose process was killed.
 Arrays are stored on the host, so a model saved on one backend loads on any other.
 """
 
 import json
 import os
-import secrets
 import stat
 import zipfile
 import zlib
 
 import numpy as np
 
-from fastnn import optimizers, schedules
+from fastnn import atomic, optimizers, schedules
 from fastnn.batchnorm import BatchNorm
 from fastnn.errors import CheckpointError
 from fastnn.layers import Dense, Dropout
@@ -44,7 +45,7 @@ def save(model, path):
     header = json.dumps(_header(model, arrays), default=_plain).encode("utf-8")
     arrays["header"] = np.frombuffer(header, dtype=np.uint8)
     try:
-        _write_atomically(path, folder, arrays)
+        atomic.write(path, lambda file: np.savez(file, **arrays))
     except PermissionError as error:
         raise PermissionError(
             f"cannot save a checkpoint to {path}: no permission to write in the folder "
@@ -149,36 +150,6 @@ def _plain(value):
     if isinstance(value, (np.generic, np.ndarray)):
         return value.tolist()
     raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint header")
-
-
-def _write_atomically(path, folder, arrays):
-    """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``;
-    on any error (or interrupt) remove the temporary file and leave ``path`` untouched."""
-    temp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(temp, flags, 0o666)  # 0o666 less the umask, as for any new file
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder):
-    """Make the rename itself durable (POSIX); not possible, nor needed, on Windows."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---- reading and checking ----

@@ -58,7 +58,8 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
     distributed: None trains in this process; True (MPI's COMM_WORLD), a
         ``fastnn.distributed.DataParallel`` or an mpi4py communicator trains
         data-parallel: every rank calls fit alike and gets the parameters and history of
-        one process training on the same global batches (see ``fastnn.distributed``).
+        one process training on the same global batches, up to the order of additions
+        (see ``fastnn.distributed``).
 
     If the loss or the parameters become NaN or infinite, training stops with
     TrainingDiverged and the model keeps the last parameters (from the start of this

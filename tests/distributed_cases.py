@@ -15,9 +15,9 @@ OPTIONS = {"epochs": 4, "batch_size": 16, "optimizer": "momentum", "lr": 0.05, "
            "clip_norm": 1.0}
 
 
-def model(backend=None, dtype="float64", seed=5, hidden=10):
+def model(backend=None, dtype="float64", seed=5, hidden=10, activation="relu"):
     """Dense, BatchNorm, Dropout, Dense: every layer with something to synchronize."""
-    return Sequential([Dense(4, hidden, "relu"), BatchNorm(hidden), Dropout(0.25),
+    return Sequential([Dense(4, hidden, activation), BatchNorm(hidden), Dropout(0.25),
                        Dense(hidden, 3, "softmax")], dtype=dtype, seed=seed, backend=backend)
 
 

@@ -2,7 +2,9 @@
 SCENARIO OUT`` (test_distributed.py launches it). FASTNN_BACKEND picks the backend,
 except for ``transfers``, which runs on the strict stand-in (tests/strict_backend.py),
 whose every host copy is counted. Every rank writes
-what it saw to OUT/rank<r>.npz and OUT/rank<r>.json for the test to compare."""
+what it saw to OUT/rank<r>.npz and OUT/rank<r>.json for the test to compare, except in
+``leave WHAT WHEN`` (the last rank fails or ends early), whose rank 0 writes OUT/done
+if it gets to the end."""
 
 import json
 import os
@@ -136,8 +138,37 @@ def nccl(dp, out):
     return arrays, report
 
 
-def main(scenario, out):
+def leave(out, what, when):
+    """The last rank raises (``what`` "raise") or calls sys.exit(0) or sys.exit(3)
+    ("exit0", "exit3") at ``when``: before fit, having only imported fastnn ("import")
+    or created a DataParallel too ("dp"); between two fits ("between"); or after the
+    last fit, while rank 0 still works without collectives ("after")."""
+    rank = int(os.environ.get("PMI_RANK") or os.environ["OMPI_COMM_WORLD_RANK"])
+    last = rank == int(os.environ.get("PMI_SIZE") or os.environ["OMPI_COMM_WORLD_SIZE"]) - 1
+
+    def end(now):
+        if last and now == when:
+            if what == "raise":
+                raise FileNotFoundError(f"no data on rank {rank}")
+            sys.exit(int(what.removeprefix("exit")))
+
+    if when == "dp":
+        DataParallel()
+    end("import")
+    end("dp")
+    fits = 2 if when == "between" else 1
+    for fit in range(fits):
+        model().fit(X, Y, distributed=True, **OPTIONS)
+        end("between" if fit == 0 and fits == 2 else "after")
+    if rank == 0:
+        time.sleep(1.0 if when == "after" else 0.0)  # the last rank ends meanwhile
+        (out / "done").write_text("rank 0 got to the end")
+
+
+def main(scenario, out, *args):
     out = Path(out)
+    if scenario == "leave":
+        return leave(out, *args)
     dp = DataParallel()
     start = time.perf_counter()
     if scenario in ("raise", "kill"):

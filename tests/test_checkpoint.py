@@ -168,7 +168,8 @@ def test_an_interrupted_save_leaves_the_previous_file_and_no_temp_file(
 
 @pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
 def test_a_process_killed_mid_save_leaves_the_previous_file_intact(saved):
-    """A real interruption: the saving process dies with SIGKILL half-way through writing."""
+    """A real interruption: the saving process dies with SIGKILL half-way through writing.
+    Its temporary file stays until the next save to the same path removes it."""
     model, path = saved
     before = path.read_bytes()
     script = f"""
@@ -195,7 +196,13 @@ model.save({str(path)!r})
     assert path.read_bytes() == before
     assert_same_model(model, fastnn.load(path))
     leftovers = [name for name in os.listdir(path.parent) if name != path.name]
-    assert all(name.startswith(".model.npz.") and name.endswith(".tmp") for name in leftovers)
+    assert len(leftovers) == 1
+    assert leftovers[0].startswith(".model.npz.") and leftovers[0].endswith(".tmp")
+    assert f"-{child.pid}-" in leftovers[0]  # its writer, named
+    model.fit(X, Y, epochs=1, batch_size=40)
+    model.save(path)
+    assert os.listdir(path.parent) == [path.name]
+    assert_same_model(model, fastnn.load(path))
 
 
 def test_saving_into_a_missing_folder_says_so(tmp_path):

@@ -11,23 +11,22 @@ A communicator has a ``rank`` and a ``size`` and offers:
 - ``abort(message)``: print ``message`` and end every rank of the job.
 
 ``MPIComm`` moves device arrays through host buffers, each copy through the backend's
-counted transfers (``backend.to_numpy`` / ``backend.asarray``; free on NumPy). The
-CuPy backend's NCCL transport is in ``nccl.py``, the in-process reference in
-``local.py``.
+counted transfers (``backend.to_numpy`` / ``backend.asarray``; free on NumPy). Its
+collectives are MPI's nonblocking ones, waited for by ``guard.wait``, which aborts the
+job if a rank they need has left it. The CuPy backend's NCCL transport is in
+``nccl.py``, the in-process reference in ``local.py``.
 """
 
 import functools
 import operator
-import sys
-import time
-import traceback
+import pickle
 
 import numpy as np
 
+from fastnn.distributed import guard
 from fastnn.errors import BackendUnavailable
 
 INSTALL_HINT = "pip install 'fastnn[mpi]' (mpi4py and the mpich wheel)"
-ABORT_GRACE = 0.5  # seconds between writing an abort's message and aborting
 
 
 def ordered_sum(parts):
@@ -82,31 +81,41 @@ class MPIComm(Communicator):
         self.comm = self.MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.exact = bool(exact)
+        self.members = guard.members(self.comm, self.MPI)
 
     def gather(self, obj):
-        return self.comm.allgather(obj)
+        data = np.frombuffer(pickle.dumps(obj), np.uint8)
+        sizes = np.empty(self.size, np.int64)
+        self._wait(self.comm.Iallgather(np.array([data.size], np.int64), sizes))
+        joined = np.empty(int(sizes.sum()), np.uint8)
+        self._wait(self.comm.Iallgatherv(data, (joined, sizes)))
+        guard.done(self.members)
+        ends = np.cumsum(sizes)
+        return [pickle.loads(joined[end - size:end].tobytes()) for size, end in zip(sizes, ends)]
 
     def sum(self, x, backend):
         host = _host_buffer(backend, x)
         if self.exact:
             parts = np.empty((self.size, *host.shape), host.dtype)
-            self.comm.Allgather(host, parts)
+            self._wait(self.comm.Iallgather(host, parts))
             total = ordered_sum(parts)
         else:
-            self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+            self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM))
             total = host
+        guard.done(self.members)
         return backend.asarray(total)
 
     def broadcast(self, x, backend):
         host = _host_buffer(backend, x)
-        self.comm.Bcast(host, root=0)
+        self._wait(self.comm.Ibcast(host, root=0))
+        guard.done(self.members)
         return backend.asarray(host)
 
     def abort(self, message):
-        sys.stderr.write(message)
-        sys.stderr.flush()
-        time.sleep(ABORT_GRACE)  # for mpiexec to forward the message before it kills us
-        self.comm.Abort(1)
+        guard.end_job(message, self.comm)
+
+    def _wait(self, request):
+        guard.wait(request, self.comm, self.MPI, self.members)
 
 
 def _host_buffer(backend, x):
@@ -115,21 +124,3 @@ def _host_buffer(backend, x):
     if not (host.flags.c_contiguous and host.flags.writeable):
         host = np.array(host, order="C")
     return host
-
-
-_hooked = []
-
-
-def abort_on_uncaught_exceptions(comm):
-    """Make an exception that nothing catches, on any rank, end the whole job (after
-    the usual traceback) instead of leaving the other ranks waiting in a collective.
-    Installed once per process, for jobs of more than one rank."""
-    if _hooked or comm.size == 1:
-        return
-    def hook(kind, value, trace):
-        comm.abort("".join(traceback.format_exception(kind, value, trace))
-                   + f"fastnn: rank {comm.rank} of {comm.size} ended with an uncaught "
-                     f"{kind.__name__}; aborting every rank\n")
-
-    sys.excepthook = hook
-    _hooked.append(hook)

@@ -11,14 +11,16 @@ From then on every rank takes the same decisions from the same reduced numbers: 
 epoch's loss and metric sums, the validation sums and the stop flag of callbacks.
 An exception on one rank after that point (a callback, memory, an interrupt) ends the
 whole job through the communicator's abort, with that rank's message; only
-TrainingDiverged, which every rank raises at the same epoch, is raised as usual.
+TrainingDiverged, which every rank raises at the same epoch, is raised as usual. What
+ends the job when a rank fails or leaves outside ``fit`` is in ``guard.py``.
 """
 
 import contextlib
 import traceback
 
 from fastnn import steps
-from fastnn.distributed.comm import Communicator, MPIComm, abort_on_uncaught_exceptions
+from fastnn.distributed import guard
+from fastnn.distributed.comm import Communicator, MPIComm
 from fastnn.distributed.shards import Plan, Reductions, Shards, flatten, pieces, split
 from fastnn.errors import BackendUnavailable, DistributedError, TrainingDiverged
 
@@ -44,8 +46,8 @@ class DataParallel:
         self.sharded, self.nccl = bool(sharded), nccl
         self.reductions = Reductions()
         self._transports = {}
-        if isinstance(self.comm, MPIComm):
-            abort_on_uncaught_exceptions(self.comm)
+        if isinstance(self.comm, MPIComm) and self.comm.size > 1:
+            guard.install()  # if importing fastnn did not (an MPI launch it did not see)
 
     def __repr__(self):
         return (f"DataParallel(rank={self.rank}, size={self.size}, sharded={self.sharded}, "
