@@ -13,7 +13,7 @@ the statistics and the input gradient's means are then taken over every rank's r
 
 import numpy as np
 
-from fastnn.layers import Layer, Parameter, register
+from fastnn.layers import Layer, Parameter, check_flat, register
 from fastnn.validation import in_range, positive_int, positive_number
 
 
@@ -40,15 +40,10 @@ class BatchNorm(Layer):
         return (self.n_features,)
 
     def output_shape(self, input_shape, source="the layer before it"):
-        if len(input_shape) != 1:
-            raise ValueError(
-                f"takes flat samples of {self.n_features} features but {source} gives "
-                f"samples of shape {tuple(input_shape)}; BatchNorm normalizes features (a "
-                f"per-channel BatchNorm for images is not in fastnn): put it after Flatten()"
-            )
-        if input_shape[0] != self.n_features:
-            raise ValueError(f"takes {self.n_features} inputs but {source} gives "
-                             f"{input_shape[0]}; make n_features {input_shape[0]}")
+        check_flat(self.n_features, input_shape, source,
+                   "BatchNorm normalizes features (a per-channel BatchNorm for images is not "
+                   "in fastnn): put it after Flatten()",
+                   f"make n_features {input_shape[-1]}")
         return (self.n_features,)
 
     def config(self):

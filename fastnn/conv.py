@@ -6,16 +6,14 @@ with a bias (out_channels,), so weights map one to one, and the operation is PyT
 ``conv2d_backward`` in the ops table; ``fastnn.conv_ops`` holds the generic version).
 """
 
-import numpy as np
-
 from fastnn import activations, initializers
-from fastnn.layers import Layer, Parameter, register
+from fastnn.layers import WeightLayer, register
 from fastnn.validation import positive_int
 from fastnn.windows import check_fit, check_image, output_hw, padding_of, pair, short
 
 
 @register
-class Conv2D(Layer):
+class Conv2D(WeightLayer):
     """A = activation(conv2d(X, W) + b) for X (N, in_channels, H, W).
 
     kernel_size, stride: an int or a pair (rows, columns). padding: zeros around the
@@ -71,14 +69,6 @@ class Conv2D(Layer):
             "activation": self.activation.config(), "init": self.init.config(),
         }
 
-    @property
-    def W(self):
-        return self.params[0]
-
-    @property
-    def b(self):
-        return self.params[1]
-
     def output_shape(self, input_shape, source="the layer before it"):
         check_image(input_shape, source)
         channels = input_shape[0]
@@ -97,9 +87,8 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         shape = (self.out_channels, self.in_channels, kh, kw)
         fan_in, fan_out = self.in_channels * kh * kw, self.out_channels * kh * kw
-        W = backend.asarray(self.init(rng, fan_in, fan_out, shape), dtype=dtype)
-        b = backend.asarray(np.zeros(self.out_channels), dtype=dtype)
-        self.params = (Parameter("W", W, decay=True), Parameter("b", b, decay=False))
+        self.make_params(backend, dtype, self.init(rng, fan_in, fan_out, shape),
+                         self.out_channels)
 
     def forward(self, X, training=False):
         Z, A, work = self.backend.ops.conv2d_forward(

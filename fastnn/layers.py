@@ -93,8 +93,36 @@ class Layer:
         raise NotImplementedError
 
 
+def check_flat(n, input_shape, source, images_fix, width_fix):
+    """One sample's ``input_shape`` must be ``n`` flat features; else a ValueError with
+    ``images_fix`` (for images) or ``width_fix`` (for another width)."""
+    if len(input_shape) != 1:
+        raise ValueError(f"takes flat samples of {n} features but {source} gives samples of "
+                         f"shape {tuple(input_shape)}; {images_fix}")
+    if input_shape[0] != n:
+        raise ValueError(f"takes {n} inputs but {source} gives {input_shape[0]}; {width_fix}")
+
+
+class WeightLayer(Layer):
+    """A layer whose parameters are a weight W (weight-decayed) and a bias b (not)."""
+
+    @property
+    def W(self):
+        return self.params[0]
+
+    @property
+    def b(self):
+        return self.params[1]
+
+    def make_params(self, backend, dtype, weights, n_bias):
+        """W from the host array ``weights`` and a zero bias of ``n_bias``, on ``backend``."""
+        W = backend.asarray(weights, dtype=dtype)
+        b = backend.asarray(np.zeros(n_bias), dtype=dtype)
+        self.params = (Parameter("W", W, decay=True), Parameter("b", b, decay=False))
+
+
 @register
-class Dense(Layer):
+class Dense(WeightLayer):
     """A = activation(X @ W + b) with W of shape (n_in, n_out)."""
 
     replayable = True
@@ -115,17 +143,9 @@ class Dense(Layer):
         return (self.n_in,)
 
     def output_shape(self, input_shape, source="the layer before it"):
-        if len(input_shape) != 1:
-            raise ValueError(
-                f"takes flat samples of {self.n_in} features but {source} gives samples of "
-                f"shape {tuple(input_shape)}; put a Flatten() before it (which gives "
-                f"{math.prod(input_shape)} features)"
-            )
-        if input_shape[0] != self.n_in:
-            raise ValueError(
-                f"takes {self.n_in} inputs but {source} gives {input_shape[0]}; make each "
-                f"n_in equal the previous n_out (here {input_shape[0]})"
-            )
+        check_flat(self.n_in, input_shape, source,
+                   f"put a Flatten() before it (which gives {math.prod(input_shape)} features)",
+                   f"make each n_in equal the previous n_out (here {input_shape[-1]})")
         return (self.n_out,)
 
     def config(self):
@@ -134,19 +154,9 @@ class Dense(Layer):
             "activation": self.activation.config(), "init": self.init.config(),
         }
 
-    @property
-    def W(self):
-        return self.params[0]
-
-    @property
-    def b(self):
-        return self.params[1]
-
     def build(self, backend, dtype, rng):
         super().build(backend, dtype, rng)
-        W = backend.asarray(self.init(rng, self.n_in, self.n_out), dtype=dtype)
-        b = backend.asarray(np.zeros(self.n_out), dtype=dtype)
-        self.params = (Parameter("W", W, decay=True), Parameter("b", b, decay=False))
+        self.make_params(backend, dtype, self.init(rng, self.n_in, self.n_out), self.n_out)
 
     def forward(self, X, training=False):
         Z, A = self.backend.ops.dense_forward(X, self.W.value, self.b.value, self.activation,
