@@ -5,6 +5,7 @@ fused plan's and replay's view of them."""
 import numpy as np
 import pytest
 from conftest import host, make_backend
+from test_cupy_kernels import emulated  # noqa: F401 (the fixture: CUDA kernels on the CPU)
 from test_replay import RecordingBackend
 
 import fastnn
@@ -185,6 +186,26 @@ def test_the_same_cnn_trains_alike_on_every_backend(backend):
 
     for mine, reference in zip(train(backend), train("numpy")):
         np.testing.assert_allclose(mine, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_a_cnn_trains_alike_through_the_cuda_kernels_on_the_cpu(emulated):  # noqa: F811
+    """The CuPy backend's ops table (its fused dense, loss and update kernels, the generic
+    conv ops) on the emulator: a non-contiguous array reaching a kernel fails there."""
+    X, y = digit_images(60)
+
+    def train(on):
+        model = small_cnn(seed=4, dtype="float64", backend=on)
+        model.fit(X, y, epochs=2, batch_size=20, optimizer="adam", lr=0.01, seed=1)
+        return model
+
+    mine, reference = train(emulated), train("numpy")
+    for a, b in zip(mine.parameters(), reference.parameters()):
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-10, atol=1e-12)
+    assert emulated.launcher.launches  # the kernels did run
+    # random inputs: the digits' blank margins put ReLU and max-pool exactly at their kinks
+    result = fastnn.gradcheck(small_cnn(seed=4, backend=emulated), RNG.normal(size=(4, 1, 8, 8)),
+                              y[:4])
+    assert result, result
 
 
 def test_a_cnn_checkpoint_resumes_bit_for_bit(backend, tmp_path):
