@@ -74,17 +74,22 @@ def maxpool2d_forward(xp, X, size, stride):
     """The maximum of each kh x kw window, (N, C, OH, OW), no padding, floor mode;
     returns (out, work).
 
-    A window with a NaN gives NaN. The gradient goes to one input per window, as in
-    PyTorch: the first maximum in row-major order among equal values, the last NaN if
-    the window has any. ``work``: here the index (row-major, in [0, kh*kw)) of that
-    input in its window, an int64 (N, C, OH, OW) array."""
+    NaN counts as larger than any number, so a window holding NaN gives NaN. Each
+    window's gradient goes to one input: its first maximum in row-major order (PyTorch's
+    rule for equal maxima; for NaN PyTorch's CPU kernel takes the last NaN, fastnn the
+    first). ``work``: here one boolean (N, C, OH, OW) array per window offset, true
+    where that offset holds the chosen input."""
     parts = _windows(X, size, stride, output_hw(X.shape, size, stride))
-    best, where = parts[0], xp.zeros(parts[0].shape, dtype=xp.int64, device=X.device)
-    for k, part in enumerate(parts[1:], 1):
-        better = (part > best) | xp.isnan(part)
-        best = xp.where(better, part, best)
-        where = xp.where(better, xp.asarray(k, dtype=xp.int64, device=X.device), where)
-    return (best if len(parts) > 1 else xp.asarray(best, copy=True)), where
+    out = xp.asarray(parts[0], copy=True) if len(parts) == 1 else parts[0]
+    for part in parts[1:]:
+        out = xp.maximum(out, part)  # NaN propagates
+    taken, chosen = None, []
+    for part in parts:
+        hit = (part >= out) | xp.isnan(part)  # the maximum, or a NaN
+        hit = hit if taken is None else hit & ~taken
+        taken = hit if taken is None else taken | hit
+        chosen.append(hit)
+    return out, tuple(chosen)
 
 
 def maxpool2d_backward(xp, dA, X, out, work, size, stride):
@@ -92,8 +97,13 @@ def maxpool2d_backward(xp, dA, X, out, work, size, stride):
     input (see ``maxpool2d_forward``); overlapping windows add up, inputs in no window
     get 0. X, out and work are the forward's."""
     dX = xp.zeros(X.shape, dtype=dA.dtype, device=dA.device)
-    for k, (rows, cols) in enumerate(_slices(size, stride, dA.shape[2:])):
-        dX[:, :, rows, cols] += dA * xp.astype(work == k, dA.dtype)
+    apart = stride[0] >= size[0] and stride[1] >= size[1]  # no input in two windows
+    for hit, (rows, cols) in zip(work, _slices(size, stride, dA.shape[2:])):
+        share = dA * xp.astype(hit, dA.dtype)
+        if apart:
+            dX[:, :, rows, cols] = share
+        else:
+            dX[:, :, rows, cols] += share
     return dX
 
 

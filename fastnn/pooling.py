@@ -41,8 +41,8 @@ class _Pool2D(Layer):
 @register
 class MaxPool2D(_Pool2D):
     """The maximum of each window. Where a window holds equal maxima, the gradient goes
-    to the first (row-major), as in PyTorch; a window holding NaN gives NaN (and its
-    gradient goes to the last NaN, as in PyTorch on the CPU)."""
+    to the first (row-major), as in PyTorch; a window holding NaN gives NaN, and its
+    gradient goes to the first NaN (PyTorch's CPU kernel picks the last)."""
 
     def forward(self, X, training=False):
         out, work = self.backend.ops.maxpool2d_forward(X, self.size, self.stride)
