@@ -108,6 +108,12 @@ def reference_pool(X, size, stride, kind):
     return out, grad
 
 
+def contiguous(array):
+    """C-contiguous, as the ops promise (arrays without ``flags`` are not checked)."""
+    flags = getattr(array, "flags", None)
+    return flags is None or flags.c_contiguous
+
+
 def conv_case(name, N=3):
     C, H, W, F, kernel, stride, padding = CONVS[name]
     X = RNG.normal(size=(N, C, H, W))
@@ -128,14 +134,14 @@ def test_conv_ops_match_the_reference(backend, name, dtype, rtol):
     atol = rtol * 10
     np.testing.assert_allclose(host(backend, Z), Z_ref, rtol=rtol, atol=atol)
     np.testing.assert_allclose(host(backend, A), np.tanh(Z_ref), rtol=rtol, atol=atol)
-    assert Z.dtype == d[0].dtype and A.shape == Z_ref.shape
+    assert Z.dtype == d[0].dtype and A.shape == Z_ref.shape and contiguous(Z) and contiguous(A)
     dA = RNG.normal(size=Z_ref.shape)
     dZ = dA * (1 - np.tanh(Z_ref) ** 2)
     dW_ref, db_ref, dX_ref = reference_conv_grads(X, Wt, dZ, stride, padding)
     dW, db, dX = backend.ops.conv2d_backward(d[0], d[1], dev(backend, dA, dtype), Z, A, work,
                                              TANH, stride, padding, True)
     for got, want in ((dW, dW_ref), (db, db_ref), (dX, dX_ref)):
-        assert got.shape == want.shape and got.dtype == d[0].dtype
+        assert got.shape == want.shape and got.dtype == d[0].dtype and contiguous(got)
         np.testing.assert_allclose(host(backend, got), want, rtol=rtol, atol=atol * 10)
     dW2, db2, none = backend.ops.conv2d_backward(d[0], d[1], dev(backend, dA, dtype), Z, A,
                                                  work, TANH, stride, padding, False)
@@ -183,6 +189,7 @@ def test_pool_ops_match_the_reference(backend, kind, name, dtype):
         dX = backend.ops.avgpool2d_backward(g, tuple(x.shape), size, stride)
     rtol = 1e-12 if dtype == "float64" else 1e-5
     assert out.dtype == x.dtype and dX.dtype == x.dtype and dX.shape == x.shape
+    assert contiguous(out) and contiguous(dX)
     np.testing.assert_allclose(host(backend, out), out_ref, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(host(backend, dX), grad_ref(G), rtol=rtol, atol=rtol)
 
