@@ -20,7 +20,7 @@ The contract every backend's version keeps (``fastnn.ops.Ops`` binds ``xp``):
 - Arguments are arrays (any strides: a view such as a Flatten reshape or a sliced
   batch may come in) or the Python values above, never None, except ``work``.
   An override checks the layout its kernel takes and copies or falls back to the
-  generic op otherwise (as ``fastnn.backends.numba_ops.fits`` does). No op writes to
+  generic op otherwise (as ``fastnn.kernels.numba.ops.fits`` does). No op writes to
   its inputs. The arrays returned are new, C-contiguous and in X's dtype, except
   that ``Z`` may be ``A`` itself (see ``conv2d_forward``).
 - ``work`` is private to a forward/backward pair: whatever the backend's forward
