@@ -24,6 +24,7 @@ from fastnn.batchnorm import BatchNorm
 from fastnn.builders import from_architecture, from_layer_dims
 from fastnn.callbacks import Callback, CSVLogger, EarlyStopping, ProgressBar
 from fastnn.checkpoint import CheckpointError, load
+from fastnn.conv import Conv2D
 from fastnn.errors import (
     BackendUnavailable,
     DistributedError,
@@ -33,10 +34,11 @@ from fastnn.errors import (
     TrainingDiverged,
 )
 from fastnn.gradcheck import GradcheckResult, gradcheck
-from fastnn.layers import Dense, Dropout
+from fastnn.layers import Dense, Dropout, Flatten
 from fastnn.model import Sequential
 from fastnn.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from fastnn.plan import warmup
+from fastnn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from fastnn.schedules import CosineDecay, StepDecay
 
 __version__ = "0.1.0"
@@ -53,6 +55,8 @@ __all__ = [
     "ProgressBar", "StepDecay", "callbacks", "load", "schedules",
     # data-parallel training over MPI (fastnn.distributed)
     "DistributedError", "distributed",
+    # convolutional networks on NCHW images (fastnn.conv, fastnn.pooling)
+    "AvgPool2D", "Conv2D", "Flatten", "GlobalAvgPool2D", "MaxPool2D",
 ]
 
 

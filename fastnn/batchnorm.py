@@ -13,12 +13,15 @@ the statistics and the input gradient's means are then taken over every rank's r
 
 import numpy as np
 
-from fastnn.layers import Layer, Parameter
+from fastnn.layers import Layer, Parameter, check_flat, register
 from fastnn.validation import in_range, positive_int, positive_number
 
 
+@register
 class BatchNorm(Layer):
-    """y = gamma * (x - mean) / sqrt(var + eps) + beta, per feature of X (m, n_features)."""
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta, per feature of X (m, n_features).
+    Flat features only: images (N, C, H, W) would need a per-channel BatchNorm, which
+    fastnn does not have; a BatchNorm after Flatten() normalizes each pixel."""
 
     def __init__(self, n_features, momentum=0.9, eps=1e-5):
         self.n_features = positive_int("BatchNorm n_features", n_features)
@@ -31,6 +34,17 @@ class BatchNorm(Layer):
 
     def __repr__(self):
         return f"BatchNorm({self.n_features}, momentum={self.momentum}, eps={self.eps})"
+
+    @property
+    def input_shape(self):
+        return (self.n_features,)
+
+    def output_shape(self, input_shape, source="the layer before it"):
+        check_flat(self.n_features, input_shape, source,
+                   "BatchNorm normalizes features (a per-channel BatchNorm for images is not "
+                   "in fastnn): put it after Flatten()",
+                   f"make n_features {input_shape[-1]}")
+        return (self.n_features,)
 
     def config(self):
         return {"type": "BatchNorm", "n_features": self.n_features,

@@ -4,7 +4,8 @@ Arrays: ``header`` (UTF-8 JSON as uint8), ``param.<layer>.<name>`` (parameters),
 ``buffer.<layer>.<name>`` (BatchNorm running statistics) and
 ``optimizer.<index>.<slot>`` (the optimizer's state for parameter ``index``).
 The header holds the format name and version, the fastnn version, each layer's
-``config()``, the loss, dtype, seeds, epochs trained, optimizer name, settings and
+``config()`` (fastnn's own layer classes: ``fastnn.layers.register``), one sample's
+input shape, the loss, dtype, seeds, epochs trained, optimizer name, settings and
 step count, the learning-rate schedule, the last history, and the shape and dtype of
 every array, so a damaged or mismatched file is caught before it is used.
 
@@ -25,13 +26,11 @@ import zlib
 import numpy as np
 
 from fastnn import atomic, optimizers, schedules
-from fastnn.batchnorm import BatchNorm
+from fastnn import layers as layer_types
 from fastnn.errors import CheckpointError
-from fastnn.layers import Dense, Dropout
 
 FORMAT = "fastnn-checkpoint"
 VERSION = 1
-LAYERS = {"Dense": Dense, "Dropout": Dropout, "BatchNorm": BatchNorm}
 HEADER_KEYS = ("layers", "loss", "dtype", "seed", "train_seed", "epochs_trained",
                "optimizer", "lr_schedule", "history", "arrays")
 
@@ -101,10 +100,10 @@ def _arrays(model):
     host = model.backend.to_numpy
     arrays = {}
     for i, layer in enumerate(model.layers):
-        if type(layer) not in LAYERS.values():
+        if not layer_types.builtin(layer):
             raise TypeError(
                 f"layer {i} ({type(layer).__name__}) cannot be saved: checkpoints hold "
-                f"fastnn's own layers ({', '.join(LAYERS)})"
+                f"fastnn's own layers ({', '.join(layer_types.TYPES)})"
             )
         arrays.update({f"param.{i}.{p.name}": host(p.value) for p in layer.params})
         arrays.update({f"buffer.{i}.{b.name}": host(b.value) for b in layer.buffers})
@@ -130,6 +129,7 @@ def _header(model, arrays):
         "fastnn_version": fastnn.__version__,
         "saved_on_backend": model.backend.name,
         "layers": [layer.config() for layer in model.layers],
+        "input_shape": list(model.input_shape),
         "loss": model.loss.config(),
         "dtype": model.dtype_name,
         "seed": model.seed,
@@ -231,13 +231,14 @@ def _build(path, header, backend):
     layers = []
     try:
         for i, config in enumerate(header["layers"]):
-            config = dict(config)
-            cls = LAYERS.get(config.pop("type", None))
-            if cls is None:
-                raise ValueError(f"layer {i} has an unknown type; known: {', '.join(LAYERS)}")
-            layers.append(cls(**config))
+            try:
+                layers.append(layer_types.from_config(config))
+            except ValueError as error:
+                raise ValueError(f"layer {i}: {error}") from None
+        # files written before CNNs have no input_shape: their first layer fixes it
         return Sequential(layers, loss=header["loss"], dtype=header["dtype"],
-                          seed=header["seed"], backend=backend)
+                          seed=header["seed"], backend=backend,
+                          input_shape=header.get("input_shape"))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path} describes a model that cannot be built: {error}") from None
 

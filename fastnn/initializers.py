@@ -1,6 +1,10 @@
 """Weight initializers. Weights are drawn on the host from NumPy's PCG64 in float64,
 then cast and moved to the backend, so the same seed gives the same initial weights
 on every backend. Biases start at zero.
+
+The scale depends on the fans as in PyTorch: a Dense layer's fan-in and fan-out are
+n_in and n_out; a convolution's (out, in, kh, kw) kernel has fan-in in*kh*kw and
+fan-out out*kh*kw (each input and output pixel sees that many weights).
 """
 
 import math
@@ -22,9 +26,11 @@ class Initializer:
     def std(self, n_in, n_out):
         raise NotImplementedError
 
-    def __call__(self, rng, n_in, n_out):
-        """A (n_in, n_out) float64 NumPy array of weights drawn from ``rng``."""
-        return rng.standard_normal((n_in, n_out)) * self.std(n_in, n_out)
+    def __call__(self, rng, n_in, n_out, shape=None):
+        """A float64 NumPy array of weights drawn from ``rng`` for fan-in ``n_in`` and
+        fan-out ``n_out``, of ``shape`` (default (n_in, n_out), a Dense layer's)."""
+        shape = (n_in, n_out) if shape is None else shape
+        return rng.standard_normal(shape) * self.std(n_in, n_out)
 
 
 class Normal(Initializer):

@@ -3,18 +3,21 @@
 The high-level API (``fit``, ``predict``, ``predict_proba``, ``evaluate``) takes
 NumPy (or the backend's own) arrays and returns NumPy; the layer-level API
 (``forward``, ``compute_gradients``) takes and returns arrays of the backend.
-Data is batch-first: X has shape (n_samples, n_features).
+Data is batch-first: X has shape (n_samples, n_features), or (n_samples, channels,
+height, width) for images (NCHW, as in PyTorch).
 """
+
+import math
 
 import numpy as np
 
 from fastnn import backends, losses, metrics
 from fastnn.errors import NotDifferentiable, NotFinite
-from fastnn.layers import Dense, Layer
+from fastnn.layers import TYPES, Dense, Layer
 from fastnn.validation import (
     as_device_array,
-    check_features,
     check_rows,
+    check_samples,
     positive_int,
     seed_or_none,
 )
@@ -25,16 +28,22 @@ EVAL_BATCH = 8192  # rows per forward pass in predict/evaluate, to bound memory
 class Sequential:
     """Layers applied in order; the last must be a Dense layer (the output layer).
 
+    Each layer's input and output shape are inferred from the model's input shape: one
+    sample's, ``input_shape`` (e.g. (1, 28, 28) for 28x28 grey images), which may be
+    left out when the first layer fixes it (a Dense layer's n_in). Building fails,
+    naming the layer, where a layer cannot take what the layer before it gives.
     The layers are built in place (their parameters created on the backend).
     ``loss='auto'`` picks binary cross-entropy for a sigmoid output, categorical
     cross-entropy for softmax, and MSE otherwise. ``seed`` fixes the initial weights
     (identical on every backend) and the default shuffling and dropout streams.
     """
 
-    def __init__(self, layers, loss="auto", dtype="float32", seed=None, backend=None):
+    def __init__(self, layers, loss="auto", dtype="float32", seed=None, backend=None,
+                 input_shape=None):
         self.backend = backends.get_backend() if backend is None else backends.load(backend)
         self.layers = list(layers)
         _check_stack(self.layers)
+        self.shapes = _infer_shapes(self.layers, _input_shape(self.layers, input_shape))
         self.dtype_name = dtype if isinstance(dtype, str) else np.dtype(dtype).name
         self.dtype = self.backend.dtype(self.dtype_name)
         self.seed = seed_or_none("seed", seed)
@@ -63,8 +72,14 @@ class Sequential:
         return f"Sequential([{inner}], loss={self.loss.name!r}, backend={self.backend.name!r})"
 
     @property
+    def input_shape(self):
+        """One sample's input shape: (n_features,), or (channels, height, width)."""
+        return self.shapes[0]
+
+    @property
     def n_in(self):
-        return self.layers[self.first].n_in
+        """The number of input values per sample (features, or C*H*W for images)."""
+        return math.prod(self.input_shape)
 
     @property
     def n_out(self):
@@ -120,7 +135,8 @@ class Sequential:
     def check_trainable(self):
         """Raise NotDifferentiable if a layer's activation has no gradient."""
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Dense) and not layer.activation.differentiable:
+            activation = getattr(layer, "activation", None)
+            if activation is not None and not activation.differentiable:
                 raise NotDifferentiable(
                     f"layer {i} ({layer!r}) uses the {layer.activation.name!r} activation, "
                     f"which has no gradient, so this model cannot be trained or gradient-checked; "
@@ -132,7 +148,7 @@ class Sequential:
     def prepare_inputs(self, X, what="X"):
         """X validated and cast to the model's dtype on its backend."""
         X = as_device_array(self.backend, X, what, self.largest())
-        check_features(X, self.n_in, what)
+        check_samples(X, self.input_shape, what)
         return self.backend.xp.astype(X, self.dtype) if X.dtype != self.dtype else X
 
     def largest(self):
@@ -280,18 +296,44 @@ def _check_stack(layers):
         if not isinstance(layer, Layer):
             raise TypeError(
                 f"layer {i} is a {type(layer).__name__}, not a fastnn layer "
-                f"(Dense, Dropout or BatchNorm)"
+                f"({', '.join(TYPES)})"
             )
     if not isinstance(layers[-1], Dense):
         raise ValueError(
             f"the last layer must be a Dense output layer; got {layers[-1]!r}"
         )
-    width = None
+
+
+def _input_shape(layers, given):
+    """One sample's input shape: ``given``, else the one the first layer fixes (after any
+    layers that pass every shape through, such as Dropout)."""
+    if given is not None:
+        if isinstance(given, int) and not isinstance(given, bool):
+            given = (given,)
+        if not isinstance(given, (tuple, list)) or not given:
+            raise ValueError(f"input_shape must be one sample's shape, a tuple such as "
+                             f"(1, 28, 28) for 28x28 grey images; got {given!r}")
+        return tuple(positive_int("each input_shape entry", n) for n in given)
+    for layer in layers:
+        if layer.input_shape is not None:
+            return tuple(layer.input_shape)
+        if not layer.keeps_shape:
+            break
+    raise ValueError(
+        f"the model cannot tell the shape of its input from layer {layers.index(layer)} "
+        f"({layer!r}); pass one sample's shape, e.g. Sequential(layers, input_shape=(1, 28, "
+        f"28)) for 28x28 images of 1 channel (channels, height, width)"
+    )
+
+
+def _infer_shapes(layers, input_shape):
+    """[the model's input shape, then each layer's output shape], one sample's each;
+    a ValueError names the first layer that cannot take its input, and the fix."""
+    shapes = [input_shape]
     for i, layer in enumerate(layers):
-        if hasattr(layer, "n_in"):  # layers with a fixed width: Dense, BatchNorm
-            if width is not None and layer.n_in != width:
-                raise ValueError(
-                    f"layer {i} ({layer!r}) takes {layer.n_in} inputs but the layer before it "
-                    f"gives {width}; make each n_in equal the previous n_out"
-                )
-            width = layer.n_out
+        source = "the layer before it" if i else f"the model's input_shape {input_shape}"
+        try:
+            shapes.append(tuple(layer.output_shape(shapes[-1], source)))
+        except ValueError as error:
+            raise ValueError(f"layer {i} ({layer!r}) {error}") from None
+    return shapes

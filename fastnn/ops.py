@@ -6,7 +6,9 @@ an accelerating backend passes faster replacements for the ops it fuses, and
 inherits the rest. Layers, losses and optimizers call only these entries.
 
 Shapes are batch-first: X (m, n_in), W (n_in, n_out), b (n_out,), Z and A (m, n_out).
-Optimizer updates work in place on the parameter and its state arrays.
+The convolution and pooling ops (NCHW images) are in ``fastnn.conv_ops``, whose
+docstring is their contract. Optimizer updates work in place on the parameter and its
+state arrays.
 ``layer_backward`` is composed from the other ops unless a backend fuses it. Whole
 training epochs are not an op: a backend offers them for a plain-data plan of the
 training (``Backend.fused_epoch``, see ``fastnn.plan``), so no op needs the model.
@@ -14,6 +16,8 @@ training (``Backend.fused_epoch``, see ``fastnn.plan``), so no op needs the mode
 
 import functools
 import numbers
+
+from fastnn import conv_ops
 
 
 def dense_forward(xp, X, W, b, activation, keep_z=True):
@@ -143,10 +147,19 @@ GENERIC = {
         adagrad_update,
         rmsprop_update,
         adam_update,
+        conv_ops.conv2d_forward,
+        conv_ops.conv2d_backward,
+        conv_ops.maxpool2d_forward,
+        conv_ops.maxpool2d_backward,
+        conv_ops.avgpool2d_forward,
+        conv_ops.avgpool2d_backward,
     )
 }
 COMPOSED = ("layer_backward",)  # built from the table's own ops unless overridden
 NAMES = tuple(GENERIC) + COMPOSED
+# A forward hands its backward a private ``work`` value, so a backend overrides both
+# ops of a pair or neither (see ``fastnn.conv_ops``).
+PAIRS = (("conv2d_forward", "conv2d_backward"), ("maxpool2d_forward", "maxpool2d_backward"))
 
 
 class Ops:
@@ -157,6 +170,10 @@ class Ops:
         unknown = set(overrides) - set(NAMES)
         if unknown:
             raise ValueError(f"unknown ops {sorted(unknown)}; the ops are {', '.join(NAMES)}")
+        for pair in PAIRS:
+            if len(set(pair) & set(overrides)) == 1:
+                raise ValueError(f"{pair[0]} and {pair[1]} share the forward's private work "
+                                 f"value: override both or neither")
         for name, op in GENERIC.items():
             setattr(self, name, overrides.get(name) or functools.partial(op, xp))
         self.layer_backward = overrides.get("layer_backward") or self._layer_backward

@@ -10,8 +10,9 @@ optimizer or training classes.
 Only built-in classes used as they are qualify, checked by exact type: a stack of
 ``Dense`` layers with built-in activations, a built-in loss and a built-in optimizer,
 and no gradient clipping. Anything else (a user's subclass, even one that keeps a
-built-in's name, Dropout, BatchNorm, clipping) gives None, and ``fit`` runs the
-generic steps of ``fastnn.steps``, which call each object's own methods.
+built-in's name, Dropout, BatchNorm, convolution and pooling layers, clipping) gives
+None, and ``fit`` runs the generic steps of ``fastnn.steps``, which call each
+object's own methods.
 """
 
 import dataclasses
@@ -108,6 +109,6 @@ def warmup(target=None, optimizer=None):
     names = {builtin_name(layer.activation) for layer in model.layers
              if hasattr(layer, "activation")} - {None}
     rules = (chosen.name,) if builtin(chosen, optimizers.TABLE) else ()
-    plan = describe(model, np.zeros((2, model.n_in)), 2, optimizer=chosen)
+    plan = describe(model, np.zeros((2, *model.input_shape)), 2, optimizer=chosen)
     return model.backend.warmup((model.dtype_name,), activations=sorted(names),
                                 optimizers=rules, plans=() if plan is None else (plan,))

@@ -23,8 +23,7 @@ import operator
 
 import numpy as np
 
-from fastnn import optimizers
-from fastnn.layers import Dense
+from fastnn import layers, optimizers
 
 CHUNK_STEPS = 256  # training steps per ``epochs`` call (fit checks finiteness between calls)
 MAX_STEPS = 64  # steps per epoch beyond which an epoch is not recorded: a big graph, and
@@ -39,8 +38,9 @@ def unsuitable(model, steps):
     if steps > MAX_STEPS:
         return f"an epoch has {steps} steps, more than {MAX_STEPS}"
     for i, layer in enumerate(model.layers):
-        if type(layer) is not Dense:  # Dropout draws masks on the host side; BatchNorm
-            return f"layer {i} is a {type(layer).__name__}, not a Dense layer"  # swaps arrays
+        if not (layers.builtin(layer) and layer.replayable):  # Dropout draws masks on the
+            return (f"layer {i} is a {type(layer).__name__}, whose steps cannot be "  # host
+                    f"recorded")  # side; BatchNorm swaps arrays; a user's layer may do either
     if type(model.optimizer) not in optimizers.TABLE.values():
         return (f"{type(model.optimizer).__name__} is not one of fastnn's optimizers, whose "
                 f"updates read the step count and learning rate from the device")

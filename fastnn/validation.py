@@ -119,6 +119,31 @@ def _kind_words(dtype):
             "M": "datetimes", "m": "timedeltas"}.get(dtype.kind, "not real numbers")
 
 
+def check_samples(X, shape, what="X"):
+    """X must hold samples of one sample's ``shape``: (n_samples, n_features) for
+    ``shape`` (n_features,), (n_samples, C, H, W) for images of ``shape`` (C, H, W)."""
+    shape = tuple(shape)
+    if len(shape) == 1:
+        return check_features(X, shape[0], what)
+    got = tuple(X.shape)
+    if got[1:] == shape:
+        return None
+    dims = ", ".join(str(n) for n in shape)
+    layout = "(n_samples, channels, height, width)" if len(shape) == 3 else "(n_samples, ...)"
+    hint = ""
+    if X.ndim == 2 and got[1] == math.prod(shape):
+        hint = f"; flat rows hold the same numbers: pass {what}.reshape(-1, {dims})"
+    elif len(shape) == 3 and got[1:] == shape[1:] and shape[0] == 1:
+        hint = f"; for one channel pass {what}.reshape(-1, {dims})"
+    elif len(shape) == 3 and got[1:] == (*shape[1:], shape[0]):
+        hint = (f"; fastnn's images are channels-first (NCHW, as in PyTorch): pass "
+                f"{what}.transpose(0, 3, 1, 2)")
+    raise ValueError(
+        f"{what} must have shape {layout} = (n_samples, {dims}) for this model; got shape "
+        f"{got}{hint}"
+    )
+
+
 def check_features(X, n_features, what="X"):
     """X must be 2-D (n_samples, n_features) with the model's feature count."""
     if X.ndim != 2:

@@ -435,9 +435,9 @@ def test_wrong_dtype_and_non_finite_values(saved):
 def test_an_unbuildable_architecture(saved):
     _, path = saved
     header, arrays = header_of(path)
-    header["layers"][0] = {"type": "Conv2D"}
+    header["layers"][0] = {"type": "Conv3D"}
     rewrite(path, arrays, header)
-    assert_refused(path, "cannot be built", "unknown type")
+    assert_refused(path, "cannot be built", "unknown type 'Conv3D'")
     header["layers"][0] = {"type": "Dense", "n_in": 2, "n_out": 8, "activation": "swish"}
     rewrite(path, arrays, header)
     assert_refused(path, "cannot be built", "unknown activation 'swish'")
