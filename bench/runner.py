@@ -277,15 +277,7 @@ def run_workload(workload, targets, plan, ceilings, max_spread, max_other_load=f
     copy_rates = {library: rate for (kind, library), rate in rates.items() if kind == "copy"}
     add_rates = {library: rate for (kind, library), rate in rates.items() if kind == "add"}
     for label, timing in timings.items():
-        row = rows[label]
-        timing.first_call = row.first_call_s
-        row.median_s, row.spread, row.compile_s = timing.median, timing.spread, timing.compile_time
-        row.other_load = other.cores
-        row.faults_per_call = statistics.median(timing.faults) if timing.faults else None
-        if row.spread > max_spread:
-            _flag(row, "noisy")
-        if other.cores is not None and other.cores > max_other_load:
-            _flag(row, "busy")
+        _timed(rows[label], timing, other.cores, max_spread, max_other_load)
     reference_row = rows[REFERENCE]
     for target in targets:
         row = rows[target.label]
@@ -297,6 +289,18 @@ def run_workload(workload, targets, plan, ceilings, max_spread, max_other_load=f
             if reference_row.median_s is not None:
                 row.speedup = reference_row.median_s / row.median_s
     return list(rows.values())
+
+
+def _timed(row, timing, other_cores, max_spread, max_other_load):
+    """Fill ``row`` from its ``timing``, flagged noisy or busy where it was."""
+    timing.first_call = row.first_call_s
+    row.median_s, row.spread, row.compile_s = timing.median, timing.spread, timing.compile_time
+    row.other_load = other_cores
+    row.faults_per_call = statistics.median(timing.faults) if timing.faults else None
+    if row.spread > max_spread:
+        _flag(row, "noisy")
+    if other_cores is not None and other_cores > max_other_load:
+        _flag(row, "busy")
 
 
 def _check(workload, row, result, data, reference_result):

@@ -1,7 +1,8 @@
 """The benchmark workloads, each defined once, for the pytest suite and the report runner.
 
 A ``Workload`` holds its host inputs (the same NumPy arrays for every backend), its
-fastnn implementation (public API and the backend's ops table only, never
+fastnn implementation (the public API, the backend's ops table, and
+``fastnn.training.epoch_runner`` to time a step as ``fit`` runs it; never
 backend-specific code), its PyTorch eager peer (in ``bench.peers``), the work one call
 does (FLOPs, bytes read + written, or items) and a check that its result is right.
 """

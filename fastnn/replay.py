@@ -2,11 +2,12 @@
 
 A training step of a small network is a few dozen tiny device operations, and on a
 GPU launching them costs more than running them. Where the backend can record device
-work for replay (``backend.capture``: CUDA graphs on the CuPy backend), ``offer``
-wraps the generic epoch runner of ``fastnn.steps`` in a ``Replayer``: ``fit`` then
-runs its epochs in chunks (``epochs(count)``, as it does with the Numba backend's
-fused epochs), the first epoch as usual (it also creates the optimizer state and
-compiles the kernels), then the next one recorded once and replayed for the rest.
+work for replay (``backend.capture``: CUDA graphs on the CuPy backend) and the model's
+epochs qualify (``unsuitable``), ``fastnn.training.epoch_runner`` wraps the generic
+steps of ``fastnn.steps`` in a ``Replayer``: ``fit`` then runs its epochs in chunks
+(``epochs(count)``, as it does with the Numba backend's fused epochs), the first epoch
+as usual (it also creates the optimizer state and compiles the kernels), then the next
+one recorded once and replayed for the rest.
 
 A replay runs the recorded work on the recorded arrays, so the ``Replayer`` keeps
 two promises. Every array an epoch reads persists at its address: the data, the
@@ -24,6 +25,7 @@ import operator
 import numpy as np
 
 from fastnn import layers, optimizers
+from fastnn.runner import EpochRunner
 
 CHUNK_STEPS = 256  # training steps per ``epochs`` call (fit checks finiteness between calls)
 MAX_STEPS = 64  # steps per epoch beyond which an epoch is not recorded: a big graph, and
@@ -45,12 +47,6 @@ def unsuitable(model, steps):
         return (f"{type(model.optimizer).__name__} is not one of fastnn's optimizers, whose "
                 f"updates read the step count and learning rate from the device")
     return None
-
-
-def offer(model, run, samples, steps):
-    """``run`` (one epoch of ``steps`` steps over ``samples`` rows) as a ``Replayer``
-    when the model's epochs can be replayed here (see ``unsuitable``), else as it is."""
-    return run if unsuitable(model, steps) else Replayer(model, run, samples, steps)
 
 
 class StepClock:
@@ -92,19 +88,20 @@ class StepClock:
             self.row += 1
 
 
-class Replayer:
-    """The generic epoch ``run`` plus ``epochs(count)``: epochs replayed from a
-    recording (see the module docstring). ``replayer(order)`` runs one epoch as it
-    comes (a shuffled one, or one between callbacks), unrecorded."""
+class Replayer(EpochRunner):
+    """The generic steps (a ``fastnn.steps.Steps``) with ``epochs(count)``: epochs
+    replayed from a recording (see the module docstring). ``run(order)`` runs one epoch
+    as it comes (a shuffled one, or one between callbacks), unrecorded."""
 
-    def __init__(self, model, run, samples, steps):
-        self.model, self.run, self.samples, self.steps = model, run, samples, steps
-        self.chunk = max(2, CHUNK_STEPS // steps)
+    def __init__(self, model, steps):
+        super().__init__(model.backend, steps.samples)
+        self.model, self.steps_runner, self.steps = model, steps, steps.steps_per_epoch
+        self.chunk = max(2, CHUNK_STEPS // self.steps)
         self.clock = self.graph = None
         self.bound = ()  # what the recording was made with (see ``binding``)
 
-    def __call__(self, order=None):
-        return self.run(order)
+    def run(self, order=None):
+        return self.steps_runner.run(order)
 
     def binding(self):
         """The optimizer, its settings, and every array a recorded epoch reads or

@@ -1,59 +1,52 @@
-"""One epoch of mini-batch training steps: the part of ``fit`` that runs per batch.
+"""One epoch of mini-batch training steps, op by op: the generic ``EpochRunner``.
 
-``epoch_steps(model, X, Y, batch, clip_norm, clip_value)`` returns ``run(order)``, which
-trains one epoch over (X, Y) in mini-batches of ``batch`` rows (taken in ``order``, a
-permutation of the rows, or in order when it is None) and returns a device vector of
-the epoch's (loss sum, metric sum). This generic version runs each step op by op: the
-forward pass, the loss, backprop, optional gradient clipping and the optimizer, each
-through the model's own objects, so it trains any model on any backend.
-
-``fit`` runs it unless the backend offers a fused runner for the training's plan
-(``Backend.fused_epoch``; Numba does, one kernel call per epoch for stacks of small
-Dense layers, where per-step Python overhead dominates). Such a runner is called as
-``run(order)`` too, and may also offer ``run.epochs(count)`` (several epochs in one
-call, their sums as a (count, 2) array) with ``run.chunk`` (how many epochs a call
-should take) and ``run.samples``, which ``fit`` uses when nothing happens between
-epochs, and ``run.finish()``, which ``fit`` calls before anything may read the
-parameters' ``grad`` (a runner may leave a gradient unformed until then). On a backend
-that records steps for replay (CUDA graphs), this generic runner offers ``epochs`` too,
-by replaying a recorded epoch (``fastnn.replay``).
+``Steps(model, X, Y, batch, clip_norm, clip_value)`` trains epochs over (X, Y) in
+mini-batches of ``batch`` rows; ``run(order)`` takes them in ``order`` (a permutation of
+the rows, or in order when it is None) and returns a device vector of the epoch's (loss
+sum, metric sum). Each step runs op by op: the forward pass, the loss, backprop,
+optional gradient clipping and the optimizer, each through the model's own objects, so
+it trains any model on any backend. ``fastnn.training.epoch_runner`` chooses it where
+the backend offers no fused runner for the training (see ``fastnn.runner``), and wraps
+it for replay on a backend that records steps (``fastnn.replay``).
 
 Which rows make each step, and what happens to the gradients between backprop and the
 update, is the ``batches`` object's job (``Batches`` here: one process). Data-parallel
 training passes its own (``fastnn.distributed.shards``): this rank's part of every
 global batch, the gradients summed over the ranks, the epoch's sums likewise. Such
-steps talk to the other ranks, so they are never recorded for replay.
+steps talk to the other ranks (``local`` is False), so they are never recorded for
+replay; a fused runner calls the same hooks between its steps.
 """
 
 import functools
 
-from fastnn import metrics, replay
+from fastnn import metrics
+from fastnn.runner import EpochRunner
 
 
-def epoch_steps(model, X, Y, batch, clip_norm=None, clip_value=None, batches=None):
-    """A function running one epoch of steps on (X, Y); see the module docstring.
-    ``batches``: None for ``Batches(xp, X, Y, batch)``, or a replacement with its methods."""
-    backend, xp, task = model.backend, model.backend.xp, model.task
-    params = model.parameters()
-    batches = Batches(xp, X, Y, batch) if batches is None else batches
-    clipping = clip_norm is not None or clip_value is not None
+class Steps(EpochRunner):
+    """The generic runner; see the module docstring. ``batches``: None for
+    ``Batches(xp, X, Y, batch)``, or a replacement with its methods."""
 
-    def run(order=None):
+    def __init__(self, model, X, Y, batch, clip_norm=None, clip_value=None, batches=None):
+        self.batches = Batches(model.backend.xp, X, Y, batch) if batches is None else batches
+        super().__init__(model.backend, self.batches.samples)
+        self.model, self.clip_norm, self.clip_value = model, clip_norm, clip_value
+        self.steps_per_epoch = -(-X.shape[0] // batch)
+
+    def run(self, order=None):
+        model, batches, backend = self.model, self.batches, self.backend
+        xp, params = backend.xp, model.parameters()
+        clipping = self.clip_norm is not None or self.clip_value is not None
         sums = model.new_sums()
         for Xb, Yb in batches(order):
             loss, A = model.compute_gradients(Xb, Yb, batches.scale)
             batches.reduce(params)
             if clipping:
-                clip(xp, params, clip_norm, clip_value)
+                clip(xp, params, self.clip_norm, self.clip_value)
             model.optimizer.step(params, backend)
             sums[0] += loss * Xb.shape[0]
-            sums[1] += metrics.batch_score(xp, task, A, Yb)
+            sums[1] += metrics.batch_score(xp, model.task, A, Yb)
         return batches.total(sums)
-
-    if not batches.recordable:
-        return run
-    m = X.shape[0]
-    return replay.offer(model, run, m, -(-m // batch))
 
 
 class Batches:
@@ -61,18 +54,36 @@ class Batches:
     ``order`` (a permutation of the rows, or None for their own order)."""
 
     scale = None  # what compute_gradients multiplies the loss gradient by (None: nothing)
-    recordable = True  # whether its steps may be recorded for replay (device work only)
+    local = True  # True: its steps need nothing from other processes between them, so
+    # they may be recorded for replay (device work only) or run an epoch per kernel call
 
     def __init__(self, xp, X, Y, batch):
         self.xp, self.X, self.Y, self.batch = xp, X, Y, batch
 
-    def __call__(self, order):
+    @property
+    def samples(self):
+        """The rows an epoch trains on (every process's)."""
+        return self.X.shape[0]
+
+    def spans(self, order):
+        """(start, stop, order) of each step: it trains on rows start..stop-1 of X and
+        Y, or on the rows ``order[start:stop]`` names where ``order`` is not None."""
         m = self.X.shape[0]
         for start in range(0, m, self.batch):
-            yield rows(self.xp, self.X, self.Y, start, min(start + self.batch, m), order)
+            yield start, min(start + self.batch, m), order
+
+    def __call__(self, order):
+        """The (X, Y) rows of each step."""
+        for start, stop, order_ in self.spans(order):
+            yield rows(self.xp, self.X, self.Y, start, stop, order_)
 
     def reduce(self, params):
         """Between backprop and the update: nothing to combine in one process."""
+
+    def sum_gradients(self, flat):
+        """Between backprop and the update of a runner that keeps every gradient in one
+        flat buffer: that buffer summed over the processes (here: itself)."""
+        return flat
 
     def total(self, sums):
         """The epoch's (loss sum, metric sum) device vector, as ``run`` returns it."""

@@ -5,11 +5,13 @@ device), run mini-batch steps (with gradient clipping done on the device), then 
 the epoch's loss and metric sums back together in one transfer, to log them and to
 check that training has not diverged. There is no per-step synchronisation.
 
-The steps run through the generic ``fastnn.steps.epoch_steps`` unless the backend
-offers a fused runner for the training's plain-data plan (``fastnn.plan.describe``,
-``Backend.fused_epoch``): the Numba backend's runs a whole epoch per kernel call,
-and several per call when nothing happens between them (``_epochs_at_once``). A
-runner is bound to the optimizer it was made with; when a callback replaces the
+The epochs run through an ``EpochRunner`` (``fastnn.runner``) that ``epoch_runner``
+chooses, here and nowhere else: the backend's fused runner for the training's
+plain-data plan where it offers one (``fastnn.plan.describe``, ``Backend.fused_epoch``:
+the Numba backend's runs a whole epoch per kernel call, and several per call when
+nothing happens between them, ``_epochs_at_once``), else the generic steps of
+``fastnn.steps``, recorded and replayed where the backend records (``fastnn.replay``).
+A runner is bound to the optimizer it was made with; when a callback replaces the
 model's optimizer, the next epoch describes the training again and gets a new one.
 
 Randomness is derived per epoch from (seed, global epoch number): the shuffle from
@@ -23,11 +25,12 @@ instead of replaying them.
 import numpy as np
 
 from fastnn import callbacks as callback_lists
-from fastnn import metrics, optimizers, steps
+from fastnn import metrics, optimizers, replay
 from fastnn.distributed import data_parallel
 from fastnn.errors import TrainingDiverged
 from fastnn.plan import describe
 from fastnn.schedules import Schedule
+from fastnn.steps import Steps
 from fastnn.validation import count_or_flag, positive_int, positive_number, seed_or_none
 
 SHUFFLE_STREAM = 0  # the second seed word of the shuffle; dropout layer i uses i + 1
@@ -92,11 +95,7 @@ def _fit(model, X, y, epochs, batch_size, optimizer, lr, shuffle, seed, validati
     seed = _choose_seed(model, seed)
     model.check_trainable()
     X, Y = model.prepare(X, y)
-    val = None
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
-        val = model.prepare(*validation_data, names=("X_val", "y_val"))
+    val = _prepare_validation(model, validation_data)
     model.optimizer = _choose_optimizer(model.optimizer, optimizer, lr)
     model.lr_schedule = _choose_schedule(model, lr_schedule, lr)
     model.train_seed = seed
@@ -105,121 +104,177 @@ def _fit(model, X, y, epochs, batch_size, optimizer, lr, shuffle, seed, validati
             "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
             "clip_norm": clip_norm, "clip_value": clip_value, "validation": val is not None})
         verbose, callbacks = session.for_rank(verbose, callbacks)
-
-    backend, task = model.backend, model.task
     m = X.shape[0] if session is None else session.samples
     step = m if batch_size is None else min(batch_size, m)
-    params = model.parameters()
-    state = params + model.buffers()
-    dropouts = [(i, layer) for i, layer in enumerate(model.layers) if hasattr(layer, "reseed")]
-    snapshots = [[backend.copy(p.value) for p in state] for _ in range(2)]
-    snapshot_epochs = [model.epochs_trained] * 2  # epochs trained when each was taken
-    metric = metrics.name_for(task)
-    history = {"loss": [], metric: []}
-    if val is not None:
-        history.update({"val_loss": [], f"val_{metric}": []})
-    model.history = history
-    model.stop_training = False
-    for callback in callbacks:
-        callback.model, callback.params = model, {"epochs": epochs, "steps": -(-m // step)}
+    training = Training(model, (X, Y), val, session, step, (clip_norm, clip_value))
+    return training.run(epochs, seed, bool(shuffle) and step < m, verbose, callbacks)
 
-    bound = model.optimizer
-    run_epoch = epoch_runner(model, X, Y, step, clip_norm, clip_value, session)
-    logs = {}
-    try:
+
+def _prepare_validation(model, validation_data):
+    """The prepared (X_val, Y_val), or None."""
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("validation_data must be a pair (X_val, y_val)")
+    return model.prepare(*validation_data, names=("X_val", "y_val"))
+
+
+class Training:
+    """One ``fit`` call's epochs, after its arguments were checked and its data
+    prepared: ``run`` trains, logs, calls the callbacks and handles divergence."""
+
+    def __init__(self, model, data, val, session, step, clipping):
+        self.model, self.data, self.val, self.session = model, data, val, session
+        self.step, self.clipping = step, clipping
+        self.m = data[0].shape[0] if session is None else session.samples
+        self.state = model.parameters() + model.buffers()
+        backend = model.backend
+        self.snapshots = [[backend.copy(p.value) for p in self.state] for _ in range(2)]
+        self.snapshot_epochs = [model.epochs_trained] * 2  # epochs trained when each was taken
+        self.dropouts = [(i, layer) for i, layer in enumerate(model.layers)
+                         if hasattr(layer, "reseed")]
+        self.metric = metrics.name_for(model.task)
+        self.runner = self.bound = None
+        self.logs = {}
+
+    def new_runner(self):
+        """The runner for the model's current optimizer (see ``epoch_runner``)."""
+        self.bound = self.model.optimizer
+        return epoch_runner(self.model, *self.data, self.step, *self.clipping, self.session)
+
+    def run(self, epochs, seed, shuffle, verbose, callbacks):
+        """Train ``epochs`` epochs; returns this call's history."""
+        model = self.model
+        self.epochs, self.seed, self.shuffle = epochs, seed, shuffle
+        self.verbose, self.callbacks = verbose, callbacks
+        self.history = {"loss": [], self.metric: []}
+        if self.val is not None:
+            self.history.update({"val_loss": [], f"val_{self.metric}": []})
+        model.history = self.history
+        model.stop_training = False
         for callback in callbacks:
-            callback.on_train_begin(logs)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            done = 0
-            if (getattr(run_epoch, "chunk", 1) > 1 and not callbacks and val is None
-                    and model.lr_schedule is None and not dropouts and not (shuffle and step < m)):
-                done = _epochs_at_once(model, run_epoch, state, epochs, history, verbose)
-            for local in range(done + 1, epochs + 1):
-                epoch = model.epochs_trained + 1
-                if model.optimizer is not bound:  # a callback replaced it
-                    bound = model.optimizer
-                    run_epoch = epoch_runner(model, X, Y, step, clip_norm, clip_value, session)
-                if model.lr_schedule is not None:
-                    model.optimizer.lr = model.lr_schedule.lr(model.epochs_trained)
-                for callback in callbacks:
-                    callback.on_epoch_begin(epoch, logs)
-                for saved, p in zip(snapshots[local % 2], state):
-                    saved[...] = p.value
-                snapshot_epochs[local % 2] = model.epochs_trained
-                for i, layer in dropouts:
-                    layer.reseed([seed, i + 1, epoch])
-                order = None
-                if shuffle and step < m:
-                    order = backend.rng([seed, SHUFFLE_STREAM, epoch]).permutation(m)
-                sums = run_epoch(order)
-                loss_sum, score_sum = backend.to_numpy(sums).tolist()  # one transfer
-                epoch_loss = loss_sum / m
-                if not np.isfinite(epoch_loss):
-                    kept = _restore(model, state, snapshots, snapshot_epochs, local, X, Y,
-                                    session)
-                    raise TrainingDiverged(
-                        f"training diverged at epoch {epoch}: the loss became {epoch_loss}; "
-                        f"{kept}. Lower the learning rate (lr={model.optimizer.lr}), clip "
-                        f"gradients (clip_norm=...), standardize the inputs, or use 'adam'",
-                        history,
-                    )
-                history["loss"].append(epoch_loss)
-                history[metric].append(metrics.finish(task, score_sum, m))
-                if val is not None:
-                    for key, value in _evaluate(model, *val, session).items():
-                        history[f"val_{key}"].append(value)
-                model.epochs_trained = epoch
-                if verbose > 0 and (local % verbose == 0 or local == epochs):
-                    print(_progress_line(local, epochs, history))
-                if callbacks:
-                    _finish(run_epoch)
-                    logs = {key: values[-1] for key, values in history.items()}
-                    for callback in callbacks:
-                        callback.on_epoch_end(epoch, logs)
-                if session is not None:  # every rank stops if a callback stops one
-                    model.stop_training = session.any(model.stop_training)
-                if model.stop_training:
-                    break
-            if not _all_finite(backend, [p.value for p in state]):
-                kept = _restore(model, state, snapshots, snapshot_epochs, local, X, Y,
-                                    session)
-                raise TrainingDiverged(
-                    f"training diverged in its last epoch: the parameters became NaN or "
-                    f"infinite; {kept}. Lower the learning rate or clip gradients "
-                    f"(clip_norm=...)",
-                    history,
-                )
-        _finish(run_epoch)
-        for callback in callbacks:
-            callback.on_train_end(logs)
-    finally:
-        _finish(run_epoch)
-        for callback in callbacks:
-            callback.close()
-    return history
+            callback.model = model
+            callback.params = {"epochs": epochs, "steps": -(-self.m // self.step)}
+        self.runner = self.new_runner()
+        try:
+            for callback in callbacks:
+                callback.on_train_begin(self.logs)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                self.train()
+            self.runner.finish()
+            for callback in callbacks:
+                callback.on_train_end(self.logs)
+        finally:
+            self.runner.finish()
+            for callback in callbacks:
+                callback.close()
+        return self.history
+
+    def train(self):
+        """The epochs: in chunks where nothing happens between them, else one by one;
+        then the check that the parameters are finite."""
+        done = 0
+        if self.runner.chunk > 1 and self.nothing_between_epochs():
+            done = _epochs_at_once(self.model, self.runner, self.state, self.epochs,
+                                   self.history, self.verbose)
+        local = done
+        for local in range(done + 1, self.epochs + 1):
+            if self.epoch(local):
+                break
+        if not _all_finite(self.model.backend, [p.value for p in self.state]):
+            kept = self.restore(local)
+            raise TrainingDiverged(
+                f"training diverged in its last epoch: the parameters became NaN or "
+                f"infinite; {kept}. Lower the learning rate or clip gradients "
+                f"(clip_norm=...)",
+                self.history,
+            )
+
+    def nothing_between_epochs(self):
+        """True if nothing but logging happens between epochs (``_epochs_at_once``)."""
+        return not (self.callbacks or self.val is not None or self.model.lr_schedule
+                    is not None or self.dropouts or self.shuffle)
+
+    def epoch(self, local):
+        """Epoch ``local`` of this call (1-based); True if training should stop."""
+        model = self.model
+        epoch = model.epochs_trained + 1
+        if model.optimizer is not self.bound:  # a callback replaced it
+            self.runner = self.new_runner()
+        if model.lr_schedule is not None:
+            model.optimizer.lr = model.lr_schedule.lr(model.epochs_trained)
+        for callback in self.callbacks:
+            callback.on_epoch_begin(epoch, self.logs)
+        for saved, p in zip(self.snapshots[local % 2], self.state):
+            saved[...] = p.value
+        self.snapshot_epochs[local % 2] = model.epochs_trained
+        for i, layer in self.dropouts:
+            layer.reseed([self.seed, i + 1, epoch])
+        order = None
+        if self.shuffle:
+            order = model.backend.rng([self.seed, SHUFFLE_STREAM, epoch]).permutation(self.m)
+        sums = self.runner.run(order)
+        self.log(local, epoch, *model.backend.to_numpy(sums).tolist())  # one transfer
+        if self.callbacks:
+            self.runner.finish()
+            self.logs = {key: values[-1] for key, values in self.history.items()}
+            for callback in self.callbacks:
+                callback.on_epoch_end(epoch, self.logs)
+        if self.session is not None:  # every rank stops if a callback stops one
+            model.stop_training = self.session.any(model.stop_training)
+        return model.stop_training
+
+    def log(self, local, epoch, loss_sum, score_sum):
+        """Record epoch ``epoch``'s loss and metric (and validation), or raise
+        TrainingDiverged if its loss is not finite."""
+        model, history = self.model, self.history
+        epoch_loss = loss_sum / self.m
+        if not np.isfinite(epoch_loss):
+            kept = self.restore(local)
+            raise TrainingDiverged(
+                f"training diverged at epoch {epoch}: the loss became {epoch_loss}; "
+                f"{kept}. Lower the learning rate (lr={model.optimizer.lr}), clip "
+                f"gradients (clip_norm=...), standardize the inputs, or use 'adam'",
+                history,
+            )
+        history["loss"].append(epoch_loss)
+        history[self.metric].append(metrics.finish(model.task, score_sum, self.m))
+        if self.val is not None:
+            for key, value in _evaluate(model, *self.val, self.session).items():
+                history[f"val_{key}"].append(value)
+        model.epochs_trained = epoch
+        if self.verbose > 0 and (local % self.verbose == 0 or local == self.epochs):
+            print(_progress_line(local, self.epochs, history))
+
+    def restore(self, local):
+        """``_restore`` of this training's snapshots; what the model keeps."""
+        return _restore(self.model, self.state, self.snapshots, self.snapshot_epochs, local,
+                        *self.data, self.session)
 
 
 def epoch_runner(model, X, Y, batch, clip_norm=None, clip_value=None, session=None):
-    """What ``fit`` runs an epoch with, ``run(order)``: the backend's fused runner for
-    this training's plan if it offers one, else the generic steps (see
-    ``fastnn.steps``); for the model's current optimizer, on the prepared (X, Y). A
-    data-parallel ``session`` always takes the generic steps on this rank's rows: no
-    fused epoch can sum the gradients over the ranks between its steps."""
-    if session is not None:
-        return session.epoch_steps(model, X, Y, batch, clip_norm, clip_value)
+    """The ``EpochRunner`` (``fastnn.runner``) that ``fit`` trains the model's current
+    optimizer with on the prepared (X, Y), chosen here and nowhere else, first that
+    applies:
+
+    1. the backend's fused runner for the training's plan (``fastnn.plan.describe``;
+       ``Backend.fused_epoch`` offers one or returns None), given the batches of a
+       data-parallel ``session`` (whose gradients it sums between its steps) or none;
+    2. on a backend that records steps (CUDA graphs), the generic steps recorded once
+       and replayed (``fastnn.replay``), unless the model or the epoch does not qualify
+       (``replay.unsuitable``) or the steps talk to other ranks;
+    3. the generic steps (``fastnn.steps.Steps``), which train any model anywhere."""
+    batches = None if session is None else session.batches(model, X, Y, batch)
     plan = describe(model, X, batch, clip_norm, clip_value)
     if plan is not None:
-        run = model.backend.fused_epoch(plan, X, Y, model.parameters(), model.optimizer)
+        run = model.backend.fused_epoch(plan, X, Y, model.parameters(), model.optimizer,
+                                        batches)
         if run is not None:
             return run
-    return steps.epoch_steps(model, X, Y, batch, clip_norm, clip_value)
-
-
-def _finish(run_epoch):
-    """Have the runner write any gradient it left unformed (see ``fastnn.steps``)."""
-    finish = getattr(run_epoch, "finish", None)
-    if finish is not None:
-        finish()
+    steps = Steps(model, X, Y, batch, clip_norm, clip_value, batches)
+    if steps.batches.local and replay.unsuitable(model, steps.steps_per_epoch) is None:
+        return replay.Replayer(model, steps)
+    return steps
 
 
 def _epochs_at_once(model, run_epoch, state, epochs, history, verbose):

@@ -71,6 +71,17 @@ def reference_conv_grads(X, W, dZ, stride, padding):
     return dW, dZ.sum(axis=(0, 2, 3)), dXp[:, :, top : top + H, left : left + Wd]
 
 
+def first_max(window):
+    """Index of the first maximum of a flat window, NaN counting as the largest."""
+    pick = 0
+    for k in range(1, window.size):
+        if np.isnan(window[pick]):
+            break
+        if window[k] > window[pick] or np.isnan(window[k]):
+            pick = k
+    return pick
+
+
 def reference_pool(X, size, stride, kind):
     """(out, dX of sum(out * G) as a function of G) for max (the input chosen: the first
     maximum, NaN counting as the largest) or mean pooling."""
@@ -85,12 +96,7 @@ def reference_pool(X, size, stride, kind):
                 if kind == "mean":
                     out[n, c, y, x] = window.mean()
                     continue
-                pick = 0
-                for k in range(1, window.size):
-                    if np.isnan(window[pick]):
-                        break
-                    if window[k] > window[pick] or np.isnan(window[k]):
-                        pick = k
+                pick = first_max(window)
                 out[n, c, y, x] = window[pick]
                 chosen[n, c, y, x] = (rows.start + pick // size[1], cols.start + pick % size[1])
 

@@ -2,6 +2,7 @@
 missing, and the TF32 switch. Runs everywhere (the GPU itself is faked here)."""
 
 import contextlib
+import re
 import sys
 import types
 import warnings
@@ -40,6 +41,38 @@ def test_missing_array_api_compat_names_it(monkeypatch):
     with pytest.raises(BackendUnavailable, match=r"needs array-api-compat, which is not "
                                                  r"installed here; install it with: pip install"):
         cupy_backend.create()
+
+
+@pytest.mark.parametrize("linalg, error", [
+    (None, "ModuleNotFoundError"),  # no cupy._core._routines_linalg at all
+    (types.SimpleNamespace(set_compute_type=print), "AttributeError"),  # without the names
+])
+def test_a_cupy_without_the_compute_type_setting_is_unavailable_with_the_reason(
+        monkeypatch, linalg, error):
+    """The TF32 switch that creating the backend sets is a private CuPy module: where a
+    CuPy lacks it, the backend is unavailable (with why), and availability() says so
+    instead of raising."""
+    from fastnn import backends
+
+    fake_environment(monkeypatch, installed=("cupy", "array_api_compat"), gpu=True)
+    cupy = sys.modules["cupy"]
+    cupy.__version__, cupy.ndarray, cupy.float32 = "15.0.0", type("ndarray", (), {}), "f4"
+    if linalg is not None:
+        monkeypatch.setitem(sys.modules, "cupy._core", types.SimpleNamespace(
+            _routines_linalg=linalg))
+    compat = types.ModuleType("array_api_compat")
+    compat.cupy = types.ModuleType("array_api_compat.cupy")
+    monkeypatch.setitem(sys.modules, "array_api_compat", compat)
+    monkeypatch.setitem(sys.modules, "array_api_compat.cupy", compat.cupy)
+    monkeypatch.setattr(backends, "_instances", {})
+    reason = (rf"the 'cupy' backend cannot start: CuPy 15\.0\.0 lacks the float32 matmul "
+              rf"setting .*\(cupy._core._routines_linalg: {error}: .*"
+              rf"pip install 'fastnn\[cuda12\]'")
+    with pytest.raises(BackendUnavailable, match=reason):
+        cupy_backend.create()
+    report = backends.availability()
+    assert report["numpy"] is None
+    assert re.match(reason, report["cupy"]), report["cupy"]
 
 
 @pytest.mark.parametrize("value, expected", [(None, False), ("", False), ("0", False),

@@ -9,9 +9,10 @@ import pytest
 from cupy_sync import no_synchronize
 
 import fastnn
-from fastnn import Dense, Dropout, Sequential, activations, backends, datasets, optimizers, steps
+from fastnn import Dense, Dropout, Sequential, activations, backends, datasets, optimizers
 from fastnn.errors import BackendUnavailable
 from fastnn.kernels import activation_codes
+from fastnn.training import epoch_runner
 
 try:
     GPU = backends.load("cupy")
@@ -254,7 +255,7 @@ def test_replays_never_synchronize(recordings):
     X, y = datasets.planar()
     model = fastnn.from_layer_dims([2, 4, 1], "tanh", "sigmoid", seed=2, backend=GPU)
     model.optimizer = optimizers.SGD(lr=1.2)
-    run = steps.epoch_steps(model, *model.prepare(X, y), 400)
+    run = epoch_runner(model, *model.prepare(X, y), 400)
     first = GPU.to_numpy(run.epochs(2))  # the first epoch as usual, then recorded
     with no_synchronize():
         sums = run.epochs(50)

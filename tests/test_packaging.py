@@ -74,21 +74,53 @@ def test_code_is_ruff_clean():
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-def test_ci_tests_the_oldest_and_newest_numba_that_pyproject_allows():
-    """pyproject.toml pins Numba to the range CI tests: its floor (with numpy's floor, on
-    Python 3.10) in .ci/run's second environment, and the backend's message names the
-    same range (its upper end is the newest minor version below pyproject's cap)."""
-    from fastnn.backends.numba_backend import TESTED_NUMBA
+def _ci_floors():
+    """(OLDEST_NUMPY, OLDEST_NUMBA) as .ci/run computes them from pyproject.toml."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    lines = re.search(r"^floor\(\).*?^OLDEST_NUMBA=.*?$", ci, re.M | re.S).group(0)
+    run = subprocess.run(["bash", "-c", f'{lines}\necho "$OLDEST_NUMPY $OLDEST_NUMBA"'],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return tuple(run.stdout.split())
+
+
+def test_the_numba_range_is_written_once_and_everything_reads_it(monkeypatch):
+    """pyproject.toml's numba extra holds the range CI tests (the test extra includes it):
+    .ci/run's oldest environment takes its floor (and numpy's, on Python 3.10), the
+    backend's message names it from the installed metadata (or, in a raw checkout, from
+    pyproject.toml itself), and the docs' tested-range table shows it; the upper end
+    tested is the newest minor version below the cap."""
+    from fastnn.backends import numba_backend
 
     project = (ROOT / "pyproject.toml").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    ranges = set(re.findall(r'"numba>=([\d.]+),<([\d.]+)"', project))
-    assert len(ranges) == 1, ranges  # the numba and test extras agree
+    ranges = re.findall(r'"numba>=([\d.]+),<([\d.]+)"', project)
+    assert len(ranges) == 1, ranges  # written once
+    test_extra = project.split("\ntest = ")[1].split("]\n")[0]
+    assert re.search(r'"fastnn\[([\w,]*,)?numba(,[\w,]*)?\]"', test_extra), test_extra
     ((floor, cap),) = ranges
+    major, minor = cap.split(".")
+    newest = f"{major}.{int(minor) - 1}"
     numpy_floor = re.search(r'"numpy>=([\d.]+)"', project).group(1)
     python_floor = re.search(r'requires-python = ">=([\d.]+)"', project).group(1)
-    assert re.search(rf"^OLDEST_NUMBA={re.escape(floor)}\.0$", ci, re.M)
-    assert re.search(rf"^OLDEST_NUMPY={re.escape(numpy_floor)}\.0$", ci, re.M)
+    assert _ci_floors() == (f"{numpy_floor}.0", f"{floor}.0")
     assert f"for candidate in python{python_floor} " in ci
-    major, minor = cap.split(".")
-    assert TESTED_NUMBA == (floor, f"{major}.{int(minor) - 1}")
+    numba_backend.tested_numba.cache_clear()
+    assert numba_backend.tested_numba() == (floor, newest)  # the installed metadata's
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "requires", not_installed)
+    numba_backend.tested_numba.cache_clear()
+    assert numba_backend.tested_numba() == (floor, newest)  # a raw checkout's pyproject
+    monkeypatch.setattr(numba_backend, "PYPROJECT", ROOT / "no-such-pyproject.toml")
+    numba_backend.tested_numba.cache_clear()
+    assert numba_backend.tested_numba() is None  # neither: the message names no numbers
+    numba_backend.tested_numba.cache_clear()
+    table = (ROOT / "docs" / "backends" / "numba.md").read_text()
+    assert f"| range pinned | `numba>={floor},<{cap}` |" in table
+    assert re.search(rf"^\| oldest tested \| {re.escape(floor)}\.0 \| Python "
+                     rf"{re.escape(python_floor)}, numpy {re.escape(numpy_floor)}\.0 \|$",
+                     table, re.M)
+    assert re.search(rf"^\| newest tested \| {re.escape(newest)}\.\d+ \|", table, re.M)

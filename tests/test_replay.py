@@ -15,9 +15,10 @@ from conftest import host, make_backend
 from strict_backend import StrictBackend
 
 import fastnn
-from fastnn import Dense, Dropout, Sequential, datasets, optimizers, replay, steps
+from fastnn import Dense, Dropout, Sequential, datasets, optimizers, replay
 from fastnn.batchnorm import BatchNorm
 from fastnn.errors import TrainingDiverged
+from fastnn.training import epoch_runner
 
 OPTIMIZERS = {"sgd": 0.5, "momentum": 0.1, "nesterov": 0.1, "adagrad": 0.1, "rmsprop": 0.01,
               "adam": 0.01}
@@ -127,7 +128,7 @@ def test_a_learning_rate_changed_between_chunks_reaches_the_replays(monkeypatch,
         model.optimizer = optimizers.SGD(lr=0.5)
         if isinstance(backend, RecordingBackend):
             backend.model = model
-        run = steps.epoch_steps(model, *model.prepare(X, y), 120)
+        run = epoch_runner(model, *model.prepare(X, y), 120)
         for lr in (0.5, 0.05):
             model.optimizer.lr = lr
             if isinstance(backend, RecordingBackend):

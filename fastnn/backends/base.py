@@ -163,16 +163,19 @@ class Backend:
         (``fastnn.plan.DensePlan``); returns seconds (none to compile here)."""
         return 0.0
 
-    def fused_epoch(self, plan, X, Y, params, optimizer):
-        """A runner training whole epochs of ``plan`` (a ``fastnn.plan.DensePlan``) on the
-        prepared (X, Y), or None to have ``fit`` run the generic steps (``fastnn.steps``).
+    def fused_epoch(self, plan, X, Y, params, optimizer, batches=None):
+        """A ``fastnn.runner.EpochRunner`` training ``plan`` (a ``fastnn.plan.DensePlan``)
+        on the prepared (X, Y) faster than the generic steps, or None to have ``fit`` run
+        those (``fastnn.training.epoch_runner`` chooses).
 
         ``params`` are the model's trainable Parameters (the runner reads ``value`` and
         writes ``grad``), ``optimizer`` the Optimizer the plan names (the runner reads
         its settings, ``state`` and ``t`` on each call and adds the steps it takes to
-        ``t``). The runner offers what ``fit`` uses of the generic steps' ``run(order)``
-        and may add ``epochs(count)``, ``chunk``, ``samples`` and ``finish()`` (see
-        ``fastnn.steps``). The generic backend has none."""
+        ``t``). ``batches`` (a ``fastnn.steps.Batches``) say which rows each step takes
+        and what happens between backprop and the update: None, or local ones, for one
+        process; a data-parallel rank's (``local`` False) need their hooks called
+        between the steps (``spans``, ``scale``, ``sum_gradients``, ``total``). The
+        generic backend has no runner."""
         return None
 
     def copy(self, x):

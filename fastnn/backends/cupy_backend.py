@@ -78,8 +78,7 @@ class CupyBackend(Backend):
 
     def set_tf32(self, enabled):
         """Allow (True) or forbid (False) TF32 tensor cores in float32 matmuls."""
-        from cupy._core import _routines_linalg as linalg
-
+        linalg = _compute_type_setting(self.cupy)
         kind = linalg.COMPUTE_TYPE_TF32 if enabled else linalg.COMPUTE_TYPE_DEFAULT
         linalg.set_compute_type(self.cupy.float32, kind)
         self.tf32 = bool(enabled)
@@ -137,6 +136,26 @@ class CudaGraph:
 
     def replay(self):
         self.graph.launch()
+
+
+def _compute_type_setting(cupy):
+    """CuPy's float32 matmul compute-type setting, a private module
+    (``cupy._core._routines_linalg``), or BackendUnavailable where this CuPy lacks it
+    (another CuPy major version may move it): the backend cannot promise float32
+    matmuls without TF32, so it does not start."""
+    try:
+        from cupy._core import _routines_linalg as linalg
+
+        for name in ("set_compute_type", "COMPUTE_TYPE_TF32", "COMPUTE_TYPE_DEFAULT"):
+            getattr(linalg, name)
+    except (ImportError, AttributeError) as error:
+        version = getattr(cupy, "__version__", "of unknown version")
+        raise BackendUnavailable(
+            f"the 'cupy' backend cannot start: CuPy {version} lacks the float32 matmul "
+            f"setting fastnn uses to keep TF32 off (cupy._core._routines_linalg: "
+            f"{type(error).__name__}: {error}); fastnn is tested with CuPy 14: {INSTALL_HINT}"
+        ) from error
+    return linalg
 
 
 def _end_capture_quietly(stream):

@@ -1,9 +1,9 @@
 """The Numba backend: NumPy arrays, with the hot-path ops replaced by JIT-fused kernels
-from ``fastnn.kernels`` (see ``numba_ops`` for which kernel runs when), and whole
-training epochs in one kernel call (``numba_epoch``).
+from ``fastnn.kernels.numba`` (see its ``ops`` for which kernel runs when), and whole
+training epochs in one kernel call (its ``epoch``).
 
 Creating it chooses the threading layer (TBB where it loads, else workqueue; never
-OpenMP unless asked: see ``numba_threads``) and the kernel cache directory, imports
+OpenMP unless asked: see ``fastnn.kernels.numba.threads``) and the kernel cache directory, imports
 the kernels and runs one small probe kernel (``kernels/numba/probe.py``) through every
 mechanism of the kernel layer, which uses Numba and llvmlite internals: where they do
 not work (a Numba outside the tested range, say), creating the backend raises
@@ -13,7 +13,11 @@ called or ``warmup`` runs. Small kernels stay on one thread (see bench/ for the
 measurements).
 """
 
+import functools
+import importlib.metadata
 import importlib.util
+import re
+from pathlib import Path
 
 import numpy as np
 
@@ -21,8 +25,28 @@ from fastnn.backends.numpy_backend import NumpyBackend
 from fastnn.errors import BackendUnavailable
 from fastnn.ops import Ops
 
-TESTED_NUMBA = ("0.61", "0.68")  # the oldest and newest minor versions CI tests
 INSTALL_HINT = "pip install 'fastnn[numba]'"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"  # in a raw checkout
+
+
+@functools.cache
+def tested_numba():
+    """(oldest, newest) minor versions of Numba that CI tests: the range of fastnn's
+    numba requirement, written once in pyproject.toml (the newest is the minor below its
+    cap). Read from the installed distribution's metadata, else from the pyproject.toml
+    of a raw checkout; None where neither is there."""
+    try:
+        requirements = importlib.metadata.requires("fastnn") or []
+    except importlib.metadata.PackageNotFoundError:  # its quoted strings
+        text = PYPROJECT.read_text() if PYPROJECT.is_file() else ""
+        requirements = re.findall(r'"([^"\n]*)"', text)
+    for requirement in requirements:
+        spec = re.match(r"numba\s*([<>=!~][^;]*)", requirement)
+        floor = spec and re.search(r">=\s*(\d+\.\d+)", spec.group(1))
+        cap = spec and re.search(r"<\s*(\d+)\.(\d+)", spec.group(1))
+        if floor and cap:
+            return floor.group(1), f"{cap.group(1)}.{int(cap.group(2)) - 1}"
+    return None
 
 
 class NumbaBackend(NumpyBackend):
@@ -42,9 +66,10 @@ class NumbaBackend(NumpyBackend):
                                          activations, optimizers)
         return seconds + sum(self._numba_epoch.warmup(plan) for plan in plans)
 
-    def fused_epoch(self, plan, X, Y, params, optimizer):
-        """A whole epoch per kernel call where the plan fits one (see ``numba_epoch``)."""
-        return self._numba_epoch.fused_epoch(plan, X, Y, params, optimizer, self)
+    def fused_epoch(self, plan, X, Y, params, optimizer, batches=None):
+        """A whole epoch per kernel call where the plan fits one (see
+        ``fastnn.kernels.numba.epoch``)."""
+        return self._numba_epoch.fused_epoch(plan, X, Y, params, optimizer, self, batches)
 
 
 def create():
@@ -72,10 +97,13 @@ def create():
 
         numba_probe.run()
     except Exception as error:  # the kernel layer cannot work with this Numba: say why
+        tested = tested_numba()
+        tested = (f"numba {tested[0]} to {tested[1]}" if tested else
+                  "the numba versions fastnn's pyproject.toml allows")
         raise BackendUnavailable(
             f"the 'numba' backend cannot start: fastnn's Numba kernels do not work with "
             f"numba {numba.__version__} here ({type(error).__name__}: {error}); they are "
-            f"tested with numba {TESTED_NUMBA[0]} to {TESTED_NUMBA[1]}: {INSTALL_HINT}"
+            f"tested with {tested}: {INSTALL_HINT}"
         ) from error
 
     backend = NumbaBackend(numba_ops, numba_epoch, numba_jit)

@@ -2,7 +2,7 @@
 'fastnn[mpi]'``), NCCL through cupyx.distributed for the CuPy backend, and threads of
 one process as the reference.
 
-Every rank runs the same script, launched by ``mpiexec -n N python train.py``::
+Every rank runs the same script, launched by ``mpiexec -n N python train.py``:
 
     model.fit(X, y, epochs=10, batch_size=128, distributed=True)
     if fastnn.distributed.DataParallel().rank == 0:

@@ -6,7 +6,8 @@ A communicator has a ``rank`` and a ``size`` and offers:
 - ``sum(x, backend)``: the sum over the ranks of a device array, added in rank order
   (``ordered_sum``) when ``exact``, so every rank, run and rank layout of the same
   count gets the same bits; with ``exact=False`` MPI's own Allreduce, whose order is
-  the library's (exact anyway at 2 ranks: a + b == b + a);
+  the library's (exact anyway at 1 or 2 ranks, a + b == b + a, so ``MPIComm`` takes it
+  there: in place, and it moves less); ``x`` may be overwritten;
 - ``broadcast(x, backend)``: rank 0's values of a device array;
 - ``abort(message)``: print ``message`` and end every rank of the job.
 
@@ -95,7 +96,7 @@ class MPIComm(Communicator):
 
     def sum(self, x, backend):
         host = _host_buffer(backend, x)
-        if self.exact:
+        if self.exact and self.size > 2:  # at 1 or 2 ranks MPI's sum is the ordered one
             parts = np.empty((self.size, *host.shape), host.dtype)
             self._wait(self.comm.Iallgather(host, parts))
             total = ordered_sum(parts)

@@ -18,7 +18,6 @@ ends the job when a rank fails or leaves outside ``fit`` is in ``guard.py``.
 import contextlib
 import traceback
 
-from fastnn import steps
 from fastnn.distributed import guard
 from fastnn.distributed.comm import Communicator, MPIComm
 from fastnn.distributed.shards import Plan, Reductions, Shards, flatten, pieces, split
@@ -185,12 +184,12 @@ class Session:
             return verbose, callbacks
         return 0, [c for c in callbacks if not c.rank_zero_only]
 
-    def epoch_steps(self, model, X, Y, batch, clip_norm, clip_value):
-        """``fastnn.steps.epoch_steps`` on this rank's rows, gradients summed each step."""
+    def batches(self, model, X, Y, batch):
+        """This rank's steps (``fastnn.steps.Batches`` for ``fit``'s runner): its rows of
+        every global batch, the gradients summed over the ranks each step."""
         plan = Plan(self.rows, batch, self.dp.sharded)
         _every_rank_has_rows(plan, self.comm.size)
-        shards = Shards(self.transport, model, X, Y, plan, self.dp.reductions)
-        return steps.epoch_steps(model, X, Y, batch, clip_norm, clip_value, batches=shards)
+        return Shards(self.transport, model, X, Y, plan, self.dp.reductions)
 
     def evaluate(self, model, X, Y, rows=None):
         """``model.evaluate_prepared`` over every rank's part of (X, Y), reduced;

@@ -77,7 +77,8 @@ class ThreadComm(Communicator):
         return self.group.exchange(self.rank, obj)
 
     def sum(self, x, backend):
-        return ordered_sum(self.group.exchange(self.rank, x))
+        # a copy: the others add it up after this rank has moved on (and may reuse x)
+        return ordered_sum(self.group.exchange(self.rank, backend.copy(x)))
 
     def broadcast(self, x, backend):
         return backend.copy(self.group.exchange(self.rank, x)[0])

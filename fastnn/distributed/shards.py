@@ -23,7 +23,7 @@ import itertools
 import math
 import time
 
-from fastnn.steps import Batches, rows
+from fastnn.steps import Batches
 
 
 def flatten(xp, arrays):
@@ -138,7 +138,7 @@ class Reductions:
 class Shards(Batches):
     """``fastnn.steps.Batches`` for one rank of a data-parallel job."""
 
-    recordable = False  # its steps talk to the other ranks
+    local = False  # its steps talk to the other ranks
 
     def __init__(self, comm, model, X, Y, plan, reductions):
         super().__init__(model.backend.xp, X, Y, plan.batch)
@@ -146,12 +146,28 @@ class Shards(Batches):
         self.share = Share()
         self.stats = BatchStats(comm, model.backend, self.share)
 
-    def __call__(self, order):
-        """This rank's (X, Y) of every step, with ``scale`` and ``share`` set for it."""
+    @property
+    def samples(self):
+        """Every rank's rows (the global sample count)."""
+        rows = self.plan.rows_per_rank
+        return sum(rows) if self.plan.sharded else rows[0]
+
+    def spans(self, order):
+        """This rank's rows of every step, as ``Batches.spans`` gives them, with
+        ``scale`` and ``share`` set for each step while it is taken."""
         rank, xp, plan = self.comm.rank, self.xp, self.plan
         if plan.sharded and order is not None:  # own rows, in the permutation's order
             offset = plan.offset(rank)
             order = xp.argsort(xp.argsort(order)[offset:offset + self.X.shape[0]])
+        for start, counts in zip(plan.starts(rank), plan.counts):
+            lo = sum(counts[:rank])
+            self.share.lo, self.share.hi, self.share.total = lo, lo + counts[rank], sum(counts)
+            self.scale = self.share.fraction
+            yield start, start + counts[rank], order
+
+    def __call__(self, order):
+        """This rank's (X, Y) of every step, with dropout and BatchNorm layers drawing
+        and normalizing over the global batch meanwhile."""
         dropouts = [layer for layer in self.model.layers if hasattr(layer, "reseed")]
         norms = [layer for layer in self.model.layers if hasattr(layer, "sync")]
         for layer in dropouts:
@@ -159,11 +175,7 @@ class Shards(Batches):
         for layer in norms:
             layer.sync = self.stats
         try:
-            for start, counts in zip(plan.starts(rank), plan.counts):
-                lo = sum(counts[:rank])
-                self.share.lo, self.share.hi, self.share.total = lo, lo + counts[rank], sum(counts)
-                self.scale = self.share.fraction
-                yield rows(xp, self.X, self.Y, start, start + counts[rank], order)
+            yield from super().__call__(order)
         finally:
             for layer in dropouts:
                 layer.rng = layer.rng.rng
@@ -173,14 +185,19 @@ class Shards(Batches):
     def reduce(self, params):
         """Sum the gradients over the ranks, as one flat buffer."""
         xp = self.xp
-        flat = flatten(xp, [p.grad for p in params])
-        begin = time.perf_counter()
-        flat = self.comm.sum(flat, self.model.backend)
-        self.reductions.seconds += time.perf_counter() - begin
-        self.reductions.count += 1
-        self.reductions.bytes += flat.size * xp.finfo(flat.dtype).bits // 8
+        flat = self.sum_gradients(flatten(xp, [p.grad for p in params]))
         for p, grad in zip(params, pieces(xp, flat, [p.grad.shape for p in params])):
             p.grad = grad
+
+    def sum_gradients(self, flat):
+        """The flat buffer of every gradient summed over the ranks (one collective),
+        counted in ``reductions``."""
+        begin = time.perf_counter()
+        total = self.comm.sum(flat, self.model.backend)
+        self.reductions.seconds += time.perf_counter() - begin
+        self.reductions.count += 1
+        self.reductions.bytes += total.size * self.xp.finfo(total.dtype).bits // 8
+        return total
 
     def total(self, sums):
         return self.comm.sum(sums, self.model.backend)

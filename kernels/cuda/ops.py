@@ -1,5 +1,5 @@
 """The CuPy backend's fused hot-path ops: launch plans for the kernels in
-``cupy_source`` and the ops-table entries built on them.
+``source`` and the ops-table entries built on them.
 
 The functions here are written against an ``xp`` (for matmuls through cuBLAS,
 allocation and the final sums) and a ``launcher`` that runs a named kernel
@@ -13,6 +13,7 @@ a dtype other than float32/float64, or arrays that are not C-contiguous.
 """
 
 import functools
+import inspect
 import math
 import numbers
 
@@ -21,6 +22,7 @@ import numpy as np
 from fastnn import ops as generic
 from fastnn.activations import builtin_name
 
+from .. import hyper
 from . import source
 
 BLOCK = 256
@@ -139,35 +141,41 @@ def sigmoid_bce(xp, launcher, Z, A, Y, need_grad):
     return loss, (dZ if need_grad else None)
 
 
-def _update(name, kernel, state_count, scalars):
-    """The optimizer op ``name``: one pass of ``kernel`` over p, g and the state arrays,
-    with the Python-side constants ``scalars(*hyperparameters)``. A step recorded for
-    replay passes its learning rate and step count on the device (see
+def _update(name, kernel, state_count, fixed):
+    """The optimizer op ``name``: one pass of ``kernel`` over p, g and the state arrays.
+    Its scalar parameters are named after the slots of ``kernels/hyper.py``, computed
+    from the op's settings (named as the generic op names them) once per step as the
+    reference computes them; ``fixed`` gives the kernel's other scalars. A step
+    recorded for replay passes its learning rate and step count on the device (see
     ``fastnn.replay``); the kernel takes numbers only, so the generic op runs then."""
     fallback = generic.GENERIC[name]
+    rule = name.removesuffix("_update")
+    setting_names = list(inspect.signature(fallback).parameters)[3 + state_count:]
+    scalar_names = [pname for _, pname in source.parameters(kernel)[3 + state_count:]]
 
     def op(xp, launcher, p, g, *rest):
-        arrays, hyper = rest[:state_count], rest[state_count:]
+        arrays, settings = rest[:state_count], rest[state_count:]
         dtype_name = _dtype_name(xp, p, g, *arrays)
-        if dtype_name is None or not all(isinstance(h, numbers.Real) for h in hyper):
+        if dtype_name is None or not all(isinstance(h, numbers.Real) for h in settings):
             return fallback(xp, p, g, *rest)
+        named = dict(zip(setting_names, settings))
+        values = {**hyper.values(rule, named, named.get("t", 1)), **fixed}
         size = math.prod(p.shape)
         launcher.launch(kernel, dtype_name, None, _blocks(size),
-                        (p, g, *arrays, size, *scalars(*hyper)))
+                        (p, g, *arrays, size, *(values[n] for n in scalar_names)))
 
     op.__name__ = name
     op.__doc__ = f"{fallback.__doc__} (one fused kernel pass)"
     return op
 
 
-UPDATES = {  # op: (kernel, state arrays, constants computed once per step as the reference does)
-    "sgd_update": ("sgd_update", 0, lambda lr, wd: (lr, wd)),
-    "momentum_update": ("momentum_update", 1, lambda lr, mu, wd: (lr, mu, wd, 0)),
-    "nesterov_update": ("momentum_update", 1, lambda lr, mu, wd: (lr, mu, wd, 1)),
-    "adagrad_update": ("rmsprop_update", 1, lambda lr, eps, wd: (lr, 1.0, 1.0, eps, wd)),
-    "rmsprop_update": ("rmsprop_update", 1, lambda lr, rho, eps, wd: (lr, rho, 1.0 - rho, eps, wd)),
-    "adam_update": ("adam_update", 2, lambda lr, b1, b2, eps, t, wd: (
-        lr, b1, 1.0 - b1, b2, 1.0 - b2, 1.0 - b1**t, 1.0 - b2**t, eps, wd)),
+UPDATES = {  # op: (kernel, state arrays, the kernel's scalars besides the hp slots)
+    "sgd_update": ("sgd_update", 0, {}),
+    "momentum_update": ("momentum_update", 1, {"nesterov": 0}),
+    "nesterov_update": ("momentum_update", 1, {"nesterov": 1}),
+    "adagrad_update": ("rmsprop_update", 1, {"rho": 1.0, "rho2": 1.0}),  # h = h + g^2
+    "rmsprop_update": ("rmsprop_update", 1, {}),
+    "adam_update": ("adam_update", 2, {}),
 }
 FUSED = {
     "dense_forward": dense_forward,

@@ -202,20 +202,20 @@ KERNELS = {k.name: k for k in (
     ),
     Kernel(
         "sgd_update", TYPE_TEMPLATE,
-        "T* p, const T* g, long long size, T lr, T decay",
+        "T* p, const T* g, long long size, T lr, T weight_decay",
         """
     for (long long i = THREAD_INDEX; i < size; i += THREAD_COUNT) {
-        T gi = decayed(g[i], p[i], decay);
+        T gi = decayed(g[i], p[i], weight_decay);
         p[i] = p[i] - lr * gi;
     }""",
     ),
     Kernel(
         "momentum_update", TYPE_TEMPLATE,
-        "T* p, const T* g, T* v, long long size, T lr, T momentum, T decay, int nesterov",
+        "T* p, const T* g, T* v, long long size, T lr, T momentum, T weight_decay, int nesterov",
         """
     /* classical: p += v; Nesterov's look-ahead: p += momentum*v - lr*g */
     for (long long i = THREAD_INDEX; i < size; i += THREAD_COUNT) {
-        T gi = decayed(g[i], p[i], decay);
+        T gi = decayed(g[i], p[i], weight_decay);
         T vi = v[i] * momentum;
         vi = vi - lr * gi;
         v[i] = vi;
@@ -224,11 +224,11 @@ KERNELS = {k.name: k for k in (
     ),
     Kernel(
         "rmsprop_update", TYPE_TEMPLATE,
-        "T* p, const T* g, T* h, long long size, T lr, T rho, T rho2, T eps, T decay",
+        "T* p, const T* g, T* h, long long size, T lr, T rho, T rho2, T eps, T weight_decay",
         """
     /* rho2 = 1 - rho; AdaGrad's h += g^2 is rho = rho2 = 1 (multiplying by one is exact) */
     for (long long i = THREAD_INDEX; i < size; i += THREAD_COUNT) {
-        T gi = decayed(g[i], p[i], decay);
+        T gi = decayed(g[i], p[i], weight_decay);
         T hi = h[i] * rho;
         hi = hi + rho2 * (gi * gi);
         h[i] = hi;
@@ -238,11 +238,11 @@ KERNELS = {k.name: k for k in (
     Kernel(
         "adam_update", TYPE_TEMPLATE,
         "T* p, const T* g, T* m, T* v, long long size, T lr, T beta1, T beta1c, T beta2, "
-        "T beta2c, T fix1, T fix2, T eps, T decay",
+        "T beta2c, T fix1, T fix2, T eps, T weight_decay",
         """
     /* beta1c = 1 - beta1, beta2c = 1 - beta2, fix1 = 1 - beta1^t, fix2 = 1 - beta2^t */
     for (long long i = THREAD_INDEX; i < size; i += THREAD_COUNT) {
-        T gi = decayed(g[i], p[i], decay);
+        T gi = decayed(g[i], p[i], weight_decay);
         T mi = m[i] * beta1;
         mi = mi + beta1c * gi;
         T vi = v[i] * beta2;

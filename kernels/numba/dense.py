@@ -52,7 +52,7 @@ def _zeros(count, like):
 @functools.cache
 def serial(MASK):
     """(bias_activation, activation_grad) built for the kinds in ``MASK``, as
-    ``numba_activations.blocks`` builds the blocks: the op-by-op layers call the build
+    ``activations.blocks`` builds the blocks: the op-by-op layers call the build
     for their own kind and the epoch kernels the build for their model's kinds, so a
     first training step compiles only its kinds' loops; the parallel kernels call the
     build for ``ANY`` kind."""

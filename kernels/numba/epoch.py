@@ -1,14 +1,15 @@
 """The Numba backend's fused training epoch: a whole epoch of steps in one kernel call.
 
-``fused_epoch(plan, X, Y, params, optimizer, backend)`` returns a runner for ``fit``
-when the ``DensePlan`` (see ``fastnn.plan``) fits a kernel: every hidden activation
-has an elementwise kernel, the loss is a cross-entropy, the optimizer is one of the
-kernels' rules, and the arrays are C-contiguous float32 or float64. Stacks whose
-layers have at most ``LOOP_LAYER_MAX`` weights (the planar 2-4-1) run
-``numba_train``'s loop kernel; larger ones ``numba_train_blas``, which calls NumPy's
-own GEMM, with plain SGD folded into the weight-gradient product. Where that GEMM
-cannot be found, the loop kernel up to ``FUSED_EPOCH_MAX`` multiply-adds a step, and
-the generic steps above. Thresholds come from bench/ (see the README's Numba section).
+``fused_epoch(plan, X, Y, params, optimizer, backend, batches)`` returns a runner for
+``fit`` (a ``fastnn.runner.EpochRunner``: ``FusedEpoch``, or ``FusedSteps`` for a
+data-parallel rank) when the ``DensePlan`` (see ``fastnn.plan``) fits a kernel: every
+hidden activation has an elementwise kernel, the loss is a cross-entropy, the optimizer
+is one of the kernels' rules, and the arrays are C-contiguous float32 or float64. Stacks
+whose layers have at most ``LOOP_LAYER_MAX`` weights (the planar 2-4-1) run ``train``'s
+loop kernel; larger ones ``train_blas``'s, which calls NumPy's own GEMM, with plain SGD
+folded into the weight-gradient product. Where that GEMM cannot be found, the loop
+kernel up to ``FUSED_EPOCH_MAX`` multiply-adds a step, and the generic steps above.
+Thresholds come from bench/ (see the README's Numba section).
 
 The runner works on what it is given, never on the model: it reads the parameters'
 ``value`` and writes their ``grad``, and reads the optimizer's settings, state arrays
@@ -23,13 +24,16 @@ import time
 
 import numpy as np
 
+from fastnn.runner import EpochRunner
+
+from .. import hyper
 from ..activation_codes import CODES, SOFTMAX, STEP
 from . import blas as blas
 from . import optimizers as rules
 from . import train as train
 from . import train_blas as train_blas
 from .jit import entry_point, mask
-from .ops import fits, hyper
+from .ops import fits
 
 LOOP_LAYER_MAX = 32  # weights per layer up to which the loop kernel beats the BLAS one
 FUSED_EPOCH_MAX = 1 << 18  # multiply-adds per step (batch * weights) for the loop kernel,
@@ -38,7 +42,6 @@ CHUNK_EPOCHS = 256  # at most this many epochs in one kernel call
 CHUNK_WORK = 1 << 26  # multiply-adds of the forward products per call (~20-50 ms of work)
 WARM_BATCH = 128  # warmup compiles the epoch kernel for batches of 2 and of this
 LOSS_KINDS = {"binary_crossentropy": train.BCE, "categorical_crossentropy": train.XENT}
-HYPER_NAMES = ("momentum", "eps", "rho", "beta1", "beta2")
 
 _GEMM = []  # NumPy's CBLAS GEMM (or None), looked up on first use
 
@@ -50,11 +53,15 @@ def gemm_library():
     return _GEMM[0]
 
 
-def fused_epoch(plan, X, Y, params, optimizer, backend):
-    """A ``FusedEpoch`` for ``plan`` on the prepared (X, Y), or None if no kernel fits."""
+def fused_epoch(plan, X, Y, params, optimizer, backend, batches=None):
+    """A ``FusedEpoch`` for ``plan`` on the prepared (X, Y), or a ``FusedSteps`` where
+    ``batches`` are a data-parallel rank's (see ``Backend.fused_epoch``); None if no
+    kernel fits."""
     gemm = _kernel(plan)
     if gemm is False or not fits(X, Y, *(p.value for p in params)):
         return None
+    if batches is not None and not batches.local:
+        return FusedSteps(plan, X, Y, gemm, params, optimizer, backend, batches)
     return FusedEpoch(plan, X, Y, gemm, params, optimizer, backend)
 
 
@@ -79,12 +86,14 @@ class _Kernel:
     """The epoch kernel built for a plan, and the arrays it keeps between calls: the
     data (transposed once for the loop kernel, which works feature-major) or the BLAS
     kernel's step buffers. ``run`` takes the parameters, gradients and optimizer state
-    as the kernel's tuples of arrays."""
+    as the kernel's tuples of arrays. Built with ``update=False``, the kernel leaves
+    each step's gradients for ``step``'s caller, who applies them with ``apply``."""
 
-    def __init__(self, plan, X, Y, gemm):
+    def __init__(self, plan, X, Y, gemm, update=True):
         self.plan, self.gemm, self.X, self.Y, self.batch = plan, gemm, X, Y, plan.batch
         if gemm is None:
             self.XT, self.YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)
+            self.rows = np.arange(X.shape[0], dtype=np.int64)  # the data's own order
         else:
             self.work = train_blas.buffers(X, Y, [np.empty((x.n_in, x.n_out), X.dtype)
                                                   for x in plan.layers], plan.batch)
@@ -94,12 +103,17 @@ class _Kernel:
         self.alphas = np.array([x.alpha for x in plan.layers], X.dtype)
         self.rule, self.loss_kind = rules.RULES[plan.optimizer], LOSS_KINDS[plan.loss]
         # what the kernel is built for: every layer's kind forward, the hidden layers'
-        # backward, the rule and the loss
+        # backward, the rule and the loss (and, if not, that it leaves the updates out)
         self.build = (mask(*self.kinds.tolist()), mask(*self.kinds[:-1].tolist()),
-                      self.rule, self.loss_kind)
-        self.fold = gemm is not None and self.rule == rules.SGD  # W's update in its GEMM
+                      self.rule, self.loss_kind) + (() if update else (False,))
+        self.fold = gemm is not None and self.rule == rules.SGD and update  # W's update
+        # in its GEMM
         self.no_order = np.empty(0, np.int64)
-        self.call = None  # the kernel's entry point for the arguments' types
+        self.forget()
+
+    def forget(self):
+        """Fetch the entry points again at the next call (the arrays were replaced)."""
+        self.call = self.apply_call = None  # the kernels' entry points for the arguments
 
     def run(self, count, order, arrays, hp_w, hp_b, t):
         """``count`` epochs, each in ``order`` (None: the data's own), from step ``t``:
@@ -108,23 +122,54 @@ class _Kernel:
         sums = np.zeros((count, 2), self.X.dtype)
         # the shuffle's order: a contiguous int64 array (or the empty one), one type always
         order = self.no_order if order is None else np.ascontiguousarray(order, np.int64)
-        head = (self.kinds, self.alphas, *arrays, hp_w, hp_b, int(t))
         if self.gemm is None:
-            args = (*head, self.XT, self.YT, order, self.batch, sums)
+            data = (self.XT, self.YT, order, self.batch)
         else:
-            args = (self.gemm.address(self.X.dtype), self.gemm.ilp64, self.keeps, *head,
-                    self.X, self.Y, order, self.batch, sums, self.work)
+            data = (self.X, self.Y, order, self.batch)
+        return sums, self._call(arrays, (hp_w, hp_b), t, data, 1.0, sums)
+
+    def step(self, start, stop, order, arrays, hp, scale, sums):
+        """One step's gradients (a kernel built with ``update=False``) on rows
+        start..stop-1 of the data, or on the rows ``order[start:stop]`` names where
+        ``order`` is not None, the loss gradient multiplied by ``scale``; its loss and
+        metric sums are added to ``sums[0]``."""
+        if self.gemm is None:  # the loop kernel takes its columns by index
+            order = self.rows if order is None else order
+            taken = np.ascontiguousarray(order[start:stop], np.int64)
+            data = (self.XT, self.YT, taken, stop - start)
+        elif order is None:  # a view of the rows (the type of the data itself)
+            data = (self.X[start:stop], self.Y[start:stop], self.no_order, stop - start)
+        else:
+            taken = np.ascontiguousarray(order[start:stop], np.int64)
+            data = (self.X, self.Y, taken, stop - start)
+        self._call(arrays, hp, 0, data, scale, sums)
+
+    def _call(self, arrays, hp, t, data, scale, sums):
+        """The kernel on these arguments (``data``: X, Y, order, batch); steps taken."""
+        args = (self.kinds, self.alphas, *arrays, *hp, int(t), *data, float(scale), sums)
+        if self.gemm is not None:
+            args = (self.gemm.address(self.X.dtype), self.gemm.ilp64, self.keeps, *args,
+                    self.work)
         if self.call is None:  # every argument keeps its type (callers keep their arrays')
             module = train if self.gemm is None else train_blas
             self.call = entry_point(module.epoch_kernel(*self.build), args)
-        return sums, self.call(*args)
+        return self.call(*args)
+
+    def apply(self, arrays, gradients, hp, t):
+        """Step ``t``'s update of every parameter from ``gradients`` (dWs, dbs), with the
+        state in ``arrays`` (as ``run`` takes them)."""
+        Ws, bs, _, _, *state = arrays
+        args = (Ws, bs, *gradients, *state, *hp, int(t))
+        if self.apply_call is None:
+            self.apply_call = entry_point(train.update_kernel(self.rule), args)
+        self.apply_call(*args)
 
 
-class FusedEpoch:
+class FusedEpoch(EpochRunner):
     """``fit``'s runner for a plan the kernels cover: ``run(order)`` trains one epoch
-    and ``run.epochs(count)`` several in one kernel call (their sums as a (count, 2)
-    array), ``run.chunk`` epochs a call being what ``fit`` takes when nothing happens
-    between epochs; ``run.finish()`` writes any gradient the kernel left unformed.
+    and ``epochs(count)`` several in one kernel call (their sums as a (count, 2)
+    array), ``chunk`` epochs a call being what ``fit`` takes when nothing happens
+    between epochs; ``finish()`` writes any gradient the kernel left unformed.
 
     Where plain SGD's weight update is folded into the weight-gradient product (the
     BLAS kernel), the weights' gradients are never formed during the epoch; ``finish``
@@ -132,14 +177,14 @@ class FusedEpoch:
     so after ``fit`` every parameter's ``grad`` is its last step's gradient, as on
     every backend, while every step keeps the fold's speed."""
 
-    def __init__(self, plan, X, Y, gemm, params, optimizer, backend):
-        self.kernel = _Kernel(plan, X, Y, gemm)
-        self.params, self.optimizer, self.backend = params, optimizer, backend
+    def __init__(self, plan, X, Y, gemm, params, optimizer, backend, update=True):
+        super().__init__(backend, plan.samples)
+        self.kernel = _Kernel(plan, X, Y, gemm, update)
+        self.params, self.optimizer = params, optimizer
         self.setting_names = tuple(name for name, _ in plan.settings)
         # epochs per call for ``fit`` when nothing happens between epochs: short calls
         # (Python gets control back to raise KeyboardInterrupt, say) that still make the
         # per-call cost vanish for the tiny networks where it matters
-        self.samples = plan.samples
         work = self.samples * sum(x.n_in * x.n_out for x in plan.layers)
         self.chunk = max(1, min(CHUNK_EPOCHS, CHUNK_WORK // max(work, 1)))
         self.bound, self.settings = None, None
@@ -165,7 +210,7 @@ class FusedEpoch:
         self.arrays = (Ws, bs, dWs, tuple(p.grad for p, _ in biases), *(
             tuple(_state(p, s, k) for p, s in group)
             for k in (0, 1) for group in (weights, biases)))
-        self.kernel.call = None  # fetched again for the new arrays
+        self.kernel.forget()  # the entry points are fetched again for the new arrays
 
     def _binding(self):
         """The arrays the tuples were built from (compared by identity; holding them
@@ -173,20 +218,26 @@ class FusedEpoch:
         return (self.optimizer.state, *[p.value for p in self.params],
                 *[p.grad for p in self.params])
 
-    def __call__(self, order=None):
+    def run(self, order=None):
         """One epoch in ``order`` (None: the data's own); its (loss, metric) sums."""
         return self.epochs(1, order)[0]
 
-    def epochs(self, count, order=None):
-        """``count`` epochs in one kernel call, each in ``order``: their sums, (count, 2)."""
+    def _ready(self):
+        """Bind the arrays again if one of them was replaced, and the ``hp`` tuples if a
+        setting changed (a schedule changes lr per epoch)."""
         if self.bound is None or not all(map(operator.is_, self._binding(), self.bound)):
             self._bind()
             self.bound = self._binding()
-        optimizer = self.optimizer
-        settings = tuple(getattr(optimizer, name) for name in self.setting_names)
-        if settings != self.settings:  # a schedule changes lr per epoch
-            self.hp = _hypers(self.kernel.rule, dict(zip(self.setting_names, settings)))
+        settings = tuple(getattr(self.optimizer, name) for name in self.setting_names)
+        if settings != self.settings:
+            self.hp = _hypers(self.kernel.plan.optimizer,
+                              dict(zip(self.setting_names, settings)))
             self.settings = settings
+
+    def epochs(self, count, order=None):
+        """``count`` epochs in one kernel call, each in ``order``: their sums, (count, 2)."""
+        self._ready()
+        optimizer = self.optimizer
         sums, taken = self.kernel.run(count, order, self.arrays, *self.hp, optimizer.t)
         optimizer.t += taken
         if self.kernel.fold:
@@ -208,12 +259,73 @@ class FusedEpoch:
             inputs = As[li][:rows]
 
 
+class FusedSteps(FusedEpoch):
+    """The fused runner of a data-parallel rank (``batches`` from
+    ``fastnn.distributed``): per step, one call of the epoch kernel built without the
+    optimizer computes this rank's gradients for its rows of the global batch (the loss
+    gradient scaled by its share of it) into one flat buffer, in the parameters' order;
+    the batches' hook sums that buffer over the ranks (one collective); one call of
+    ``train.update_kernel`` updates every parameter from the sum. Two kernel calls
+    and the collective a step, where the generic steps make dozens of op calls (bench's
+    ``distributed`` group). Each parameter's ``grad`` is a view of the buffer, which
+    ``finish`` fills with the last step's summed gradients."""
+
+    chunk = 1
+
+    def __init__(self, plan, X, Y, gemm, params, optimizer, backend, batches):
+        super().__init__(plan, X, Y, gemm, params, optimizer, backend, update=False)
+        self.batches, self.samples, self.chunk = batches, batches.samples, 1
+        self.summed = None  # the last step's summed gradients, until ``finish``
+
+    def _bind(self):
+        """The gradients as views of one flat buffer, then ``FusedEpoch._bind``."""
+        self.flat = np.empty(sum(p.value.size for p in self.params), self.kernel.X.dtype)
+        self.pieces, at = [], 0
+        for p in self.params:
+            p.grad = self.flat[at:at + p.value.size].reshape(p.value.shape)
+            self.pieces.append((at, at + p.value.size, p.value.shape))
+            at += p.value.size
+        super()._bind()
+
+    def run(self, order=None):
+        """One epoch in ``order`` (None: the data's own), every rank's rows of every
+        global batch; the epoch's (loss, metric) sums over every rank."""
+        self._ready()
+        kernel, batches, optimizer = self.kernel, self.batches, self.optimizer
+        sums = np.zeros((1, 2), kernel.X.dtype)
+        for start, stop, taken in batches.spans(order):
+            scale = 1.0 if batches.scale is None else batches.scale
+            kernel.step(start, stop, taken, self.arrays, self.hp, scale, sums)
+            self.summed = batches.sum_gradients(self.flat)
+            optimizer.t += 1
+            kernel.apply(self.arrays, self._gradients(self.summed), self.hp, optimizer.t)
+        return batches.total(sums[0])
+
+    def epochs(self, count, order=None):
+        """``count`` epochs, one ``run`` each: their sums, (count, 2)."""
+        return np.stack([self.run(order) for _ in range(count)])
+
+    def _gradients(self, summed):
+        """(dWs, dbs) of the summed flat buffer, as the update kernel takes them."""
+        if summed is self.flat:
+            return self.arrays[2], self.arrays[3]
+        if not (summed.dtype == self.flat.dtype and summed.flags.c_contiguous
+                and summed.flags.writeable):  # the arrays' type the entry point expects
+            summed = np.array(summed, self.flat.dtype, order="C")
+        views = [summed[lo:hi].reshape(shape) for lo, hi, shape in self.pieces]
+        return tuple(views[0::2]), tuple(views[1::2])
+
+    def finish(self):
+        """Every parameter's ``grad``: the last step's gradients summed over the ranks."""
+        if self.summed is not None and self.summed is not self.flat:
+            self.flat[...] = self.summed
+        self.summed = None
+
+
 def _hypers(rule, settings):
-    """The kernel's ``hp`` tuples of ``rule`` from the optimizer's settings (a dict by
-    name): the weights' (with weight decay) and the biases' (without)."""
-    extra = {name: settings[name] for name in HYPER_NAMES if name in settings}
-    return (hyper(rule, settings["lr"], settings["weight_decay"], **extra),
-            hyper(rule, settings["lr"], 0.0, **extra))
+    """The kernel's ``hp`` tuples of ``rule`` (its name) from the optimizer's settings (a
+    dict by name): the weights' (with weight decay) and the biases' (without)."""
+    return hyper.hp(rule, settings), hyper.hp(rule, {**settings, "weight_decay": 0.0})
 
 
 def _state(p, state, k):
@@ -242,5 +354,5 @@ def warmup(plan):
         shapes = [(x.n_in, x.n_out) for x in plan.layers], [(x.n_out,) for x in plan.layers]
         Ws, bs = (tuple(np.zeros(s, dtype) for s in group) for group in shapes)
         zeros = [tuple(np.zeros_like(a) for a in group) for group in (Ws, bs) * 3]
-        kernel.run(1, None, (Ws, bs, *zeros), *_hypers(kernel.rule, dict(plan.settings)), 0)
+        kernel.run(1, None, (Ws, bs, *zeros), *_hypers(plan.optimizer, dict(plan.settings)), 0)
     return time.perf_counter() - start

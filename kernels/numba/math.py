@@ -241,7 +241,7 @@ def log1p_unit64(u):
 
 def _by_precision(f32, f64):
     """A function of one float that calls ``f32`` or ``f64``, chosen by the argument's type
-    when the caller compiles, as a subroutine (``numba_jit.call_subroutine``)."""
+    when the caller compiles, as a subroutine (``jit.call_subroutine``)."""
 
     @intrinsic
     def choose(typingctx, x):

@@ -5,7 +5,7 @@
 - A dense layer whose product is small (``m * n_in * n_out <= SMALL_LAYER_MAX``) runs
   as one JIT kernel, product included; larger products go to BLAS (``np.matmul``) and
   the bias and activation are fused into one pass over its output.
-Whole training epochs in one kernel call are ``numba_epoch``'s.
+Whole training epochs in one kernel call are ``epoch``'s.
 The thresholds come from bench/ measurements (see the README's Numba section).
 Activations or layouts no kernel covers fall back to the generic op, which is exact.
 """
@@ -17,6 +17,7 @@ import numpy as np
 
 from fastnn import ops as generic
 
+from .. import hyper as layout
 from ..activation_codes import CODES, IDENTITY, STEP, code_of
 from . import dense as dense
 from . import losses as losses
@@ -146,22 +147,10 @@ def softmax_xent(Z, A, Y, need_grad):
     return _loss(losses.softmax_xent, generic.softmax_xent, Z, A, Y, need_grad, Z.shape[0])
 
 
-def hyper(rule, lr, weight_decay, momentum=0.0, eps=0.0, rho=0.0, beta1=0.0, beta2=0.0,
-           t=1):
-    """The 9-float ``hp`` tuple of ``rule`` (layout in ``numba_optimizers``); floats
-    throughout, so every call shares one compiled specialization."""
-    if rule in (rules.MOMENTUM, rules.NESTEROV):
-        extra = (momentum,)
-    elif rule == rules.ADAGRAD:
-        extra = (eps,)
-    elif rule == rules.RMSPROP:
-        extra = (rho, 1.0 - rho, eps)
-    elif rule == rules.ADAM:
-        extra = (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta1**t, 1.0 - beta2**t)
-    else:
-        extra = ()
-    hp = (float(lr), float(weight_decay), *map(float, extra))
-    return hp + (0.0,) * (9 - len(hp))
+def hyper(rule, lr, weight_decay, t=1, **settings):
+    """The ``hp`` tuple of ``rule`` (a code of ``optimizers.RULES``) from its
+    settings, as ``kernels/hyper.py`` lays it out."""
+    return layout.hp(layout.RULES[rule], {"lr": lr, "weight_decay": weight_decay, **settings}, t)
 
 
 def _update(rule, p, g, s1, s2, hp):

@@ -4,10 +4,10 @@ Every update is written once over flat arrays: ``rules(MASK)`` is the serial ker
 built for the rules in ``MASK`` (a bit mask, as for activation kinds: the other rules'
 loops are pruned before typing), ``update`` the build for every rule, ``update_for``
 the way kernels reach a build, and ``update_parallel`` splits ``update`` across threads
-(``prange`` over chunks) for large parameters. ``hp`` is a tuple of floats (lr,
-weight_decay, h1, ..., h7), with the h's as listed for each rule below; each is cast
-to the parameter's dtype first, so the arithmetic rounds like the NumPy reference's
-float32.
+(``prange`` over chunks) for large parameters. ``hp`` is the tuple of floats that
+``kernels/hyper.py`` lays out, (lr, weight_decay, h1, ..., h7), the h's of each rule
+named there (and in the comments below); each is cast to the parameter's dtype first,
+so the arithmetic rounds like the NumPy reference's float32.
 """
 
 import functools
@@ -15,19 +15,20 @@ import math
 
 from numba import prange
 
+from .. import hyper
 from .jit import by_constant, flat, kernel, mask, members, sole
 from .math import typed_as
 
-SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = range(6)
-RULES = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adagrad": ADAGRAD,
-         "rmsprop": RMSPROP, "adam": ADAM}
+RULES = {name: code for code, name in enumerate(hyper.RULES)}  # the kernels' rule codes
+SGD, MOMENTUM, NESTEROV, ADAGRAD, RMSPROP, ADAM = (
+    RULES[name] for name in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"))
 EVERY_RULE = mask(*RULES.values())
 
 
 @functools.cache
 def rules(MASK):
     """``update`` built for the rules in ``MASK``, branch by branch as
-    ``numba_activations.blocks`` builds its loops; a rule outside the build does
+    ``activations.blocks`` builds its loops; a rule outside the build does
     nothing."""
     IN, SOLE = members(MASK), sole(MASK)
 
@@ -61,15 +62,15 @@ def rules(MASK):
                 s1[i] = h
                 p[i] -= lr * gi / (math.sqrt(h) + h1)
         elif RMSPROP == SOLE or RMSPROP in IN and rule == RMSPROP:
-            # h1 = rho, h2 = 1 - rho, h3 = eps
+            # h1 = rho, h2 = rho2 (1 - rho), h3 = eps
             for i in range(n):
                 gi = g[i] + wd * p[i]
                 h = s1[i] * h1 + h2 * (gi * gi)
                 s1[i] = h
                 p[i] -= lr * gi / (math.sqrt(h) + h3)
         elif ADAM == SOLE or ADAM in IN and rule == ADAM:
-            # h1, h2 = beta1, 1 - beta1; h3, h4 = beta2, 1 - beta2; h5 = eps;
-            # h6, h7 = 1 - beta1**t, 1 - beta2**t (bias corrections at step t)
+            # h1, h2 = beta1, beta1c (1 - beta1); h3, h4 = beta2, beta2c; h5 = eps;
+            # h6, h7 = fix1, fix2 (1 - beta1**t, 1 - beta2**t: bias corrections at step t)
             for i in range(n):
                 gi = g[i] + wd * p[i]
                 m = s1[i] * h1 + h2 * gi

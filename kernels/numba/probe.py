@@ -5,7 +5,7 @@ a first ``fit``.
 
 It calls a build through ``by_constant`` and a kernel through ``subroutine`` (both
 compiled as subroutines linked into the caller: ``call_subroutine``), asks for wide
-vectors, takes a ``flat`` view, runs the float32 exp of ``numba_math`` (bit casts
+vectors, takes a ``flat`` view, runs the float32 exp of ``math`` (bit casts
 between floats and integers), and is called through its ``entry_point``. Like every
 kernel it is cached on disk: a later process with the same Numba loads it (a few
 milliseconds), and the first one compiles it (start-up figures in the README).

@@ -14,7 +14,7 @@ the sigmoid + BCE loss use the same element functions, and only the weight and b
 gradients' sums over the batch are reassociated (``_dot``).
 
 Layers arrive as tuples of arrays (one entry per layer), their activations as
-``kinds``/``alphas`` arrays, and the optimizer's ``hp`` tuples as ``numba_optimizers``
+``kinds``/``alphas`` arrays, and the optimizer's ``hp`` tuples as ``kernels/hyper.py``
 lays them out; the caller adds the returned step count to its t.
 
 The kernel is built per model configuration (``epoch_kernel``): the masks of the
@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from .. import hyper
 from ..activation_codes import SOFTMAX
 from .activations import forward_block_for, grad_block_for
 from .dense import _zeros
@@ -129,10 +130,10 @@ _forward = by_constant(_forward_build)  # _forward(MASK, kind, inT, ...)
 
 
 @kernel(inline=True)
-def _softmax_xent(ZT, AT, YT, dZT):
-    """Summed cross-entropy of softmax columns; dZT = (a - y) / batch."""
+def _softmax_xent(ZT, AT, YT, dZT, scale):
+    """Mean cross-entropy of softmax columns; dZT = (a - y) * scale / batch."""
     n, m = ZT.shape
-    scale = typed_as(dZT, 1.0 / max(m, 1))
+    scale = typed_as(dZT, scale / max(m, 1))
     total = 0.0
     for i in range(m):
         top, sum_exp = _column_exp_sum(ZT, i)
@@ -180,28 +181,58 @@ def _backward(inT, W, dZT, dW, db, dInT, need_dx):
             _combine(dInT[k], dZT, W[k])
 
 
+FIX1, FIX2 = hyper.slot("adam", "fix1"), hyper.slot("adam", "fix2")
+BETA1, BETA2 = hyper.slot("adam", "beta1"), hyper.slot("adam", "beta2")
+assert (FIX1, FIX2) == (hyper.SIZE - 2, hyper.SIZE - 1), "_adam_hp replaces the last two"
+
+
 @kernel(inline=True)
 def _adam_hp(hp, t):
-    """hp with Adam's bias corrections 1 - beta**t for step t."""
-    return (hp[0], hp[1], hp[2], hp[3], hp[4], hp[5], hp[6],
-            1.0 - hp[2] ** float(t), 1.0 - hp[4] ** float(t))
+    """hp with Adam's bias corrections (``kernels/hyper.py``'s fix1, fix2) for step t."""
+    return hp[:FIX1] + (1.0 - hp[BETA1] ** float(t), 1.0 - hp[BETA2] ** float(t))
 
 
 @functools.cache
-def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
-    """``train_epoch`` built for one configuration: the masks of the forward kinds (every
-    layer's) and the backward kinds (the hidden layers'), the optimizer rule and the loss
-    kind, all constants of the build."""
+def update_kernel(RULE):
+    """``update_layers`` built for one optimizer rule: step t's update of every layer from
+    its gradients. The loop kernel calls it after each step; a data-parallel rank calls it
+    itself, with the gradients summed over the ranks after a step of an ``UPDATE=False``
+    epoch kernel (of either module)."""
     RULES = mask(RULE)
 
-    @kernel(build=(FORWARD, BACKWARD, RULE, LOSS))
+    @kernel(build=(RULE,))
+    def update_layers(Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW, hpb, t):
+        hw, hb = hpW, hpb
+        if RULE == ADAM:
+            hw, hb = _adam_hp(hpW, t), _adam_hp(hpb, t)
+        for li in range(len(Ws)):
+            update_for(RULES, RULE, flat(Ws[li]), flat(dWs[li]), flat(s1W[li]),
+                       flat(s2W[li]), hw)
+            update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
+
+    return update_layers
+
+
+update_layers_for = by_constant(update_kernel)  # update_layers_for(RULE, ...) in kernels
+
+
+@functools.cache
+def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, UPDATE=True):
+    """``train_epoch`` built for one configuration: the masks of the forward kinds (every
+    layer's) and the backward kinds (the hidden layers'), the optimizer rule and the loss
+    kind, all constants of the build. ``UPDATE=False`` builds it without the optimizer:
+    each step's gradients are left in ``dWs`` and ``dbs`` for the caller to combine and
+    apply (data-parallel ranks, one step per call, then ``update_kernel``)."""
+
+    @kernel(build=(FORWARD, BACKWARD, RULE, LOSS) + (() if UPDATE else (0,)))
     def train_epoch(kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW, hpb, t, XT, YT,
-                    order, batch, sums):
+                    order, batch, scale, sums):
         """``len(sums)`` epochs of mini-batch steps over the (features, samples) arrays XT
-        and YT (each in ``order``, if not empty), with the optimizer at step ``t`` before
-        them; adds epoch e's loss and metric sums to ``sums[e]`` and returns the number of
-        steps taken."""
-        m, layers = XT.shape[1], len(Ws)
+        and YT (each over the samples ``order`` names, if not empty), with the optimizer
+        at step ``t`` before them; adds epoch e's loss and metric sums to ``sums[e]`` and
+        returns the number of steps taken. The loss gradient is multiplied by ``scale``
+        (a data-parallel rank's share of the global batch; 1 otherwise)."""
+        m, layers = XT.shape[1] if order.shape[0] == 0 else order.shape[0], len(Ws)
         steps = 0
         for epoch in range(sums.shape[0]):
             for start in range(0, m, batch):
@@ -220,9 +251,9 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
                 ZT, AT = Zs[layers - 1], ins[layers]
                 dZT = np.empty_like(ZT)
                 if LOSS == BCE:
-                    loss = sigmoid_bce(ZT, AT, YTb, dZT, 1.0 / max(ZT.size, 1), True)
+                    loss = sigmoid_bce(ZT, AT, YTb, dZT, scale / max(ZT.size, 1), True)
                 else:
-                    loss = _softmax_xent(ZT, AT, YTb, dZT)
+                    loss = _softmax_xent(ZT, AT, YTb, dZT, scale)
                 sums[epoch, 0] += typed_as(sums, loss) * rows
                 sums[epoch, 1] += _score(LOSS, AT, YTb)
                 for li in range(layers - 1, -1, -1):
@@ -235,13 +266,9 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
                             grad_block_for(BACKWARD, kinds[li - 1], dInT[j], Zs[li - 1][j],
                                            ins[li][j], dZT[j], zeros.copy(), alphas[li - 1])
                 steps += 1
-                hw, hb = hpW, hpb
-                if RULE == ADAM:
-                    hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
-                for li in range(layers):
-                    update_for(RULES, RULE, flat(Ws[li]), flat(dWs[li]),
-                               flat(s1W[li]), flat(s2W[li]), hw)
-                    update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
+                if UPDATE:
+                    update_layers_for(RULE, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW, hpb,
+                                      t + steps)
         return steps
 
     return train_epoch

@@ -1,8 +1,8 @@
 """A whole training epoch of a stack of Dense layers in one kernel call, products by BLAS.
 
-For stacks with layers too big for ``numba_train``'s loops (the MLP 784-256-256-10,
+For stacks with layers too big for ``train``'s loops (the MLP 784-256-256-10,
 anything past 32 weights a layer), the products go to NumPy's own GEMM, called from
-inside the kernel (``numba_blas``), so a step costs its GEMMs plus one serial pass
+inside the kernel (``blas``), so a step costs its GEMMs plus one serial pass
 per elementwise job and no Python at all. Arrays are batch-first as everywhere else
 in fastnn. The step's buffers come from the caller (``buffers``), allocated once, so
 no step allocates (a fresh buffer of 128 KiB or more can be new pages from the OS,
@@ -19,10 +19,10 @@ weight gradients afterwards, when they are read, from the step buffers (``work``
 which still hold that step's inputs and dZ.
 
 Layers arrive as tuples of arrays, activations as ``kinds``/``alphas``, the optimizer's
-``hp`` tuples as ``numba_optimizers`` lays them out; the caller adds the returned step
+``hp`` tuples as ``kernels/hyper.py`` lays them out; the caller adds the returned step
 count to its t. The kernel is built per model configuration (``epoch_kernel``): the
 forward and backward kinds, the optimizer rule and the loss are closure constants, so a
-build compiles only the loops its model runs (see ``numba_train.epoch_kernel``).
+build compiles only the loops its model runs (see ``train.epoch_kernel``).
 """
 
 import functools
@@ -54,24 +54,28 @@ def _rows(source, order, start, rows, out):
 
 
 @functools.cache
-def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
+def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, UPDATE=True):
     """``train_epoch`` built for one configuration: the masks of the forward kinds (every
     layer's) and the backward kinds (the hidden layers'), the optimizer rule and the loss
-    kind, all constants of the build."""
-    RULES, FOLD = mask(RULE), RULE == SGD
+    kind, all constants of the build. ``UPDATE=False`` builds it without the optimizer:
+    each step's gradients are left in ``dWs`` and ``dbs`` for the caller to combine and
+    apply (data-parallel ranks, one step per call, then ``train.update_kernel``)."""
+    RULES, FOLD = mask(RULE), RULE == SGD and UPDATE
 
-    @kernel(build=(FORWARD, BACKWARD, RULE, LOSS))
+    @kernel(build=(FORWARD, BACKWARD, RULE, LOSS) + (() if UPDATE else (0,)))
     def train_epoch(address, ilp64, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b,
-                    s2W, s2b, hpW, hpb, t, X, Y, order, batch, sums, work):
+                    s2W, s2b, hpW, hpb, t, X, Y, order, batch, scale, sums, work):
         """``len(sums)`` epochs of mini-batch steps over the batch-first arrays X and Y
-        (each in ``order``, if not empty), with the GEMM at ``address`` and the optimizer at
-        step ``t`` before them; adds epoch e's loss and metric sums to ``sums[e]`` and
-        returns the number of steps taken. ``work`` holds the step's buffers, each with
-        ``min(batch, m)`` rows (see ``buffers``). Layer li keeps Z + b only if
-        ``keeps[li]`` (the output layer, and hidden activations whose derivative needs z):
-        the others' derivatives read A in its place."""
+        (each over the rows ``order`` names, if not empty), with the GEMM at ``address``
+        and the optimizer at step ``t`` before them; adds epoch e's loss and metric sums
+        to ``sums[e]`` and returns the number of steps taken. The loss gradient is
+        multiplied by ``scale`` (a data-parallel rank's share of the global batch; 1
+        otherwise). ``work`` holds the step's buffers, each with ``min(batch, m)`` rows
+        (see ``buffers``). Layer li keeps Z + b only if ``keeps[li]`` (the output layer,
+        and hidden activations whose derivative needs z): the others' derivatives read
+        A in its place."""
         Xbuf, Ybuf, Zs, As, dZs, dAs = work
-        m, layers = X.shape[0], len(Ws)
+        m, layers = X.shape[0] if order.shape[0] == 0 else order.shape[0], len(Ws)
         steps = 0
         for epoch in range(sums.shape[0]):
             for start in range(0, m, batch):
@@ -86,14 +90,14 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
                     ins.append(A)
                 Z, A, dZ = Zs[layers - 1][:rows], ins[layers], dZs[layers - 1][:rows]
                 if LOSS == BCE:
-                    loss = sigmoid_bce(Z, A, Yb, dZ, 1.0 / max(Z.size, 1), True)
+                    loss = sigmoid_bce(Z, A, Yb, dZ, scale / max(Z.size, 1), True)
                 else:
-                    loss = softmax_xent(Z, A, Yb, dZ, 1.0 / max(rows, 1), True)
+                    loss = softmax_xent(Z, A, Yb, dZ, scale / max(rows, 1), True)
                 sums[epoch, 0] += typed_as(sums, loss) * rows
                 sums[epoch, 1] += _score(LOSS, A.T, Yb.T)
                 steps += 1
                 hw, hb = hpW, hpb
-                if RULE == ADAM:
+                if UPDATE and RULE == ADAM:
                     hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
                 _sum_rows(dZ, dbs[layers - 1])
                 for li in range(layers - 1, -1, -1):
@@ -106,9 +110,11 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS):
                              True, False)
                     else:
                         gemm(address, ilp64, ins[li], dZ, dWs[li], 1.0, 0.0, True, False)
+                    if UPDATE and not FOLD:
                         update_for(RULES, RULE, flat(Ws[li]), flat(dWs[li]),
                                    flat(s1W[li]), flat(s2W[li]), hw)
-                    update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
+                    if UPDATE:
+                        update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
                     if li > 0:  # through the activation below: its dZ and db
                         below = As[li - 1][:rows]
                         dbs[li - 1][:] = 0
