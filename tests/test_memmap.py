@@ -202,3 +202,28 @@ def test_gradcheck_reads_a_memmap_whole(tmp_path):
     X, y = _data(n=8)
     model = Sequential([Dense(6, 3, "tanh"), Dense(3, 1, "sigmoid")], seed=0)
     assert fastnn.gradcheck(model, _saved(tmp_path, "X", X), y).passed
+
+
+def test_out_of_core_data_takes_the_generic_steps(backend, tmp_path):
+    """The choice documented in ``fastnn.training.epoch_runner``: no fused epoch (which
+    wants the data in memory) and no replay (which cannot read the host) for Rows."""
+    from fastnn.steps import Steps
+    from fastnn.training import epoch_runner
+
+    X, y = _data(n=64)
+    model = Sequential([Dense(6, 4, "relu"), Dense(4, 1, "sigmoid")], seed=0)
+    model.optimizer = fastnn.optimizers.get("sgd")
+    X, Y = model.prepare(_saved(tmp_path, "X", X), y)
+    assert isinstance(X, outofcore.Rows)
+    assert type(epoch_runner(model, X, Y, 16)) is Steps
+
+
+def test_pandas_and_lists_are_read_whole():
+    pandas = pytest.importorskip("pandas", reason="pandas is not installed (pip install pandas)")
+    X, y = _data(n=30)
+    frame, labels = pandas.DataFrame(X), pandas.Series(y, index=range(100, 130))
+    assert not outofcore.streams(frame) and not outofcore.streams(labels)
+    assert not outofcore.streams(X.tolist())
+    model = Sequential([Dense(6, 1, "sigmoid")], seed=0)
+    model.fit(frame, labels, epochs=1)
+    assert model.predict(frame).shape == (30,)
