@@ -175,6 +175,11 @@ def test_bad_out_of_core_data_gets_clear_errors(tmp_path):
         model.fit(_saved(tmp_path, "X", X), _saved(tmp_path, "y", y[:19]))
     with pytest.raises(TypeError, match=r"y must be numeric"):
         model.fit(X, SliceOnly(np.array(["a"] * 20)))
+    softmax = fastnn.from_layer_dims([2, 4, 3], "relu", "softmax", seed=0)  # inf - inf
+    softmax.layers[0].W.value[...] = [[10.0, 10.0, 1.0, 1.0], [10.0, -10.0, 1.0, -1.0]]
+    huge = _saved(tmp_path, "X2", np.array([[0.5, 0.25], [3e38, 3e38], [-1.0, 2.0]]))
+    with pytest.raises(fastnn.NotFinite, match=r"the largest input is 3e\+38 in magnitude"):
+        softmax.predict(huge)
 
 
 def test_what_streams():
@@ -183,18 +188,23 @@ def test_what_streams():
     assert outofcore.streams(SliceOnly(X))
 
 
-def test_data_parallel_on_a_memmap(tmp_path):
-    """Two data-parallel ranks (threads of this process) on the whole memmap each
-    (``sharded=False``), validation included: the parameters of the same job on the
-    data in memory."""
+@pytest.mark.parametrize("sharded", [False, True])
+def test_data_parallel_on_a_memmap(tmp_path, sharded):
+    """Two data-parallel ranks (threads of this process) on the whole memmap each, or
+    on a part of it each (``sharded``), validation included: the parameters of the
+    same job on the data in memory."""
     from fastnn.distributed.local import simulate
 
     X, y = _data(n=240)
     Xm, ym = _saved(tmp_path, "X", X), _saved(tmp_path, "y", y)
     memory, mapped = _pair(_dropout_net)
-    options = dict(epochs=2, batch_size=40, seed=5)
-    simulate(2, memory, X, y, validation_data=(X[:60], y[:60]), **options)
-    simulate(2, mapped, Xm, ym, validation_data=(Xm[:60], ym[:60]), **options)
+    options = dict(epochs=2, batch_size=40, seed=5, sharded=sharded)
+    for model, (X_, y_) in ((memory, (X, y)), (mapped, (Xm, ym))):
+        train, val = (X_, y_), (X_[:60], y_[:60])
+        if sharded:
+            train, val = ([a[:100], a[100:]] for a in train), ([a[:30], a[30:60]] for a in val)
+        simulate(2, model, *train, validation_data=tuple(zip(*val)) if sharded else val,
+                 **options)
     assert _same_parameters(memory, mapped)
 
 
