@@ -1,9 +1,9 @@
 """Sequential: a stack of layers with a loss, trained by ``fit``.
 
 The high-level API (``fit``, ``predict``, ``predict_proba``, ``evaluate``) takes
-NumPy (or the backend's own) arrays, or out-of-core data such as a ``np.memmap`` that
-it reads a chunk of rows at a time (``fastnn.outofcore``), and returns NumPy; the layer-level API
-(``forward``, ``compute_gradients``) takes and returns arrays of the backend.
+NumPy (or the backend's own) arrays, or out-of-core data such as a ``np.memmap``, read
+a chunk of rows at a time (``fastnn.outofcore``), and returns NumPy; the layer-level
+API (``forward``, ``compute_gradients``) takes and returns arrays of the backend.
 Data is batch-first: X has shape (n_samples, n_features), or (n_samples, channels,
 height, width) for images (NCHW, as in PyTorch).
 """

@@ -42,6 +42,10 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
         clip_norm=None, clip_value=None, progress=False, distributed=None):
     """Train ``model`` on (X, y) and return this call's per-epoch history.
 
+    X, y (and validation_data): NumPy arrays (or the backend's), or out-of-core data, a
+    ``np.memmap`` or an array-like that slices, read a batch at a time
+    (``fastnn.outofcore``).
+
     batch_size: rows per step; None trains full-batch (the tutorials' gradient descent).
     optimizer: a name ('sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam') or an
         Optimizer; None keeps the model's current optimizer, else plain SGD. ``lr`` sets

@@ -112,17 +112,18 @@ def _bad_values(host, what, limit, first_row):
     if too_large:
         bad = np.abs(host) > limit
     first = tuple(int(i) for i in np.argwhere(bad)[0])
-    at = first if first_row is None else (first[0] + first_row, *first[1:])
-    if first_row is None:
-        count = f"{int(bad.sum())} "
-    else:
-        count, at = "", f"{at} ({what} is read in chunks; checking stopped at the first)"
+    value = [f"{host[first].item():.3g}"] if too_large else []
+    count, at = f"{int(bad.sum())} ", first
+    if first_row is not None:  # a chunk: its rows' place in the whole, nothing counted
+        count, at = "", (first[0] + first_row, *first[1:])
+        value.append(f"{what} is read in chunks; checking stopped at the first")
+    at = f"{at} ({'; '.join(value)})" if value else f"{at}"
     if not too_large:
         return (f"{what} contains {count}NaN or infinite value(s), the first at index {at}; "
                 f"remove or impute them before training")
     return (f"{what} has {count}value(s) too large for the model's dtype (beyond "
-            f"+-{limit:.3g}), the first at index {at} ({host[first].item():.3g}); scale the "
-            f"data (fastnn.data.standardize) or use a float64 model (dtype='float64')")
+            f"+-{limit:.3g}), the first at index {at}; scale the data "
+            f"(fastnn.data.standardize) or use a float64 model (dtype='float64')")
 
 
 def _kind_words(dtype):

@@ -140,6 +140,12 @@ def test_nan_in_a_later_chunk_names_its_row(tmp_path, monkeypatch):
         model.fit(Xm, y)
     with pytest.raises(ValueError, match=message):
         model.predict(Xm)
+    X[555, 3] = 1e300  # beyond float32
+    with pytest.raises(ValueError, match=r"X has value\(s\) too large for the model's dtype "
+                                         r"\(beyond \+-3.4e\+38\), the first at index \(555, 3\) "
+                                         r"\(1e\+300; X is read in chunks; checking stopped at the "
+                                         r"first\)"):
+        model.fit(_saved(tmp_path, "X3", X), y)
     with pytest.raises(ValueError, match=r"X_val contains NaN .*index \(555, 3\)"):
         model.fit(_data()[0], y, validation_data=(Xm, y))
     y = y.astype(np.float64)
