@@ -40,6 +40,19 @@ class SliceOnly:
         return out
 
 
+class H5pyLike(SliceOnly):
+    """Also takes an index array, if it is increasing (as h5py's datasets do)."""
+
+    def __getitem__(self, key):
+        if isinstance(key, np.ndarray):
+            if np.any(np.diff(key) <= 0):
+                raise TypeError("Indexing elements must be in increasing order")
+            self.rows_read += key.size
+            self.batches = getattr(self, "batches", 0) + 1
+            return self.array[key]
+        return super().__getitem__(key)
+
+
 def _pair(layers, backend=None):
     return [Sequential(layers(), seed=4, backend=backend) for _ in range(2)]
 
@@ -87,17 +100,21 @@ def test_memmap_mlp_matches_in_memory(backend, tmp_path):
         assert _same_parameters(memory, mapped)
 
 
-def test_slice_only_source_reads_rows_not_the_whole(tmp_path):
-    """An array-like that only slices trains and predicts as the array does; a pass
-    (the checks, an epoch, a prediction) reads each row once."""
+@pytest.mark.parametrize("kind", [SliceOnly, H5pyLike])
+def test_array_likes_read_rows_not_the_whole(kind):
+    """An array-like that only slices (read a row at a time), or that also takes an
+    increasing index array (a batch's rows sorted, read, and put back in the batch's
+    order), trains and predicts as the array does; a pass (the checks, an epoch, a
+    prediction) reads each row once."""
     X, y = _data(n=300)
-    source = SliceOnly(X)
+    source = kind(X)
     memory, sliced = _pair(_dropout_net)
     options = dict(epochs=2, batch_size=32, seed=1)
     memory.fit(X, y, **options)
     sliced.fit(source, y, **options)
     assert _same_parameters(memory, sliced)
     assert source.rows_read == 300 * 3  # the checks and two shuffled epochs
+    assert getattr(source, "batches", 0) == (20 if kind is H5pyLike else 0)  # 10 a epoch
     assert np.array_equal(memory.predict(X), sliced.predict(source))
 
 
