@@ -114,7 +114,7 @@ def test_array_likes_read_rows_not_the_whole(kind):
     sliced.fit(source, y, **options)
     assert _same_parameters(memory, sliced)
     assert source.rows_read == 300 * 3  # the checks and two shuffled epochs
-    assert getattr(source, "batches", 0) == (20 if kind is H5pyLike else 0)  # 10 a epoch
+    assert getattr(source, "batches", 0) == (20 if kind is H5pyLike else 0)  # 10 an epoch
     assert np.array_equal(memory.predict(X), sliced.predict(source))
 
 
