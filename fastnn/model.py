@@ -160,7 +160,8 @@ class Sequential:
         backend, dtype, limit = self.backend, self.dtype, self.largest()
         X = outofcore.Rows(backend, X, what, lambda host: backend.asarray(host, dtype))
         check_samples(X, self.input_shape, what)
-        return X.check(lambda host, row: as_device_array(backend, host, what, limit, row))
+        return X.check(lambda host, row: backend.asarray(
+            as_device_array(backend, host, what, limit, row), dtype))
 
     def largest(self):
         """The largest finite value of the model's dtype: input beyond it cannot be cast."""

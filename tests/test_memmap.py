@@ -247,7 +247,7 @@ def test_out_of_core_data_takes_the_generic_steps(backend, tmp_path):
     model = Sequential([Dense(6, 4, "relu"), Dense(4, 1, "sigmoid")], seed=0)
     model.optimizer = fastnn.optimizers.get("sgd")
     X, Y = model.prepare(_saved(tmp_path, "X", X), y)
-    assert isinstance(X, outofcore.Rows)
+    assert isinstance(X, outofcore.Rows) and X.dtype == model.dtype  # float64 file, cast
     assert type(epoch_runner(model, X, Y, 16)) is Steps
 
 
