@@ -55,6 +55,7 @@ def test_pool_ops_match_the_reference(emulated, kind, name, dtype):  # noqa: F81
 
 
 @pytest.mark.parametrize("test", [
+    on_backends.test_conv_backward_rebuilds_what_a_forward_did_not_keep,
     on_backends.test_max_pool_ties_go_to_the_first_maximum_and_nan_wins,
     on_backends.test_a_nan_spreads_only_to_the_outputs_whose_windows_hold_it,
     on_backends.test_conv2d_layer_forward_and_backward,
