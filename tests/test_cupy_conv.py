@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 import test_conv as on_backends
 import test_conv_model as models
+from distributed_cases import IMAGE_VAL, IMAGES, LABELS, OPTIONS, cnn, state
 from test_cupy_kernels import emulated  # noqa: F401 (the fixture: CUDA kernels on the CPU)
 
 import fastnn
 from fastnn import activations, backends, conv_ops
 from fastnn.activations import Tanh
+from fastnn.distributed import DataParallel, run_local, simulate
 from fastnn.kernels import activation_codes
 from fastnn.kernels.cuda import conv as cuda_conv
 from fastnn.kernels.cuda import source as cupy_source
@@ -217,3 +219,25 @@ def test_training_a_cnn_on_device_data_reads_once_per_epoch(emulated):  # noqa: 
     assert counted.to_host == counted.checks + 2 + 1
     assert {"im2col", "conv_bias_act_forward", "conv_act_backward", "col2im", "maxpool_forward",
             "maxpool_backward"} <= set(launched(emulated, before))
+
+
+def test_data_parallel_cnn_training_through_the_kernels_is_exact(emulated):  # noqa: F811
+    """As tests/test_distributed.py checks it on every backend: two ranks give
+    simulate(2)'s bits, within 1e-12 of one process."""
+    reference = cnn(emulated)
+    expected = simulate(2, reference, IMAGES, LABELS, validation_data=IMAGE_VAL, **OPTIONS)
+
+    def train(comm):
+        net = cnn(emulated)
+        history = net.fit(IMAGES, LABELS, validation_data=IMAGE_VAL,
+                          distributed=DataParallel(comm), **OPTIONS)
+        return history, state(net)
+
+    for history, arrays in run_local(2, train, 60.0):
+        assert history == expected
+        for a, b in zip(arrays, state(reference), strict=True):
+            np.testing.assert_array_equal(a, b)
+    alone = cnn(emulated)
+    alone.fit(IMAGES, LABELS, validation_data=IMAGE_VAL, **OPTIONS)
+    for a, b in zip(state(reference), state(alone), strict=True):
+        assert np.max(np.abs(a - b)) <= 1e-12 * np.max(np.abs(b))
