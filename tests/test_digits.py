@@ -23,6 +23,17 @@ def test_digits_shape_scale_and_labels():
     assert np.bincount(y).min() >= 170  # about 180 images per digit
 
 
+def test_digits_as_images_are_the_same_pixels_in_rows_of_8():
+    X, y = datasets.digits()
+    images, labels = datasets.load("digits", images=True)
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == np.float64
+    np.testing.assert_array_equal(images[:, 0, 2, :], X[:, 16:24])  # row 2 of each image
+    np.testing.assert_array_equal(images.reshape(1797, 64), X)
+    np.testing.assert_array_equal(labels, y)
+    with pytest.raises(TypeError, match="images must be True or False; got 'yes'"):
+        datasets.digits(images="yes")
+
+
 def test_digits_are_scikit_learns_and_load_without_it(monkeypatch):
     from sklearn.datasets import load_digits  # the test extra has scikit-learn
 
