@@ -1,6 +1,6 @@
 """The handwritten digits fastnn ships: the data (scikit-learn's, without needing
-scikit-learn), a clear error for a damaged copy, and the digits example reaching at least
-95% test accuracy."""
+scikit-learn), also as 8x8 images, a clear error for a damaged copy, the digits example
+reaching at least 95% test accuracy and a small CNN at least 98.5%."""
 
 import gzip
 import importlib.resources
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastnn
-from fastnn import datasets
+from fastnn import datasets, presets
 from fastnn.data import standardize, train_test_split
 
 
@@ -72,3 +72,22 @@ def test_digits_example_reaches_95_percent():
     assert result["accuracy"] >= 0.95, result
     assert history["accuracy"][-1] >= 0.99  # it has learned the training set
     assert history["loss"][-1] < history["loss"][0] / 10
+
+
+DIGITS_CNN = "conv30x5same-maxpool2-dense100"  # docs/guide/convolution.md's example
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_a_small_cnn_on_the_digit_images_reaches_98_5_percent(name):
+    """SimpleConvNet with 'same' padding on the 8x8 images, Adam, 15 epochs, on the same
+    split as the MLP example (which reaches about 98%): 99.6% on both backends; seeds 0
+    to 5 gave 99.1% to 99.6% when this test was written."""
+    reason = fastnn.available_backends()[name]
+    if reason:
+        pytest.skip(reason)
+    X, y = datasets.digits(images=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, seed=0)
+    model = presets.cnn(DIGITS_CNN, (1, 8, 8), 10, seed=0, backend=name)
+    model.fit(X_train, y_train, epochs=15, batch_size=32, optimizer="adam", lr=0.003, seed=0)
+    result = model.evaluate(X_test, y_test)
+    assert result["accuracy"] >= 0.985, result
