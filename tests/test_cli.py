@@ -158,7 +158,7 @@ def test_documented_examples_run_and_reach_their_accuracy(capsys, tmp_path, monk
     empty directory."""
     monkeypatch.chdir(tmp_path)
     commands = documented_cli_commands()
-    assert [c[1] for c in commands] == ["info", "train", "train", "train", "check"]
+    assert [c[1] for c in commands] == ["info", "train", "train", "train", "train", "check"]
     for command in commands:
         status, out, err = run_cli(capsys, *command[1:])
         assert status == 0, err
@@ -173,6 +173,10 @@ def test_documented_examples_run_and_reach_their_accuracy(capsys, tmp_path, monk
     more = json.loads((tmp_path / "runs/digits-more/metrics.json").read_text())
     assert more["test"]["accuracy"] >= 0.95  # resumed on the numba backend
     assert fastnn.load(tmp_path / "runs/digits-more/model.npz").epochs_trained == 40
+    cnn = json.loads((tmp_path / "runs/digits-cnn/metrics.json").read_text())
+    assert cnn["test"]["accuracy"] >= 0.985  # the convolutional network on the 8x8 images
+    assert fastnn.load(tmp_path / "runs/digits-cnn/model.npz").shapes[:2] == [(1, 8, 8),
+                                                                            (30, 8, 8)]
 
 
 def test_resume_continues_exactly_as_one_run(capsys, tmp_path):
