@@ -72,19 +72,18 @@ def layers(spec, input_shape, n_out, hidden_activation="relu", output_activation
     (a kernel larger than its input, a conv whose windows do not tile it).
     """
     name, text = resolve(spec)
-    parsed = [_parse_token(token) for token in text.split("-")]
+    tokens = text.split("-")
+    parsed = [_parse_token(token) for token in tokens]
     if None in parsed:
-        raise ValueError(_unknown(text.split("-")[parsed.index(None)], name))
-    shape = tuple(input_shape)
-    built = []
-    for token, (kind, numbers) in [*zip(text.split("-"), parsed), ("the output layer", (None, ()))]:
+        raise ValueError(_unknown(tokens[parsed.index(None)], name))
+    tokens.append("the output layer")
+    parsed.append(("output", (n_out, output_activation)))
+    shape, built = tuple(input_shape), []
+    for token, (kind, numbers) in zip(tokens, parsed):
         try:
             new = _layers_of(kind, numbers, shape, hidden_activation, init, first=not built)
         except ValueError as error:
             raise ValueError(f"model {name!r}: {token}: {error}") from None
-        if kind is None:
-            new = [*([Flatten()] if len(shape) == 3 else []),
-                   Dense(math.prod(shape), n_out, output_activation, init=init)]
         for layer in new:
             shape = _output_shape(layer, shape, name, token, input_shape)
         built += new
@@ -103,7 +102,8 @@ def cnn(spec, input_shape, n_out, hidden_activation="relu", output_activation="s
 
 
 def _layers_of(kind, numbers, shape, activation, init, first):
-    """The layers one token stands for (a Flatten first where Dense follows images)."""
+    """The layers one token stands for (a Flatten first where Dense follows images);
+    the kind 'output' is the output layer, ``numbers`` its (n_out, activation)."""
     if kind == "conv":
         out, kernel, pad, same, stride = numbers
         padding = "same" if same else int(pad or 0)
@@ -114,9 +114,10 @@ def _layers_of(kind, numbers, shape, activation, init, first):
         pool, size, stride = numbers
         cls = MaxPool2D if pool == "max" else AvgPool2D
         return [cls(int(size), None if stride is None else int(stride))]
-    if kind == "dense":
+    if kind in ("dense", "output"):
+        n, activation = (int(numbers[0]), activation) if kind == "dense" else numbers
         flatten = [Flatten()] if len(shape) == 3 else []
-        return [*flatten, Dense(math.prod(shape), int(numbers[0]), activation, init=init)]
+        return [*flatten, Dense(math.prod(shape), n, activation, init=init)]
     if kind == "dropout":
         return [Dropout(float(numbers[0]))]
     return {"gap": [GlobalAvgPool2D()], "flatten": [Flatten()]}.get(kind, [])
