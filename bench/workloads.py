@@ -75,8 +75,11 @@ def gpu_catalog(quick=False):
     """The GPU check's workloads (``bench.gpu_check``), float32: every activation's
     forward and backward on arrays well beyond a GPU's L2 cache, the MLP
     784-1024-1024-10 step at batch 4096 with its 8 GEMMs, the planar net (10,000
-    iterations), and one epoch over 60,000 x 784; ``quick`` shrinks them all (the
-    CPU rehearsal)."""
+    iterations), one epoch over 60,000 x 784, and the training steps of SimpleConvNet
+    (batch 100) and LeNet-5 (batch 512); ``quick`` shrinks them all (the CPU
+    rehearsal)."""
+    from bench import conv_workloads  # it builds on this module: imported when used
+
     shape = (64, 256) if quick else (32768, 1024)
     items = [elementwise(d, name, shape, "float32") for name in ACTIVATIONS
              for d in ("forward", "backward")]
@@ -84,6 +87,8 @@ def gpu_catalog(quick=False):
     items += [mlp_gemms_only(batch, "float32", dims), mlp_step(batch, "float32", dims=dims)]
     items += [planar(1000 if quick else 10_000, "float32"),
               epoch(2048 if quick else 60_000, "float32")]
+    items += [conv_workloads.cnn_step("SimpleConvNet", 8 if quick else 100),
+              conv_workloads.cnn_step("LeNet-5", 16 if quick else 512)]
     return items
 
 

@@ -49,6 +49,13 @@ def count_or_flag(name, value, meaning):
     return int(value)
 
 
+def flag(name, value):
+    """``value`` as a bool; anything but True or False (a string such as 'no') is an error."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
 def in_range(name, value, low, high, *, closed_high=False):
     """``value`` as a float in [low, high) (or [low, high])."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
