@@ -260,3 +260,19 @@ def test_pandas_and_lists_are_read_whole():
     model = Sequential([Dense(6, 1, "sigmoid")], seed=0)
     model.fit(frame, labels, epochs=1)
     assert model.predict(frame).shape == (30,)
+
+
+def test_images_on_a_memmap(tmp_path):
+    """NCHW images in a memmap train a small CNN as the array in memory does."""
+    from fastnn import Conv2D, Flatten, MaxPool2D
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((120, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 120)
+    memory, mapped = _pair(lambda: [Conv2D(1, 4, 3, activation="relu"), MaxPool2D(2),
+                                    Flatten(), Dense(36, 3, "softmax")])
+    memory.fit(X, y, epochs=2, batch_size=16, seed=1)
+    mapped.fit(_saved(tmp_path, "X", X), y, epochs=2, batch_size=16, seed=1)
+    assert _same_parameters(memory, mapped)
+    with pytest.raises(ValueError, match=r"X must have shape \(n_samples, channels, height, "
+                                         r"width\) = \(n_samples, 1, 8, 8\).*reshape"):
+        mapped.predict(_saved(tmp_path, "flat", X.reshape(120, 64)))
