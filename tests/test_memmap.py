@@ -268,8 +268,9 @@ def test_images_on_a_memmap(tmp_path):
 
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((120, 1, 8, 8)).astype(np.float32), rng.integers(0, 3, 120)
-    memory, mapped = _pair(lambda: [Conv2D(1, 4, 3, activation="relu"), MaxPool2D(2),
-                                    Flatten(), Dense(36, 3, "softmax")])
+    memory, mapped = (Sequential([Conv2D(1, 4, 3, activation="relu"), MaxPool2D(2),
+                                  Flatten(), Dense(36, 3, "softmax")], seed=0,
+                                 input_shape=(1, 8, 8)) for _ in range(2))
     memory.fit(X, y, epochs=2, batch_size=16, seed=1)
     mapped.fit(_saved(tmp_path, "X", X), y, epochs=2, batch_size=16, seed=1)
     assert _same_parameters(memory, mapped)
