@@ -63,21 +63,27 @@ def _row_max(z):
 @kernel(reassociate=True)
 def rows(Z, b, Z_out, A, lo, hi, keep_z):
     """A = softmax(Z + b) for rows lo..hi-1, and Z_out = Z + b when ``keep_z`` (Z_out
-    may be Z itself; Z is only read otherwise). z + b is stored first (into Z_out, else
-    into A), and the passes after it read that row."""
+    may be Z itself; Z is only read otherwise). z + b is stored into A first, and the
+    passes after it work on that row in place."""
     prefer_wide_vectors()
     n = Z.shape[1]
     if n == 0:
         return
     for i in range(lo, hi):
         z, a = Z[i], A[i]
-        v = Z_out[i] if keep_z else a
-        for j in range(n):
-            v[j] = z[j] + b[j]
-        top = _row_max(v)
+        if keep_z:
+            out = Z_out[i]
+            for j in range(n):
+                w = z[j] + b[j]
+                out[j] = w
+                a[j] = w
+        else:
+            for j in range(n):
+                a[j] = z[j] + b[j]
+        top = _row_max(a)
         total = typed(top, 0.0)
         for j in range(n):
-            e = vexp(v[j] - top)
+            e = vexp(a[j] - top)
             a[j] = e
             total += e
         scale = typed(top, 1.0) / total
