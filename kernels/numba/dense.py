@@ -16,9 +16,7 @@ from numba import prange
 from ..activation_codes import SOFTMAX
 from .activations import ANY, forward_block_for, grad_block_for
 from .jit import by_constant, flat, kernel, members, prefer_wide_vectors, sole
-from .math import typed
-from .softmax import grad_rows_call as softmax_grad_rows
-from .softmax import rows_call as softmax_rows
+from .math import typed, vexp
 
 BLOCK = 2048  # elements per block: a block stays in L1 while it is worked on
 WIDE = 128  # rows at least this long take the bias row itself, not a tile
@@ -63,7 +61,10 @@ def serial(MASK):
     @kernel(build=(MASK,))
     def bias_activation(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
         """A = f(Z + b) for rows lo..hi-1, and Z_out = Z + b when ``keep_z`` (Z_out may be Z
-        itself; Z is only read, so it may be a read-only array). Softmax: ``softmax.rows``.
+        itself; Z is only read, so it may be a read-only array). Softmax: max, exp, sum, in
+        plain loops that compile in a fraction of ``softmax.rows``'s time (an output layer
+        of a few units gains nothing from its vectorized maximum; the activation on its
+        own, ``ops.activation_forward``, takes ``softmax.rows``).
         The serial kernel itself (rows 0..m-1): a wrapper kernel around it would cost its
         own compile, about 1 s of the cold start, for nothing.
 
@@ -75,7 +76,21 @@ def serial(MASK):
         prefer_wide_vectors()
         n = Z.shape[1]
         if SOFTMAX == SOLE or SOFTMAX in IN and kind == SOFTMAX:
-            softmax_rows(Z, b, Z_out, A, lo, hi, keep_z)
+            for i in range(lo, hi):
+                top = Z[i, 0] + b[0]
+                for j in range(n):
+                    top = max(top, Z[i, j] + b[j])
+                total = typed(top, 0.0)
+                for j in range(n):
+                    v = Z[i, j] + b[j]
+                    if keep_z:
+                        Z_out[i, j] = v
+                    e = vexp(v - top)
+                    A[i, j] = e
+                    total += e
+                scale = typed(top, 1.0) / total
+                for j in range(n):
+                    A[i, j] *= scale
             return
         if hi <= lo or n == 0:
             return
@@ -97,8 +112,7 @@ def serial(MASK):
 
     @kernel(build=(MASK,))
     def activation_grad(kind, dA, Z, A, dZ, db, alpha, lo, hi):
-        """dZ = dA * f'(Z) and db += sum of dZ over rows lo..hi-1 (softmax: its JVP,
-        ``softmax.grad_rows``); the
+        """dZ = dA * f'(Z) and db += sum of dZ over rows lo..hi-1 (softmax: its JVP); the
         caller zeroes db. Like ``bias_activation``, the serial kernel itself.
 
         Elementwise kinds run one flat loop per block (one call for all of them), summing
@@ -107,7 +121,14 @@ def serial(MASK):
         prefer_wide_vectors()
         n = Z.shape[1]
         if SOFTMAX == SOLE or SOFTMAX in IN and kind == SOFTMAX:
-            softmax_grad_rows(dA, A, dZ, db, lo, hi)
+            for i in range(lo, hi):
+                inner = typed(alpha, 0.0)
+                for j in range(n):
+                    inner += dA[i, j] * A[i, j]
+                for j in range(n):
+                    g = A[i, j] * (dA[i, j] - inner)
+                    dZ[i, j] = g
+                    db[j] += g
             return
         if hi <= lo or n == 0:
             return
