@@ -61,10 +61,7 @@ def serial(MASK):
     @kernel(build=(MASK,))
     def bias_activation(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
         """A = f(Z + b) for rows lo..hi-1, and Z_out = Z + b when ``keep_z`` (Z_out may be Z
-        itself; Z is only read, so it may be a read-only array). Softmax: max, exp, sum, in
-        plain loops that compile in a fraction of ``softmax.rows``'s time (an output layer
-        of a few units gains nothing from its vectorized maximum; the activation on its
-        own, ``ops.activation_forward``, takes ``softmax.rows``).
+        itself; Z is only read, so it may be a read-only array). Softmax: max, exp, sum.
         The serial kernel itself (rows 0..m-1): a wrapper kernel around it would cost its
         own compile, about 1 s of the cold start, for nothing.
 
@@ -201,6 +198,23 @@ def activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial):
 
 
 @kernel
+def small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z):
+    """Z = X @ W + b and A = f(Z), for layers too small for a BLAS call to pay off.
+
+    The loops run over the batch innermost (one long loop per weight), which measured
+    3-7x faster than row-by-row loops when a layer has only 1-8 units.
+    """
+    m, n_in = X.shape
+    Z[:, :] = 0
+    for j in range(W.shape[1]):
+        for k in range(n_in):
+            w = W[k, j]
+            for i in range(m):
+                Z[i, j] += X[i, k] * w
+    bias_activation(kind, Z, b, Z, A, alpha, 0, m, keep_z)
+
+
+@kernel
 def small_dense_backward(X, W, dZ, dW, dX, need_dx):
     """dW = X^T dZ and, if need_dx, dX = dZ W^T, with the batch loop innermost."""
     m, n_in = X.shape
@@ -218,35 +232,9 @@ def small_dense_backward(X, W, dZ, dW, dX, need_dx):
             dW[k, j] = acc
 
 
-@functools.cache
-def small(MASK):
-    """(small_dense_forward, small_layer_backward) built for the kinds in ``MASK``, calling
-    ``serial``'s build for them: the op-by-op layers call the build for their own kind,
-    so a first prediction with a small layer compiles its kind's loops and no other
-    (the build for every kind compiled every kind's loops: 2.6 s of the README's main
-    job cold, against 0.5-0.7 s for each kind it uses)."""
-
-    @kernel(build=(MASK,))
-    def small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z):
-        """Z = X @ W + b and A = f(Z), for layers too small for a BLAS call to pay off.
-
-        The loops run over the batch innermost (one long loop per weight), which measured
-        3-7x faster than row-by-row loops when a layer has only 1-8 units.
-        """
-        m, n_in = X.shape
-        Z[:, :] = 0
-        for j in range(W.shape[1]):
-            for k in range(n_in):
-                w = W[k, j]
-                for i in range(m):
-                    Z[i, j] += X[i, k] * w
-        bias_activation_for(MASK, kind, Z, b, Z, A, alpha, 0, m, keep_z)
-
-    @kernel(build=(MASK,))
-    def small_layer_backward(kind, X, W, dA, Z, A, dZ, dW, db, dX, alpha, need_dx):
-        """A small layer's whole backward: dZ and db, then dW and dX, in one call."""
-        db[:] = 0
-        activation_grad_for(MASK, kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
-        small_dense_backward(X, W, dZ, dW, dX, need_dx)
-
-    return small_dense_forward, small_layer_backward
+@kernel
+def small_layer_backward(kind, X, W, dA, Z, A, dZ, dW, db, dX, alpha, need_dx):
+    """A small layer's whole backward: dZ and db, then dW and dX, in one call."""
+    db[:] = 0
+    activation_grad(kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
+    small_dense_backward(X, W, dZ, dW, dX, need_dx)

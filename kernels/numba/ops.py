@@ -69,7 +69,7 @@ def dense_forward(X, W, b, activation, keep_z=True):
     Z = np.empty((X.shape[0], W.shape[1]), X.dtype) if small else np.matmul(X, W)
     A = Z if kind == IDENTITY else np.empty_like(Z)
     if small:
-        dense.small(mask(kind))[0](kind, X, W, b, Z, A, alpha, keep_z)
+        dense.small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z)
     elif Z.size >= PARALLEL_MIN:
         dense.bias_activation_parallel(kind, Z, b, Z, A, alpha, keep_z, _threads())
     else:
@@ -139,7 +139,7 @@ def layer_backward(X, W, dA, Z, A, activation, need_dx):
     kind, alpha = spec
     dW, db = np.empty_like(W), np.empty(W.shape[1], W.dtype)
     dX = np.empty_like(X) if need_dx else _EMPTY[X.dtype]
-    dense.small(mask(kind))[1](kind, X, W, dA, Z, A, np.empty_like(Z), dW, db, dX, alpha,
+    dense.small_layer_backward(kind, X, W, dA, Z, A, np.empty_like(Z), dW, db, dX, alpha,
                                need_dx)
     return dW, db, (dX if need_dx else None)
 
@@ -238,19 +238,17 @@ def warmup(dtypes, activations=None, optimizers=None):
         one = dtype.type(0.0)
         X, W, b = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.ones(2, dtype)
         Z, A, dZ = np.ones((2, 2), dtype), np.ones((2, 2), dtype), np.empty((2, 2), dtype)
-        # each kind's own builds, then the builds for any kind (run as identity)
+        dense.small_dense_forward(0, X, W, b, Z, A, one, True)
+        # each kind's own build, then the build for any kind (run as identity)
         for build, kind in [(mask(k), k) for k in sorted(kinds)] + [(ANY, IDENTITY)]:
             forward, grad = dense.serial(build)
             forward(kind, Z, b, Z, A, one, 0, 2, True)
             grad(kind, A, Z, A, dZ, b.copy(), one, 0, 2)
-            if build != ANY:  # small layers call their own kind's build only
-                small_forward, small_backward = dense.small(build)
-                small_forward(kind, X, W, b, Z, A, one, True)
-                small_backward(kind, X, W, A, Z, A, dZ, W.copy(), b.copy(), X.copy(), one,
-                               True)
         dense.bias_activation_parallel(0, Z, b, Z, A, one, True, 1)
         dense.activation_grad_parallel(0, A, Z, A, dZ, b.copy(), one, np.empty((1, 2), dtype))
         dense.small_dense_backward(X, W, dZ, W.copy(), X.copy(), True)
+        dense.small_layer_backward(0, X, W, A, Z, A, dZ, W.copy(), b.copy(), X.copy(), one,
+                                   True)
         if SOFTMAX in kinds:  # its own row kernels, serial and parallel
             softmax.rows(Z, b, Z, A, 0, 2, True)
             softmax.grad_rows(A, A, dZ, b.copy(), 0, 2)
