@@ -36,7 +36,7 @@ def test_every_kernel_compiles_with_nvcc_for_sm90(tmp_path):
                           "-o", str(ptx)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     entries = re.findall(r"\.entry\s+(\w+)", ptx.read_text())
-    assert len(entries) == len(cupy_source.instances()) == 80
+    assert len(entries) == len(cupy_source.instances()) == 84
 
 
 def test_every_kernel_compiles_with_nvrtc_as_cupy_does():
@@ -112,6 +112,39 @@ def test_activation_backward_and_bias_gradient_match(emulated, name, dtype, rows
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("rows", [1, 5, 300])
+def test_softmax_forward_and_backward_run_row_kernels_and_match(emulated, dtype, rows):
+    ref = backends.load("numpy").ops
+    act = activations.get("softmax")
+    Z = arrays((rows, 11), dtype, 4, scale=30.0)
+    Z[0, :3] = 1e4  # huge logits: the shifted exp stays finite
+    Z.setflags(write=False)  # the forward only reads Z
+    A = emulated.ops.activation_forward(Z, act)
+    assert emulated.launcher.launches[-1] == cupy_source.instance("softmax_forward", dtype)
+    close(A, ref.activation_forward(Z, act), dtype)
+    assert np.all(np.isfinite(A)) and A.dtype == np.dtype(dtype)
+    dA = arrays((rows, 11), dtype, 5, scale=1.0)
+    dZ, db = emulated.ops.activation_backward(dA, Z, A, act)
+    dZr, dbr = ref.activation_backward(dA, Z, A, act)
+    a, da = np.abs(A.astype(np.float64)), np.abs(dA.astype(np.float64))
+    scale = a * (da + np.sum(da * a, axis=1, keepdims=True))  # dA - sum(dA a) cancels
+    assert np.all(np.abs(dZ - dZr.astype(np.float64)) <= TOL[dtype] * scale)
+    close(db, dbr, dtype, terms=scale)
+    assert emulated.launcher.launches[-3:] == [
+        cupy_source.instance("softmax_backward", dtype),
+        cupy_source.instance("act_backward_partial", dtype, "identity"),
+        cupy_source.instance("column_sum", dtype)]
+
+
+def test_softmax_row_with_nan_is_nan_like_the_reference(emulated):
+    act = activations.get("softmax")
+    Z = arrays((3, 5), "float64", 6)
+    Z[1, 2] = np.nan
+    A = emulated.ops.activation_forward(Z, act)
+    np.testing.assert_array_equal(np.isnan(A), np.isnan(act.forward(np, Z)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("need_grad", [True, False])
 def test_cross_entropies_match(emulated, dtype, need_grad):
     ref = backends.load("numpy").ops
@@ -184,8 +217,12 @@ def test_ops_without_a_kernel_fall_back_to_the_reference(emulated):
         Z, A = emulated.ops.dense_forward(X[:, ::-1], W, b[::-1], act)  # non-contiguous b
         Zr, Ar = ref.dense_forward(X[:, ::-1], W, b[::-1], act)
         np.testing.assert_array_equal(A, Ar)
-    dZ, db = emulated.ops.activation_backward(A, Z, A, activations.get("softmax"))
-    np.testing.assert_allclose(db, ref.activation_backward(A, Z, A, activations.get("softmax"))[1])
+    Z64 = np.asfortranarray(Z)  # not C-contiguous: the reference softmax, both ways
+    A64 = emulated.ops.activation_forward(Z64, activations.get("softmax"))
+    np.testing.assert_array_equal(A64, ref.activation_forward(Z64, activations.get("softmax")))
+    dZ, db = emulated.ops.activation_backward(Z64, Z64, A64, activations.get("softmax"))
+    np.testing.assert_array_equal(db, ref.activation_backward(Z64, Z64, A64,
+                                                              activations.get("softmax"))[1])
     p = np.ones((3, 3))[:, ::2]  # non-contiguous parameter: the reference update
     emulated.ops.sgd_update(p, np.ones((3, 2)), 0.5, 0.0)
     np.testing.assert_array_equal(p, 0.5)

@@ -36,6 +36,7 @@ from fastnn.kernels.numba import losses as numba_losses  # noqa: E402
 from fastnn.kernels.numba import math as numba_math  # noqa: E402
 from fastnn.kernels.numba import ops as numba_ops  # noqa: E402
 from fastnn.kernels.numba import optimizers as numba_optimizers  # noqa: E402
+from fastnn.kernels.numba import softmax as numba_softmax  # noqa: E402
 from fastnn.kernels.numba.jit import mask  # noqa: E402
 
 NUMPY = backends.load("numpy")
@@ -382,13 +383,14 @@ def test_100_training_steps_give_the_numpy_parameters(name, dtype):
 # ---------------------------------------------------------------- compiling and caching
 
 ALL_KERNELS = [
-    getattr(module, name) for module in (numba_dense, numba_losses, numba_optimizers)
+    getattr(module, name)
+    for module in (numba_dense, numba_losses, numba_optimizers, numba_softmax)
     for name in dir(module) if not name.startswith("_")
     and getattr(getattr(module, name), "__module__", None) == module.__name__
     and hasattr(getattr(module, name), "signatures")
 ]
 LIST_KERNELS = (
-    "ks = [getattr(m, n) for m in (d, l, o) for n in dir(m) if not n.startswith('_') "
+    "ks = [getattr(m, n) for m in (d, l, o, s) for n in dir(m) if not n.startswith('_') "
     "and getattr(getattr(m, n), '__module__', None) == m.__name__ "
     "and hasattr(getattr(m, n), 'signatures')]\n"
 )
@@ -543,7 +545,7 @@ def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp
 def test_importing_and_selecting_the_backend_compiles_only_its_probe():
     code = (
         "import fastnn; from fastnn.kernels.numba import dense as d, losses as l, "
-        "optimizers as o, probe as p\n"
+        "optimizers as o, probe as p, softmax as s\n"
         + LIST_KERNELS +
         "print(len(ks), sum(len(k.signatures) for k in ks), fastnn.get_backend().name, "
         "len(p._probe.signatures))"
@@ -638,8 +640,10 @@ def test_a_kernel_layer_that_cannot_work_makes_the_backend_unavailable(tmp_path,
 def test_warmup_compiles_every_kernel_and_caches_it(tmp_path):
     code = (
         "import fastnn\n"
-        "from fastnn.kernels.numba import dense as d, losses as l, optimizers as o\n"
-        "model = fastnn.from_layer_dims([2, 3, 1], backend='numba', dtype='float64')\n"
+        "from fastnn.kernels.numba import dense as d, losses as l, optimizers as o, "
+        "softmax as s\n"
+        "model = fastnn.from_layer_dims([2, 3, 2], 'relu', 'softmax', backend='numba', "
+        "dtype='float64')\n"
         "fastnn.warmup(model)\n"
         + LIST_KERNELS +
         "print(min(len(k.signatures) for k in ks), "

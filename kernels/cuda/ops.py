@@ -8,7 +8,8 @@ launcher; the test suite passes NumPy and the same CUDA source compiled for the
 CPU, so the launch plans and kernel arithmetic are checked without a GPU.
 
 An op falls back to the generic one from ``fastnn.ops`` where a kernel does not
-apply: an activation without a fused kernel (softmax backward, custom classes),
+apply: an activation without a fused kernel (custom classes; an elementwise
+activation on its own, ``activation_forward``, is one CuPy expression anyway),
 a dtype other than float32/float64, or arrays that are not C-contiguous.
 """
 
@@ -91,14 +92,32 @@ def dense_forward(xp, launcher, X, W, b, activation, keep_z=True):
     return Z, A
 
 
+def activation_forward(xp, launcher, Z, activation):
+    """A = f(Z) without a bias: softmax by one kernel (one thread per row, Z only
+    read); the elementwise activations by their own xp expression (the generic op)."""
+    dtype_name = _dtype_name(xp, Z)
+    if _fused_name(activation, ("softmax",)) is None or dtype_name is None or Z.ndim != 2:
+        return generic.activation_forward(xp, Z, activation)
+    m, n = Z.shape
+    A = xp.empty_like(Z)
+    launcher.launch("softmax_forward", dtype_name, None, _blocks(m), (Z, A, m, n))
+    return A
+
+
 def activation_backward(xp, launcher, dA, Z, A, activation):
     """dZ = dA * f'(Z) and db = sum(dZ) over the batch: per-chunk column sums in one
-    kernel, then one thread per column adds the chunks (no atomics: deterministic)."""
-    act = _fused_name(activation, source.DIFFERENTIABLE)
+    kernel, then one thread per column adds the chunks (no atomics: deterministic).
+    Softmax: its Jacobian-vector product first (one thread per row), then the same
+    sums over dZ (the identity's pass, which writes nothing but the sums)."""
+    act = _fused_name(activation, (*source.DIFFERENTIABLE, "softmax"))
     dtype_name = _dtype_name(xp, dA, Z, A)
-    if act is None or dtype_name is None:
+    if act is None or dtype_name is None or Z.ndim != 2:
         return generic.activation_backward(xp, dA, Z, A, activation)
     m, n = Z.shape
+    if act == "softmax":  # dZ first; the sums below then read it as the identity's dA
+        dZ = xp.empty_like(dA)
+        launcher.launch("softmax_backward", dtype_name, None, _blocks(m), (dA, A, dZ, m, n))
+        dA, act = dZ, "identity"
     rows = max(MIN_ROWS, -(-m * n // TARGET_THREADS))
     chunks = -(-m // rows)
     dZ = dA if act == "identity" else xp.empty_like(dA)
@@ -179,6 +198,7 @@ UPDATES = {  # op: (kernel, state arrays, the kernel's scalars besides the hp sl
 }
 FUSED = {
     "dense_forward": dense_forward,
+    "activation_forward": activation_forward,
     "activation_backward": activation_backward,
     "softmax_xent": softmax_xent,
     "sigmoid_bce": sigmoid_bce,

@@ -134,6 +134,37 @@ KERNELS = {k.name: k for k in (
     }""",
     ),
     Kernel(
+        "softmax_forward", TYPE_TEMPLATE,
+        "const T* Z, T* A, long long m, long long n",
+        """
+    /* row r: a = exp(z - max) / sum, Z only read (the activation on its own) */
+    for (long long r = THREAD_INDEX; r < m; r += THREAD_COUNT) {
+        const T* z = Z + r * n;
+        T* a = A + r * n;
+        T top = z[0];
+        for (long long j = 1; j < n; ++j) top = keep_max(top, z[j]);
+        T total = T(0);
+        for (long long j = 0; j < n; ++j) {
+            a[j] = fn_exp(z[j] - top);
+            total += a[j];
+        }
+        for (long long j = 0; j < n; ++j) a[j] = a[j] / total;
+    }""",
+    ),
+    Kernel(
+        "softmax_backward", TYPE_TEMPLATE,
+        "const T* dA, const T* A, T* dZ, long long m, long long n",
+        """
+    /* row r: the Jacobian-vector product dZ = a * (dA - sum(dA * a)) */
+    for (long long r = THREAD_INDEX; r < m; r += THREAD_COUNT) {
+        const T* da = dA + r * n;
+        const T* a = A + r * n;
+        T inner = T(0);
+        for (long long j = 0; j < n; ++j) inner += da[j] * a[j];
+        for (long long j = 0; j < n; ++j) dZ[r * n + j] = a[j] * (da[j] - inner);
+    }""",
+    ),
+    Kernel(
         "act_backward_partial", ACT_TEMPLATE,
         "const T* dA, const T* Z, const T* A, T* dZ, T* partial, long long m, long long n, "
         "long long rows, T alpha, T alpha2",

@@ -18,10 +18,11 @@ import numpy as np
 from fastnn import ops as generic
 
 from .. import hyper as layout
-from ..activation_codes import CODES, IDENTITY, STEP, code_of
+from ..activation_codes import CODES, IDENTITY, SOFTMAX, STEP, code_of
 from . import dense as dense
 from . import losses as losses
 from . import optimizers as rules
+from . import softmax as softmax
 from .activations import ANY
 from .jit import mask
 
@@ -84,6 +85,12 @@ def activation_forward(Z, activation):
     kind, alpha = spec
     A = np.empty_like(Z)
     zero_bias = np.zeros(Z.shape[1], Z.dtype)
+    if kind == SOFTMAX:  # row-wise: its own kernels (A stands in for the unwritten Z out)
+        if Z.size >= PARALLEL_MIN:
+            softmax.forward(Z, zero_bias, A, A, False, _threads())
+        else:
+            softmax.rows(Z, zero_bias, A, A, 0, Z.shape[0], False)
+        return A
     if Z.size >= PARALLEL_MIN:  # A stands in for the Z output, which is not written
         dense.bias_activation_parallel(kind, Z, zero_bias, A, A, alpha, False, _threads())
     else:
@@ -99,6 +106,12 @@ def activation_backward(dA, Z, A, activation):
     kind, alpha = spec
     dZ = np.empty_like(Z)
     db = np.zeros(Z.shape[1], Z.dtype)
+    if kind == SOFTMAX:  # the Jacobian-vector product, row by row
+        if Z.size >= PARALLEL_MIN:
+            softmax.backward(dA, A, dZ, db, np.zeros((_threads(), Z.shape[1]), Z.dtype))
+        else:
+            softmax.grad_rows(dA, A, dZ, db, 0, Z.shape[0])
+        return dZ, db
     if Z.size >= PARALLEL_MIN:
         partial = np.zeros((_threads(), Z.shape[1]), Z.dtype)
         dense.activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial)
@@ -236,6 +249,11 @@ def warmup(dtypes, activations=None, optimizers=None):
         dense.small_dense_backward(X, W, dZ, W.copy(), X.copy(), True)
         dense.small_layer_backward(0, X, W, A, Z, A, dZ, W.copy(), b.copy(), X.copy(), one,
                                    True)
+        if SOFTMAX in kinds:  # its own row kernels, serial and parallel
+            softmax.rows(Z, b, Z, A, 0, 2, True)
+            softmax.grad_rows(A, A, dZ, b.copy(), 0, 2)
+            softmax.forward(Z, b, Z, A, True, 1)
+            softmax.backward(A, A, dZ, b.copy(), np.zeros((1, 2), dtype))
         losses.sigmoid_bce(Z, A, A, dZ, 0.25, True)
         losses.softmax_xent(Z, A, A, dZ, 0.5, True)
         hp = (0.1, 0.0, 0.9, 0.1, 0.9, 0.1, 1e-8, 0.1, 0.1)
