@@ -161,7 +161,7 @@ def test_conv_backward_rebuilds_what_a_forward_did_not_keep(backend):
     Z, A, work = backend.ops.conv2d_forward(*d, RELU, stride, padding, False)
     dA = dev(backend, RNG.normal(size=Z.shape))
     kept = backend.ops.conv2d_backward(d[0], d[1], dA, Z, A, work, RELU, stride, padding, True)
-    if backend.ops.conv2d_backward.func is not ops.GENERIC["conv2d_backward"]:
+    if getattr(backend.ops.conv2d_backward, "func", None) is not ops.GENERIC["conv2d_backward"]:
         pytest.skip("work=None is the generic op's promise only")
     again = backend.ops.conv2d_backward(d[0], d[1], dA, Z, A, None, RELU, stride, padding, True)
     for a, b_ in zip(kept, again):
