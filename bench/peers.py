@@ -188,3 +188,42 @@ def epoch(torch, device, data):
         scores[:] = [(loss_sum / n).item(), correct.item() / n]
 
     return Case(step, lambda: [np.array(scores)])
+
+
+def cnn_step(net, torch, device, data):
+    """One SGD step of a ``bench.cnn`` net with torch.nn.Conv2d, MaxPool2d and Linear
+    layers holding fastnn's initial weights (conv weights share PyTorch's layout)."""
+    from bench.cnn import NETS
+
+    layers, weights = [], iter(data["weights"])
+    dtype = getattr(torch, data["X"].dtype.name)
+    for kind, s in NETS[net]:
+        if kind == "conv":
+            layer = torch.nn.Conv2d(s[0], s[1], s[2], padding=s[3], device=device, dtype=dtype)
+            W = next(weights)
+        elif kind == "pool":
+            layers.append(torch.nn.MaxPool2d(s))
+            continue
+        else:
+            if not any(isinstance(x, torch.nn.Flatten) for x in layers):
+                layers.append(torch.nn.Flatten())
+            layer = torch.nn.Linear(*s, device=device, dtype=dtype)
+            W = next(weights).T
+        with torch.no_grad():
+            layer.weight.copy_(tensor(torch, device, W))
+            layer.bias.copy_(tensor(torch, device, next(weights)))
+        layers += [layer, torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    X, y = tensor(torch, device, data["X"]), tensor(torch, device, data["y"])
+    loss_fn = torch.nn.functional.cross_entropy
+    train_step, losses = _trainer(torch, model, 0.01, loss_fn), []
+
+    def step():
+        losses[:] = [train_step(X, y)[0]]
+
+    def result():
+        with torch.no_grad():
+            after = loss_fn(model(X), y)
+        return [np.float64(losses[0].item()), np.float64(after.item())]
+
+    return Case(step, result)
