@@ -20,6 +20,8 @@ Activations: identity, relu and leaky relu are fused here (``FUSED``); the ops r
 any other one with its own xp code on the kernel's Z (see ``ops.conv2d_forward``).
 """
 
+import functools
+
 import numpy as np
 from numba import prange
 
@@ -55,7 +57,10 @@ def _span(OW, sw, j, left, W):
 @kernel(inline=True)
 def fill_tile(x, tile, kh, kw, sh, sw, top, left, r0, rows, OW):
     """tile[(c, i, j), y*OW + x] = the padded image x at (c, (r0 + y)*sh + i - top,
-    x*sw + j - left), zero outside the image, for y < rows."""
+    x*sw + j - left), zero outside the image, for y < rows. Copies run as plain loops
+    over slices (a slice assignment calls a general copy routine, which cost more than
+    LeNet's 10-number rows; a computed index gets a negative-index check per element,
+    which stops the loop from vectorizing)."""
     C, H, W = x.shape
     for c in range(C):
         for i in range(kh):
@@ -63,19 +68,24 @@ def fill_tile(x, tile, kh, kw, sh, sw, top, left, r0, rows, OW):
                 k = (c * kh + i) * kw + j
                 first, last = _span(OW, sw, j, left, W)
                 for y in range(rows):
-                    row = tile[k, y * OW:(y + 1) * OW]
                     h = (r0 + y) * sh + i - top
+                    dst = tile[k, y * OW:(y + 1) * OW]
                     if h < 0 or h >= H:
-                        row[:] = 0
+                        for p in range(OW):
+                            dst[p] = 0
                         continue
-                    row[:first] = 0
-                    row[last:] = 0
-                    src = x[c, h]
-                    if sw == 1:  # a contiguous copy
-                        row[first:last] = src[first + j - left:last + j - left]
+                    for p in range(first):
+                        dst[p] = 0
+                    for p in range(last, OW):
+                        dst[p] = 0
+                    if sw == 1:  # plain counters over slices: the copy vectorizes
+                        out, src = dst[first:last], x[c, h, first + j - left:last + j - left]
+                        for p in range(last - first):
+                            out[p] = src[p]
                     else:
+                        src = x[c, h]
                         for p in range(first, last):
-                            row[p] = src[p * sw + j - left]
+                            dst[p] = src[p * sw + j - left]
 
 
 @kernel(inline=True)
@@ -91,12 +101,15 @@ def add_tile(dx, tile, kh, kw, sh, sw, top, left, r0, rows, OW):
                     h = (r0 + y) * sh + i - top
                     if h < 0 or h >= H:
                         continue
-                    row, dst = tile[k, y * OW:(y + 1) * OW], dx[c, h]
+                    src = tile[k, y * OW:(y + 1) * OW]
                     if sw == 1:
-                        dst[first + j - left:last + j - left] += row[first:last]
+                        out, part = dx[c, h, first + j - left:last + j - left], src[first:last]
+                        for p in range(last - first):
+                            out[p] += part[p]
                     else:
+                        dst = dx[c, h]
                         for p in range(first, last):
-                            dst[p * sw + j - left] += row[p]
+                            dst[p * sw + j - left] += src[p]
 
 
 @kernel(inline=True)
@@ -119,28 +132,6 @@ def _write(kind, out, b, z, a, alpha, keep_z, start, stride):
         if keep_z and kind != IDENTITY:
             for p in range(P):
                 zs[p] = src[p] + bias
-
-
-@kernel(parallel=True)
-def conv_forward(address, ilp64, kind, X, W2, b, Z, A, alpha, keep_z, kh, kw, sh, sw, top,
-                 left, rows):
-    """Z (N, F, OH, OW) = conv(X, W) + b and A = f(Z), image by image across threads,
-    ``rows`` output rows per tile. With ``keep_z`` False Z is not written (it may be A)."""
-    N = X.shape[0]
-    F, K = W2.shape
-    OH, OW = Z.shape[2], Z.shape[3]
-    for n in prange(N):
-        buffer = np.empty(K * rows * OW, X.dtype)
-        product = np.empty(F * rows * OW, X.dtype)
-        for r0 in range(0, OH, rows):
-            count = min(rows, OH - r0)
-            width = count * OW
-            tile = buffer[:K * width].reshape((K, width))
-            out = product[:F * width].reshape((F, width))
-            fill_tile(X[n], tile, kh, kw, sh, sw, top, left, r0, count, OW)
-            gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
-            _write(kind, out, b, Z[n].reshape(F * OH * OW), A[n].reshape(F * OH * OW), alpha,
-                   keep_z, r0 * OW, OH * OW)
 
 
 @kernel(inline=True)
@@ -166,37 +157,66 @@ def _grad(kind, dA, Z, A, dz, db, alpha, start, stride):
         db[f] = total
 
 
-@kernel(parallel=True)
-def conv_backward(address, ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha, need_dx, kh, kw,
-                  sh, sw, top, left, rows, chunk):
-    """dW (F, K), db (F,) and, with ``need_dx``, dX (N, C, H, W) (zeros on entry) from
-    dA, Z, A (N, F, OH, OW). Chunks of ``chunk`` images run across threads; each sums
-    its images' dW and db in order, then the chunks' sums are added in order."""
-    N = X.shape[0]
-    F, K = W2.shape
-    OH, OW = dA.shape[2], dA.shape[3]
-    chunks = (N + chunk - 1) // chunk
-    dWs = np.zeros((chunks, F, K), dW.dtype)
-    dbs = np.zeros((chunks, F), db.dtype)
-    for c in prange(chunks):
-        buffer = np.empty(K * rows * OW, X.dtype)
-        grads = np.empty(F * rows * OW, X.dtype)
-        back = np.empty(K * rows * OW, X.dtype)
-        for n in range(c * chunk, min(N, (c + 1) * chunk)):
+@functools.cache
+def kernels(SH, SW):
+    """(forward, backward) built for the stride (SH, SW): a stride known when the kernel
+    compiles lets LLVM simplify the tile's index arithmetic and vectorize its copies
+    (with the stride as an argument, SimpleConvNet's tiles took 3.5x as long)."""
+
+    @kernel(parallel=True, build=(SH, SW))
+    def forward(address, ilp64, kind, X, W2, b, Z, A, alpha, keep_z, kh, kw, top, left,
+                rows):
+        """Z (N, F, OH, OW) = conv(X, W) + b and A = f(Z), image by image across threads,
+        ``rows`` output rows per tile. With ``keep_z`` False Z is not written (it may be A)."""
+        N = X.shape[0]
+        F, K = W2.shape
+        OH, OW = Z.shape[2], Z.shape[3]
+        for n in prange(N):
+            buffer = np.empty(K * rows * OW, X.dtype)
+            product = np.empty(F * rows * OW, X.dtype)
             for r0 in range(0, OH, rows):
                 count = min(rows, OH - r0)
                 width = count * OW
                 tile = buffer[:K * width].reshape((K, width))
-                dz = grads[:F * width].reshape((F, width))
-                size = F * OH * OW
-                _grad(kind, dA[n].reshape(size), Z[n].reshape(size), A[n].reshape(size), dz,
-                      dbs[c], alpha, r0 * OW, OH * OW)
-                fill_tile(X[n], tile, kh, kw, sh, sw, top, left, r0, count, OW)
-                gemm(address, ilp64, dz, tile, dWs[c], 1.0, 1.0, False, True)
-                if need_dx:
-                    dcols = back[:K * width].reshape((K, width))
-                    gemm(address, ilp64, W2, dz, dcols, 1.0, 0.0, True, False)
-                    add_tile(dX[n], dcols, kh, kw, sh, sw, top, left, r0, count, OW)
-    for c in range(chunks):
-        dW += dWs[c]
-        db += dbs[c]
+                out = product[:F * width].reshape((F, width))
+                fill_tile(X[n], tile, kh, kw, SH, SW, top, left, r0, count, OW)
+                gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
+                _write(kind, out, b, Z[n].reshape(F * OH * OW), A[n].reshape(F * OH * OW), alpha,
+                       keep_z, r0 * OW, OH * OW)
+
+    @kernel(parallel=True, build=(SH, SW))
+    def backward(address, ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha, need_dx, kh, kw,
+                 top, left, rows, chunk):
+        """dW (F, K), db (F,) and, with ``need_dx``, dX (N, C, H, W) (zeros on entry) from
+        dA, Z, A (N, F, OH, OW). Chunks of ``chunk`` images run across threads; each sums
+        its images' dW and db in order, then the chunks' sums are added in order."""
+        N = X.shape[0]
+        F, K = W2.shape
+        OH, OW = dA.shape[2], dA.shape[3]
+        chunks = (N + chunk - 1) // chunk
+        dWs = np.zeros((chunks, F, K), dW.dtype)
+        dbs = np.zeros((chunks, F), db.dtype)
+        for c in prange(chunks):
+            buffer = np.empty(K * rows * OW, X.dtype)
+            grads = np.empty(F * rows * OW, X.dtype)
+            back = np.empty(K * rows * OW, X.dtype)
+            for n in range(c * chunk, min(N, (c + 1) * chunk)):
+                for r0 in range(0, OH, rows):
+                    count = min(rows, OH - r0)
+                    width = count * OW
+                    tile = buffer[:K * width].reshape((K, width))
+                    dz = grads[:F * width].reshape((F, width))
+                    size = F * OH * OW
+                    _grad(kind, dA[n].reshape(size), Z[n].reshape(size), A[n].reshape(size), dz,
+                          dbs[c], alpha, r0 * OW, OH * OW)
+                    fill_tile(X[n], tile, kh, kw, SH, SW, top, left, r0, count, OW)
+                    gemm(address, ilp64, dz, tile, dWs[c], 1.0, 1.0, False, True)
+                    if need_dx:
+                        dcols = back[:K * width].reshape((K, width))
+                        gemm(address, ilp64, W2, dz, dcols, 1.0, 0.0, True, False)
+                        add_tile(dX[n], dcols, kh, kw, SH, SW, top, left, r0, count, OW)
+        for c in range(chunks):
+            dW += dWs[c]
+            db += dbs[c]
+
+    return forward, backward

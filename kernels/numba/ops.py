@@ -231,13 +231,13 @@ def _conv_kind(activation, dtype):
 
 
 def _geometry(X, W, stride, padding):
-    """The kernels' window arguments (kh, kw, sh, sw, top, left), (OH, OW) and the
-    output rows per tile."""
+    """The kernels' window arguments (kh, kw, top, left), (OH, OW) and the output rows
+    per tile (the stride picks the kernels' build: ``conv.kernels``)."""
     kh, kw = W.shape[2:]
     (top, _), (left, _) = padding
     OH, OW = output_hw(X.shape, (kh, kw), stride, padding)
     rows = conv.tile_rows(W.shape[1] * kh * kw, OH, OW)
-    return (kh, kw, stride[0], stride[1], top, left), (OH, OW), rows
+    return (kh, kw, top, left), (OH, OW), rows
 
 
 def conv2d_forward(X, W, b, activation, stride, padding, keep_z=True):
@@ -254,8 +254,8 @@ def conv2d_forward(X, W, b, activation, stride, padding, keep_z=True):
     keep = keep_z and kind != IDENTITY  # relu's derivative reads A where Z is not kept
     Z = np.empty_like(A) if keep else A
     gemm = _gemm()
-    conv.conv_forward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, b, Z, A, alpha, keep,
-                      *window, rows)
+    forward, _ = conv.kernels(*stride)
+    forward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, b, Z, A, alpha, keep, *window, rows)
     if not fused:  # the kernel wrote Z alone
         A = activation.forward(np, Z)
     return Z, A, None
@@ -277,8 +277,9 @@ def conv2d_backward(X, W, dA, Z, A, work, activation, stride, padding, need_dx):
     dW, db = np.zeros(W2.shape, X.dtype), np.zeros(F, X.dtype)
     dX = np.zeros(X.shape, X.dtype) if need_dx else np.empty((0, 0, 0, 0), X.dtype)
     gemm = _gemm()
-    conv.conv_backward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, dA, Z, A, dW, db, dX,
-                       alpha, need_dx, *window, rows, conv.CHUNK)
+    _, backward = conv.kernels(*stride)
+    backward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha,
+             need_dx, *window, rows, conv.CHUNK)
     return dW.reshape(W.shape), db, (dX if need_dx else None)
 
 
@@ -297,7 +298,7 @@ def maxpool2d_forward(X, size, stride):
     OH, OW = output_hw(X.shape, size, stride)
     out = np.empty((N, C, OH, OW), X.dtype)
     where = np.empty((N * C, OH, OW), np.int32)
-    pool.max_forward(_planes(X), out.reshape(N * C, OH, OW), where, *size, *stride)
+    pool.max_forward(*size, *stride)(_planes(X), out.reshape(N * C, OH, OW), where)
     return out, where
 
 
