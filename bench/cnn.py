@@ -1,13 +1,15 @@
-"""The two CNNs of the ``conv`` bench group, Saito's SimpleConvNet and LeNet-5, once:
-their layers for fastnn, their FLOPs, and a plain NumPy im2col implementation of the
-same nets (``PlainNet``), written as a NumPy user would (Saito's ``common/layers.py``
-style, no fastnn), that the NumPy backend is compared with.
+"""A plain NumPy im2col implementation of the ``conv`` bench group's nets
+(``bench.conv_workloads``: SimpleConvNet and LeNet-5), written as a NumPy user would
+(Saito's ``common/layers.py`` style, no fastnn): ``PlainNet``, which the NumPy backend
+is compared with in ``bench.conv_table``.
 
 Both nets take 1x28x28 images and 10 classes, relu after every conv and hidden dense
 layer, 2x2 max pooling, softmax cross-entropy and plain SGD.
 """
 
 import numpy as np
+
+from bench.case import Case
 
 # (kind, settings): conv (in, out, kernel, padding), pool (size), dense (in, out)
 NETS = {
@@ -18,47 +20,6 @@ NETS = {
 }
 BATCH = {"SimpleConvNet": 100, "LeNet-5": 128}
 IMAGE = (1, 28, 28)
-
-
-def fastnn_layers(net):
-    """The net as fastnn layers (relu everywhere but the softmax output)."""
-    from fastnn.conv import Conv2D
-    from fastnn.layers import Dense, Flatten
-    from fastnn.pooling import MaxPool2D
-
-    spec, layers = NETS[net], []
-    for i, (kind, s) in enumerate(spec):
-        if kind == "conv":
-            layers.append(Conv2D(s[0], s[1], s[2], padding=s[3], activation="relu"))
-        elif kind == "pool":
-            layers.append(MaxPool2D(s))
-        else:
-            if not any(isinstance(layer, Flatten) for layer in layers):
-                layers.append(Flatten())
-            last = i == len(spec) - 1
-            layers.append(Dense(s[0], s[1], "softmax" if last else "relu"))
-    return layers
-
-
-def step_flops(net, batch):
-    """FLOPs of the products of one training step: each layer's forward product, its
-    weight gradient, and its input gradient except for the first layer (2 per
-    multiply-add; pooling, activations and the update are not counted)."""
-    shape, total, first = IMAGE, 0, True
-    for kind, s in NETS[net]:
-        if kind == "conv":
-            C, F, k, pad = s
-            H, W = shape[1] + 2 * pad - k + 1, shape[2] + 2 * pad - k + 1
-            macs = batch * F * H * W * C * k * k
-            shape = (F, H, W)
-        elif kind == "pool":
-            shape = (shape[0], shape[1] // s, shape[2] // s)
-            continue
-        else:
-            macs = batch * s[0] * s[1]
-        total += 2 * macs * (2 if first else 3)
-        first = False
-    return total
 
 
 # ---- the plain NumPy implementation ----
@@ -160,3 +121,14 @@ class PlainNet:
         for param, grad in zip(self.params, grads):
             param -= lr * grad
         return loss
+
+
+def plain_step(data):
+    """A ``Case``: one SGD step (lr 0.01) of ``PlainNet`` from a conv workload's inputs."""
+    net = PlainNet(data["net"], data["weights"])
+    losses = []
+
+    def step():
+        losses[:] = [net.step(data["X"], data["y"], 0.01)]
+
+    return Case(step, lambda: [np.float64(losses[0])])

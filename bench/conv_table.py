@@ -17,7 +17,7 @@ import tracemalloc
 
 import numpy as np
 
-from bench import cnn, environment, workloads
+from bench import cnn, conv_workloads, environment
 from bench.runner import limit_threads
 from bench.timing import Plan, WallTimer, measure
 from fastnn import backends
@@ -33,10 +33,11 @@ def sgemm_gflops(plan, n=2048):
 
 def cases(net, batch, torch):
     """{target: Case} for one step of ``net`` at ``batch``, all from the same data."""
-    data = workloads.cnn_data(net, batch, "float32")
-    made = {name: workloads._cnn_step(backends.load(name), data) for name in ("numpy", "numba")}
-    made["torch"] = workloads.peers.cnn_step(net, torch, "cpu", data)
-    made["plain"] = workloads.plain_cnn_step(data)
+    workload = conv_workloads.cnn_step(net, batch)
+    data = workload.inputs()
+    made = {name: workload.fastnn(backends.load(name), data) for name in ("numpy", "numba")}
+    made["torch"] = workload.torch(torch, "cpu", data)
+    made["plain"] = cnn.plain_step(data)
     return made
 
 
@@ -83,7 +84,7 @@ def run(threads_list, rounds, log):
         for net in cnn.NETS:
             made = cases(net, cnn.BATCH[net], torch)
             timings = measure({t: (WallTimer(), made[t].step) for t in TARGETS}, plan)
-            flops = cnn.step_flops(net, cnn.BATCH[net])
+            flops = conv_workloads.cnn_flops(net, cnn.BATCH[net])
             row = {"net": net, "batch": cnn.BATCH[net], "threads": threads,
                    "sgemm_gflops": ceiling, "step_gflop": flops / 1e9,
                    "numba_tiles_mib": numba_tile_bound(net, threads)}

@@ -29,7 +29,9 @@ NOT_FROM_A_CHECKOUT = "tests/test_packaging.py"
 TRANSFER_TESTS = (  # the counted guard: no host<->device copy inside a training step
     "test_training_an_epoch_on_device_data_makes_no_per_step_transfers",
     "test_replayed_epochs_move_nothing_between_host_and_device_inside_a_chunk",
-    "test_a_training_step_never_synchronizes", "test_replays_never_synchronize")
+    "test_a_training_step_never_synchronizes", "test_replays_never_synchronize",
+    "test_a_cnn_epoch_on_device_data_makes_no_per_step_transfers",
+    "test_a_cnn_training_step_never_synchronizes")
 PACKAGES = ("numpy", "cupy", "torch", "numba", "array_api_compat", "array_api_strict",
             "pytest", "pytest_benchmark", "xdist")
 

@@ -37,13 +37,13 @@ def test_the_plain_numpy_cnns_take_fastnns_step():
     the same step as fastnn from the same weights."""
     import numpy as np
 
-    from bench import cnn, workloads
+    from bench import cnn, conv_workloads
 
     for net in cnn.NETS:
-        data = workloads.cnn_data(net, 6, "float64")
+        data = conv_workloads.cnn_step(net, 6, "float64").inputs()
         plain = cnn.PlainNet(net, data["weights"])
         loss = plain.step(data["X"], data["y"], 0.01)
-        model = workloads.cnn_model(net, backends.load("numpy"), "float64")
+        model = conv_workloads.cnn_model(net, backends.load("numpy"), "float64")
         history = model.fit(data["X"], data["y"], epochs=1, batch_size=6, lr=0.01,
                             shuffle=False)
         np.testing.assert_allclose(loss, history["loss"][0], rtol=1e-10)

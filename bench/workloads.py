@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import fastnn
-from bench import cnn, peers, reference
+from bench import peers, reference
 from bench.case import GEMM_INPUTS, Case, dense_products, mlp_gemms, pure_case
 from fastnn import activations, backends, initializers, optimizers
 from fastnn.layers import Dense, Parameter
@@ -69,7 +69,10 @@ def catalog(quick=False):
                       mlp_step(batch, dtype, by_ops=True)]
     items += [planar(1000 if quick else 10_000, dtype) for dtype in DTYPES]
     items.append(epoch(2048 if quick else 60_000, "float32"))
-    items += [cnn_step(net, 8 if quick else cnn.BATCH[net], "float32") for net in cnn.NETS]
+    from bench import conv_workloads  # it builds on this module: imported when used
+
+    items += [conv_workloads.cnn_step("SimpleConvNet", 8 if quick else 100),
+              conv_workloads.cnn_step("LeNet-5", 8 if quick else 128)]
     return items
 
 
@@ -77,8 +80,11 @@ def gpu_catalog(quick=False):
     """The GPU check's workloads (``bench.gpu_check``), float32: every activation's
     forward and backward on arrays well beyond a GPU's L2 cache, the MLP
     784-1024-1024-10 step at batch 4096 with its 8 GEMMs, the planar net (10,000
-    iterations), and one epoch over 60,000 x 784; ``quick`` shrinks them all (the
-    CPU rehearsal)."""
+    iterations), one epoch over 60,000 x 784, and the training steps of SimpleConvNet
+    (batch 100) and LeNet-5 (batch 512); ``quick`` shrinks them all (the CPU
+    rehearsal)."""
+    from bench import conv_workloads  # it builds on this module: imported when used
+
     shape = (64, 256) if quick else (32768, 1024)
     items = [elementwise(d, name, shape, "float32") for name in ACTIVATIONS
              for d in ("forward", "backward")]
@@ -86,6 +92,8 @@ def gpu_catalog(quick=False):
     items += [mlp_gemms_only(batch, "float32", dims), mlp_step(batch, "float32", dims=dims)]
     items += [planar(1000 if quick else 10_000, "float32"),
               epoch(2048 if quick else 60_000, "float32")]
+    items += [conv_workloads.cnn_step("SimpleConvNet", 8 if quick else 100),
+              conv_workloads.cnn_step("LeNet-5", 16 if quick else 512)]
     return items
 
 
@@ -484,63 +492,3 @@ def _check_epoch(outputs, data):
     loss, start = outputs[0][0], data["initial_loss"]
     assert np.isfinite(loss) and loss < start, f"epoch loss {loss} is not below {start}"
 
-
-# ---- the CNNs (bench.cnn): one SGD training step ----
-
-def cnn_model(net, backend, dtype, seed=0):
-    return fastnn.Sequential(cnn.fastnn_layers(net), input_shape=cnn.IMAGE, dtype=dtype,
-                             seed=seed, backend=backend)
-
-
-def cnn_data(net, batch, dtype):
-    """Images, labels and the net's initial weights (host): peers start from the same."""
-    X = normal((batch, *cnn.IMAGE), dtype, 11, 0.25)
-    y = np.random.default_rng(12).integers(0, 10, batch)
-    build = functools.partial(cnn_model, net)
-    return {"X": X, "y": y, "weights": initial_weights(build, dtype), "net": net}
-
-
-def cnn_step(net, batch, dtype):
-    """One SGD step (lr 0.01) of SimpleConvNet or LeNet-5 on one batch, as ``fit`` runs
-    it; torch's peer uses nn.Conv2d and nn.MaxPool2d with the same weights."""
-    return Workload(
-        name=f"{net} step B={batch}", group="conv", dtype=dtype,
-        inputs=functools.partial(cnn_data, net, batch, dtype), fastnn=_cnn_step,
-        torch=functools.partial(peers.cnn_step, net), check=_check_cnn_step,
-        work=cnn.step_flops(net, batch), unit="FLOP", tolerance=tolerance(dtype, 1e-4, 1e-9),
-    )
-
-
-def _cnn_step(backend, data):
-    """``fit``'s step over a one-batch epoch (its ``epoch_runner``)."""
-    model = cnn_model(data["net"], backend, data["X"].dtype.name)
-    X, Y = model.prepare(data["X"], data["y"])
-    model.optimizer = fastnn.SGD(lr=0.01)
-    run, losses = epoch_runner(model, X, Y, X.shape[0]), []
-
-    def step():
-        losses[:] = [run(None)]
-
-    def result():
-        after, _ = model.loss_value(X, Y)
-        return [host(backend, losses[0])[0] / X.shape[0], host(backend, after)]
-
-    return Case(step, result)
-
-
-def _check_cnn_step(outputs, data):
-    """The loss is finite and the step lowered it."""
-    before, after = float(outputs[0]), float(outputs[1])
-    assert np.isfinite(before) and after < before, (
-        f"the step did not lower the loss ({before} -> {after})")
-
-
-def plain_cnn_step(data):
-    """The same step in plain NumPy (``bench.cnn.PlainNet``), from the same weights."""
-    net = cnn.PlainNet(data["net"], data["weights"])
-    losses = []
-
-    def step():
-        losses[:] = [net.step(data["X"], data["y"], 0.01)]
-
-    return Case(step, lambda: [np.float64(losses[0])])

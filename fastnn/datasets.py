@@ -4,7 +4,8 @@ IDX files, CSV tables).
 
 Each returns (X, y): X of shape (n_samples, n_features) and y int64 class labels of
 shape (n_samples,). The generated sets have two float64 features (``blobs`` may have
-more).
+more). The image sets (``digits``, ``mnist``) give images of shape (n_samples, 1,
+height, width) instead with ``images=True``, the NCHW layout ``Conv2D`` takes.
 """
 
 import gzip
@@ -15,7 +16,7 @@ import numpy as np
 from fastnn.csvdata import load_csv
 from fastnn.idx import mnist
 from fastnn.names import lookup
-from fastnn.validation import in_range, positive_int
+from fastnn.validation import flag, in_range, positive_int
 
 
 def planar(n_samples=400, noise=0.2, seed=1):
@@ -104,14 +105,16 @@ def blobs(n_samples=300, n_classes=3, n_features=2, std=1.0, seed=None):
     return _shuffled(X, y, rng)
 
 
-def digits():
+def digits(images=False):
     """The 8x8 handwritten digits (1797 images, classes 0..9), the same as scikit-learn's
     ``load_digits``: fastnn ships scikit-learn's file (BSD-3-Clause), a copy of the test
     set of the UCI "Optical Recognition of Handwritten Digits" data (E. Alpaydin and
     C. Kaynak, 1998, CC BY 4.0), so it needs no other package and no download.
 
-    X is float64 of shape (1797, 64), pixels scaled from 0..16 to [0, 1].
+    X is float64 of shape (1797, 64), pixels scaled from 0..16 to [0, 1]; with
+    ``images=True``, of shape (1797, 1, 8, 8) (one grey channel, rows of 8 pixels).
     """
+    images = flag("images", images)
     name = "digits.csv.gz"
     try:
         with (importlib.resources.files("fastnn") / name).open("rb") as raw, \
@@ -125,7 +128,8 @@ def digits():
             f"fastnn's copy of the digits ({name}) is missing or damaged ({error}); "
             "reinstall fastnn: pip install --force-reinstall fastnn"
         ) from None
-    return table[:, :-1] / 16.0, table[:, -1]
+    X = table[:, :-1] / 16.0
+    return (X.reshape(-1, 1, 8, 8) if images else X), table[:, -1]
 
 
 GENERATED = (planar, moons, circles, xor, spirals, blobs)
@@ -135,7 +139,7 @@ TABLE["csv"] = load_csv
 
 def load(name, **options):
     """A dataset by name, e.g. ``load('moons', n_samples=1000, noise=0.2, seed=0)``,
-    ``load('digits')``, ``load('mnist', directory='data/mnist', kind='test')`` or
+    ``load('digits', images=True)``, ``load('mnist', directory='data/mnist', kind='test')`` or
     ``load('csv', path='table.csv', label='label')``."""
     return lookup("dataset", name, TABLE)(**options)
 

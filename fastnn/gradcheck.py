@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from fastnn.model import Sequential
+from fastnn.outofcore import in_memory
 
 
 class GradcheckResult:
@@ -51,7 +52,7 @@ def gradcheck(model, X, y, eps=1e-4, threshold=1e-6, max_entries=None, seed=0):
     model.check_trainable()
     checked = _float64_copy(model)
     backend = checked.backend
-    X, Y = checked.prepare(X, y)
+    X, Y = checked.prepare(in_memory(X), in_memory(y))  # the checks use X whole
     for layer in checked.layers:
         if hasattr(layer, "frozen"):
             layer.frozen = True

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastnn.validation import flag
+
 GZIP_MAGIC = b"\x1f\x8b"
 DTYPES = {
     0x08: np.dtype(">u1"),
@@ -82,15 +84,17 @@ def _parse(raw, path):
     return data.astype(dtype.newbyteorder("="))
 
 
-def mnist(directory, kind="train"):
+def mnist(directory, kind="train", images=False):
     """MNIST (or Fashion-MNIST, same file names) from ``directory``: (X, y).
 
     kind: 'train' (train-images-idx3-ubyte, ...) or 'test' (t10k-...), each file raw
     or with '.gz'. X is float32 of shape (n, 784) scaled to [0, 1] (float32 keeps the
-    60,000 training images at 188 MB); y is int64 labels 0..9.
+    60,000 training images at 188 MB), or with ``images=True`` of shape (n, 1, 28, 28)
+    (one grey channel; the rows and columns the file declares); y is int64 labels 0..9.
     """
     if kind not in MNIST_FILES:
         raise ValueError(f"kind must be 'train' or 'test'; got {kind!r}")
+    as_images = flag("images", images)
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"MNIST directory {str(directory)!r} does not exist")
@@ -113,7 +117,8 @@ def mnist(directory, kind="train"):
         )
     if labels.size and labels.max() > 9:
         raise ValueError(f"{str(labels_path)!r} has label {labels.max()}; MNIST labels are 0..9")
-    X = images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+    shape = (len(images), 1, *images.shape[1:]) if as_images else (len(images), -1)
+    X = images.reshape(shape).astype(np.float32) / np.float32(255)
     return X, labels.astype(np.int64)
 
 

@@ -1,8 +1,9 @@
 """Sequential: a stack of layers with a loss, trained by ``fit``.
 
 The high-level API (``fit``, ``predict``, ``predict_proba``, ``evaluate``) takes
-NumPy (or the backend's own) arrays and returns NumPy; the layer-level API
-(``forward``, ``compute_gradients``) takes and returns arrays of the backend.
+NumPy (or the backend's own) arrays, or out-of-core data such as a ``np.memmap``, read
+a chunk of rows at a time (``fastnn.outofcore``), and returns NumPy; the layer-level
+API (``forward``, ``compute_gradients``) takes and returns arrays of the backend.
 Data is batch-first: X has shape (n_samples, n_features), or (n_samples, channels,
 height, width) for images (NCHW, as in PyTorch).
 """
@@ -11,7 +12,7 @@ import math
 
 import numpy as np
 
-from fastnn import backends, losses, metrics
+from fastnn import backends, losses, metrics, outofcore
 from fastnn.errors import NotDifferentiable, NotFinite
 from fastnn.layers import TYPES, Dense, Layer
 from fastnn.validation import (
@@ -146,10 +147,21 @@ class Sequential:
     # ---- data preparation ----
 
     def prepare_inputs(self, X, what="X"):
-        """X validated and cast to the model's dtype on its backend."""
+        """X validated and cast to the model's dtype on its backend; out-of-core X
+        (``fastnn.outofcore``) as ``Rows`` that do so a chunk at a time."""
+        if outofcore.streams(X):
+            return self._stream_inputs(X, what)
         X = as_device_array(self.backend, X, what, self.largest())
         check_samples(X, self.input_shape, what)
         return self.backend.xp.astype(X, self.dtype) if X.dtype != self.dtype else X
+
+    def _stream_inputs(self, X, what):
+        """``prepare_inputs`` of out-of-core X: checked in one pass over its chunks."""
+        backend, dtype, limit = self.backend, self.dtype, self.largest()
+        X = outofcore.Rows(backend, X, what, lambda host: backend.asarray(host, dtype))
+        check_samples(X, self.input_shape, what)
+        return X.check(lambda host, row: backend.asarray(
+            as_device_array(backend, host, what, limit, row), dtype))
 
     def largest(self):
         """The largest finite value of the model's dtype: input beyond it cannot be cast."""
@@ -158,9 +170,23 @@ class Sequential:
     def prepare(self, X, y, names=("X", "y")):
         """(X, Y) validated, on the backend, Y shaped (n_samples, n_outputs) for the loss."""
         X = self.prepare_inputs(X, names[0])
+        if outofcore.streams(y):
+            return X, self._stream_targets(X, y, names)
         y = as_device_array(self.backend, y, names[1], self.largest())
         check_rows(X, y, *names)
         return X, self.loss.prepare_targets(self.backend, y, self.n_out, self.dtype)
+
+    def _stream_targets(self, X, y, names):
+        """``prepare``'s Y of out-of-core y: ``Rows`` checked in one pass over its chunks."""
+        backend, limit = self.backend, self.largest()
+
+        def targets(y):
+            return self.loss.prepare_targets(backend, y, self.n_out, self.dtype)
+
+        Y = outofcore.Rows(backend, y, names[1], lambda host: targets(backend.asarray(host)))
+        check_rows(X, Y, *names)
+        return Y.check(lambda host, row: targets(
+            as_device_array(backend, host, names[1], limit, row)))
 
     # ---- high-level API: NumPy in, NumPy out ----
 
@@ -221,7 +247,7 @@ class Sequential:
     def _overflow(self, X):
         """Why finite inputs gave non-finite results, with the sizes involved."""
         host = self.backend.to_numpy
-        inputs = float(np.max(np.abs(host(X))))
+        inputs = X.largest() if isinstance(X, outofcore.Rows) else float(np.max(np.abs(host(X))))
         params = max((float(np.max(np.abs(host(p.value)))) for p in self.parameters()),
                      default=0.0)
         return (f"every input is finite, so the arithmetic overflowed {self.dtype_name} "

@@ -20,6 +20,7 @@ replay; a fused runner calls the same hooks between its steps.
 import functools
 
 from fastnn import metrics
+from fastnn.outofcore import take
 from fastnn.runner import EpochRunner
 
 
@@ -92,11 +93,12 @@ class Batches:
 
 def rows(xp, X, Y, start, stop, order=None):
     """Rows start..stop-1 of X and Y, or the rows ``order[start:stop]`` names (``stop``
-    must not pass the end: out-of-range slice ends are not portable)."""
+    must not pass the end: out-of-range slice ends are not portable). X or Y may be
+    out-of-core ``fastnn.outofcore.Rows``, read here a step at a time."""
     if order is None:
         return X[start:stop, ...], Y[start:stop, ...]
     idx = order[start:stop]
-    return xp.take(X, idx, axis=0), xp.take(Y, idx, axis=0)
+    return take(xp, X, idx), take(xp, Y, idx)
 
 
 def clip(xp, params, clip_norm, clip_value):

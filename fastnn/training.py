@@ -28,6 +28,7 @@ from fastnn import callbacks as callback_lists
 from fastnn import metrics, optimizers, replay
 from fastnn.distributed import data_parallel
 from fastnn.errors import TrainingDiverged
+from fastnn.outofcore import Rows
 from fastnn.plan import describe
 from fastnn.schedules import Schedule
 from fastnn.steps import Steps
@@ -40,6 +41,10 @@ def fit(model, X, y, epochs=1, batch_size=None, optimizer=None, lr=None, shuffle
         seed=None, validation_data=None, verbose=0, callbacks=None, lr_schedule=None,
         clip_norm=None, clip_value=None, progress=False, distributed=None):
     """Train ``model`` on (X, y) and return this call's per-epoch history.
+
+    X, y (and validation_data): NumPy arrays (or the backend's), or out-of-core data, a
+    ``np.memmap`` or an array-like that slices, read a batch at a time
+    (``fastnn.outofcore``).
 
     batch_size: rows per step; None trains full-batch (the tutorials' gradient descent).
     optimizer: a name ('sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam') or an
@@ -263,16 +268,21 @@ def epoch_runner(model, X, Y, batch, clip_norm=None, clip_value=None, session=No
     2. on a backend that records steps (CUDA graphs), the generic steps recorded once
        and replayed (``fastnn.replay``), unless the model or the epoch does not qualify
        (``replay.unsuitable``) or the steps talk to other ranks;
-    3. the generic steps (``fastnn.steps.Steps``), which train any model anywhere."""
+    3. the generic steps (``fastnn.steps.Steps``), which train any model anywhere.
+
+    Out-of-core data (``fastnn.outofcore.Rows``) takes 3: a fused epoch wants the data
+    in memory, and a recording cannot read the host between steps."""
     batches = None if session is None else session.batches(model, X, Y, batch)
-    plan = describe(model, X, batch, clip_norm, clip_value)
+    streamed = isinstance(X, Rows) or isinstance(Y, Rows)  # read from the host per step
+    plan = None if streamed else describe(model, X, batch, clip_norm, clip_value)
     if plan is not None:
         run = model.backend.fused_epoch(plan, X, Y, model.parameters(), model.optimizer,
                                         batches)
         if run is not None:
             return run
     steps = Steps(model, X, Y, batch, clip_norm, clip_value, batches)
-    if steps.batches.local and replay.unsuitable(model, steps.steps_per_epoch) is None:
+    if (steps.batches.local and not streamed
+            and replay.unsuitable(model, steps.steps_per_epoch) is None):
         return replay.Replayer(model, steps)
     return steps
 

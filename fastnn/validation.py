@@ -5,6 +5,7 @@ and device arrays are checked with ``xp`` reductions (one counted scalar read ea
 through ``backend.read_bool(..., check=True)``).
 """
 
+import collections.abc
 import math
 import numbers
 
@@ -48,6 +49,13 @@ def count_or_flag(name, value, meaning):
     return int(value)
 
 
+def flag(name, value):
+    """``value`` as a bool; anything but True or False (a string such as 'no') is an error."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
 def in_range(name, value, low, high, *, closed_high=False):
     """``value`` as a float in [low, high) (or [low, high])."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -59,13 +67,21 @@ def in_range(name, value, low, high, *, closed_high=False):
     return float(value)
 
 
-def as_device_array(backend, data, what, limit=None):
+def as_device_array(backend, data, what, limit=None, first_row=None):
     """``data`` as a numeric, non-empty, finite array on ``backend``; with ``limit`` (the
     largest value of the dtype it will be cast to), also no larger than that in
-    magnitude, in the same single read."""
+    magnitude, in the same single read. ``first_row``: ``data`` is the rows from
+    ``first_row`` on of a larger array read in chunks (``fastnn.outofcore``), so an
+    error names the row in the whole array and counts nothing past the first."""
     xp = backend.xp
     if isinstance(data, np.ndarray) or not backend.is_array(data):
         backend.reject_foreign(data)
+        if isinstance(data, collections.abc.Iterator):
+            raise TypeError(
+                f"{what} is a {type(data).__name__}, which can be read only once and not by "
+                f"rows; pass an array, a NumPy memmap (np.load(path, mmap_mode='r')) or "
+                f"an array-like with shape, dtype and {what}[start:stop] giving rows"
+            )
         try:
             host = np.asarray(data)
         except (ValueError, TypeError) as error:
@@ -92,26 +108,29 @@ def as_device_array(backend, data, what, limit=None):
     else:
         within = xp.abs(data) <= limit  # NaN and inf fail this too
     if not backend.read_bool(xp.all(within), check=True):
-        host = backend.to_numpy(data)
-        bad = ~np.isfinite(host)
-        if bad.any():
-            raise ValueError(
-                f"{what} contains {int(bad.sum())} NaN or infinite value(s), the first at "
-                f"index {_first(bad)}; remove or impute them before training"
-            )
-        bad = np.abs(host) > limit
-        first = _first(bad)
-        raise ValueError(
-            f"{what} has {int(bad.sum())} value(s) too large for the model's dtype (beyond "
-            f"+-{limit:.3g}), the first at index {first} "
-            f"({host[first].item():.3g}); scale the data (fastnn.data.standardize) "
-            f"or use a float64 model (dtype='float64')"
-        )
+        raise ValueError(_bad_values(backend.to_numpy(data), what, limit, first_row))
     return data
 
 
-def _first(mask):
-    return tuple(int(i) for i in np.argwhere(mask)[0])
+def _bad_values(host, what, limit, first_row):
+    """The message for ``host`` holding NaN, infinite or too large values."""
+    bad = ~np.isfinite(host)
+    too_large = not bad.any()
+    if too_large:
+        bad = np.abs(host) > limit
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    value = [f"{host[first].item():.3g}"] if too_large else []
+    count, at = f"{int(bad.sum())} ", first
+    if first_row is not None:  # a chunk: its rows' place in the whole, nothing counted
+        count, at = "", (first[0] + first_row, *first[1:])
+        value.append(f"{what} is read in chunks; checking stopped at the first")
+    at = f"{at} ({'; '.join(value)})" if value else f"{at}"
+    if not too_large:
+        return (f"{what} contains {count}NaN or infinite value(s), the first at index {at}; "
+                f"remove or impute them before training")
+    return (f"{what} has {count}value(s) too large for the model's dtype (beyond "
+            f"+-{limit:.3g}), the first at index {at}; scale the data "
+            f"(fastnn.data.standardize) or use a float64 model (dtype='float64')")
 
 
 def _kind_words(dtype):

@@ -3,7 +3,7 @@ and in one process (ranks as threads, or no ranks at all) by test_distributed.py
 
 import numpy as np
 
-from fastnn import BatchNorm, Dense, Dropout, Sequential, datasets
+from fastnn import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential, datasets
 
 X, Y = datasets.blobs(103, n_classes=3, n_features=4, std=2.0, seed=0)
 VAL = (X[:41], Y[:41])
@@ -19,6 +19,20 @@ def model(backend=None, dtype="float64", seed=5, hidden=10, activation="relu"):
     """Dense, BatchNorm, Dropout, Dense: every layer with something to synchronize."""
     return Sequential([Dense(4, hidden, activation), BatchNorm(hidden), Dropout(0.25),
                        Dense(hidden, 3, "softmax")], dtype=dtype, seed=seed, backend=backend)
+
+
+# A CNN on 8x8 digits, trained with OPTIONS: 90 images in batches of 16 (the last of 10).
+IMAGES, LABELS = (a[:90] for a in datasets.digits())
+IMAGES = IMAGES.reshape(-1, 1, 8, 8)
+IMAGE_VAL = (IMAGES[:30], LABELS[:30])
+
+
+def cnn(backend=None, dtype="float64", seed=5):
+    """Conv2D + ReLU, MaxPool2D, a second Conv2D + tanh, Flatten, Dense + softmax."""
+    return Sequential([Conv2D(1, 4, 3, padding=1, activation="relu"), MaxPool2D(2),
+                       Conv2D(4, 6, 3, activation="tanh"), Flatten(),
+                       Dense(24, 10, "softmax")], input_shape=(1, 8, 8), dtype=dtype,
+                      seed=seed, backend=backend)
 
 
 def shards(ranks, data=(X, Y)):

@@ -13,7 +13,19 @@ import time
 from pathlib import Path
 
 import numpy as np
-from distributed_cases import OPTIONS, VAL, X, Y, model, shards, state
+from distributed_cases import (
+    IMAGE_VAL,
+    IMAGES,
+    LABELS,
+    OPTIONS,
+    VAL,
+    X,
+    Y,
+    cnn,
+    model,
+    shards,
+    state,
+)
 
 import fastnn
 from fastnn.distributed import DataParallel
@@ -44,6 +56,28 @@ def exact(dp, out):
     keep("resumed", resumed, resumed.fit(X, Y, epochs=2, batch_size=OPTIONS["batch_size"],
                                          clip_norm=OPTIONS["clip_norm"], distributed=dp))
     report["reductions"] = [dp.reductions.count, dp.reductions.bytes]
+    return arrays, report
+
+
+def cnn_exact(dp, out):
+    """A CNN: the same training as simulate(N), and a checkpoint saved after 2 epochs on
+    rank 0, loaded on every rank and trained on for 2 more."""
+    arrays, report = {}, {"histories": {}}
+    net = cnn()
+    report["histories"]["first"] = net.fit(IMAGES, LABELS, validation_data=IMAGE_VAL,
+                                           distributed=dp, **OPTIONS)
+    arrays.update({f"first.{i}": a for i, a in enumerate(state(net))})
+    half = cnn()
+    half.fit(IMAGES, LABELS, distributed=dp, **{**OPTIONS, "epochs": 2})
+    path = out / "cnn.npz"
+    if dp.rank == 0:
+        half.save(path)
+    dp.check()  # every rank waits for the file
+    resumed = fastnn.load(path)
+    report["histories"]["resumed"] = resumed.fit(
+        IMAGES, LABELS, epochs=2, batch_size=OPTIONS["batch_size"],
+        clip_norm=OPTIONS["clip_norm"], distributed=dp)
+    arrays.update({f"resumed.{i}": a for i, a in enumerate(state(resumed))})
     return arrays, report
 
 
@@ -174,7 +208,8 @@ def main(scenario, out, *args):
     if scenario in ("raise", "kill"):
         arrays, report = fault(dp, out, scenario == "kill")
     else:
-        arrays, report = {"exact": exact, "mismatch": mismatch, "transfers": transfers,
+        arrays, report = {"exact": exact, "cnn": cnn_exact, "mismatch": mismatch,
+                          "transfers": transfers,
                           "nccl": nccl, "uncaught": uncaught}[scenario](dp, out)
     report.update(rank=dp.rank, size=dp.size, seconds=time.perf_counter() - start)
     np.savez(out / f"rank{dp.rank}.npz", **arrays)

@@ -158,7 +158,7 @@ def test_documented_examples_run_and_reach_their_accuracy(capsys, tmp_path, monk
     empty directory."""
     monkeypatch.chdir(tmp_path)
     commands = documented_cli_commands()
-    assert [c[1] for c in commands] == ["info", "train", "train", "train", "check"]
+    assert [c[1] for c in commands] == ["info", "train", "train", "train", "train", "check"]
     for command in commands:
         status, out, err = run_cli(capsys, *command[1:])
         assert status == 0, err
@@ -173,6 +173,10 @@ def test_documented_examples_run_and_reach_their_accuracy(capsys, tmp_path, monk
     more = json.loads((tmp_path / "runs/digits-more/metrics.json").read_text())
     assert more["test"]["accuracy"] >= 0.95  # resumed on the numba backend
     assert fastnn.load(tmp_path / "runs/digits-more/model.npz").epochs_trained == 40
+    cnn = json.loads((tmp_path / "runs/digits-cnn/metrics.json").read_text())
+    assert cnn["test"]["accuracy"] >= 0.985  # the convolutional network on the 8x8 images
+    assert fastnn.load(tmp_path / "runs/digits-cnn/model.npz").shapes[:2] == [(1, 8, 8),
+                                                                            (30, 8, 8)]
 
 
 def test_resume_continues_exactly_as_one_run(capsys, tmp_path):
@@ -295,6 +299,42 @@ def test_mnist_directory_uses_its_own_test_files(capsys, tmp_path):
     assert "784-8-10 relu/softmax" in out and "12 training samples, 5 held out" in out
 
 
+def test_a_cnn_trains_on_the_digits_images_and_saves_a_checkpoint(capsys, tmp_path):
+    status, out, err = run_cli(capsys, "train", "--dataset", "digits", "--model",
+                               "conv4x3same-maxpool2-dense16", "--standardize", "--epochs", 2,
+                               "--batch-size", 32, "--optimizer", "adam", "--lr", 0.01,
+                               "--out", tmp_path, "--no-plots")
+    assert status == 0, err
+    assert out.startswith("training conv4x3same-maxpool2-dense16 relu/softmax "
+                          "(categorical_crossentropy) with Adam(")
+    model = fastnn.load(tmp_path / "model.npz")
+    assert model.shapes == [(1, 8, 8), (4, 8, 8), (4, 4, 4), (64,), (16,), (10,)]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["standardize"]["mean"]) == 64  # per pixel, from the training part
+    assert metrics["test"]["accuracy"] > 0.8  # learning after two epochs (10% is chance)
+    status, out, err = run_cli(capsys, "train", "--dataset", "digits", "--standardize",
+                               "--epochs", 1, "--batch-size", 32, "--resume",
+                               tmp_path / "model.npz")
+    assert status == 0, err
+    assert f"training {tmp_path / 'model.npz'} (2 epochs trained" in out
+    status, _, err = run_cli(capsys, "train", "--dataset", "moons", "--resume",
+                             tmp_path / "model.npz")
+    assert status == 2 and "model.npz is a convolutional network and needs images, but " \
+        "dataset moons gives flat samples" in one_error_line(err)
+
+
+def test_a_preset_on_mnist_images(capsys, tmp_path):
+    write_mnist(tmp_path, "train", n=12)
+    write_mnist(tmp_path, "test", n=5)
+    status, out, err = run_cli(capsys, "train", "--dataset", f"mnist:{tmp_path}",
+                               "--model", "simplecnn", "--epochs", 2, "--out", tmp_path / "run",
+                               "--no-plots")
+    assert status == 0, err
+    assert "simplecnn (conv30x5-maxpool2-dense100) relu/softmax" in out
+    assert "12 training samples, 5 held out" in out
+    assert fastnn.load(tmp_path / "run/model.npz").shapes[3] == (4320,)  # Saito's size
+
+
 def test_backend_option_overrides_the_environment(capsys, monkeypatch):
     unusable = [n for n, reason in fastnn.available_backends().items() if reason]
     if not unusable:
@@ -359,6 +399,19 @@ def test_divergence_exits_1_and_keeps_the_history(capsys, tmp_path):
     (["train", "--lr", "inf"], "lr must be a positive number; got inf"),
     (["train", "--test-size", "1.5"], r"argument --test-size: must be a fraction in \[0, 1\)"),
     (["train", "--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+    (["train", "--model", "simplecnn"], "--model simplecnn is a convolutional network and "
+                                        "needs images, but dataset planar gives flat samples"),
+    (["train", "--dataset", "csv:x.csv", "--model", "lenet"], "needs images, but dataset "
+                                                              "csv:x.csv gives flat samples"),
+    (["train", "--dataset", "digits", "--model", "lenett"],
+     "unknown model 'lenett': give a preset \\(simplecnn, lenet\\) or layer tokens joined by"),
+    (["train", "--dataset", "digits", "--model", "conv8x3-pool2"],
+     "model spec 'conv8x3-pool2': 'pool2' is not a layer"),
+    (["train", "--dataset", "digits", "--model", "lenet"],
+     r"model 'lenet' does not fit samples of shape \(1, 8, 8\): conv16x5 \(Conv2D\(6, 16, 5, "
+     r"activation='relu'\)\) has a 5x5 window but its input is only 4 rows high"),
+    (["train", "--dataset", "digits", "--model", "simplecnn", "--arch", "64-10"],
+     "--arch and --model both give the model; give one of them"),
     (["check", "--backends", "tf"], "--backends='tf' is not a fastnn backend"),
     (["check", "--backends", ","], "--backends needs at least one name"),
 ])

@@ -1,8 +1,9 @@
 """The CuPy backend on a real GPU: every fused op against NumPy (float64 to 1e-12,
 float32 to 1e-5 relative), gradients, 100 training steps, the transfer guard, moving
-models, TF32, and epochs replayed from CUDA graphs against unrecorded ones. Skipped,
-with the reason, where no usable GPU is present; the kernels' arithmetic is also
-checked without a GPU in test_cupy_kernels.py, and the replay logic in test_replay.py."""
+models, TF32, epochs replayed from CUDA graphs against unrecorded ones, and the same
+for convolutional networks (the conv and pooling kernels). Skipped, with the reason,
+where no usable GPU is present; the kernels' arithmetic is also checked without a GPU
+in test_cupy_kernels.py and test_cupy_conv.py, and the replay logic in test_replay.py."""
 
 import numpy as np
 import pytest
@@ -261,3 +262,140 @@ def test_replays_never_synchronize(recordings):
         sums = run.epochs(50)
     later = GPU.to_numpy(sums)
     assert len(recordings) == 1 and later[-1, 0] < first[0, 0]  # the loss went down
+
+
+# ---- convolutional networks (kernels/cuda/conv.py) ----
+
+def small_cnn(dtype="float32", seed=0, dropout=False, backend=None):
+    """For 1x8x8 digits: conv 4x3x3 'same' + ReLU, 2x2 max pool, conv 6x3x3 tanh, Dense
+    (on the GPU unless ``backend`` says otherwise)."""
+    layers = [fastnn.Conv2D(1, 4, 3, padding="same", activation="relu"), fastnn.MaxPool2D(2),
+              fastnn.Conv2D(4, 6, 3, activation="tanh"), fastnn.Flatten(),
+              Dense(24, 10, "softmax")]
+    if dropout:
+        layers.insert(2, Dropout(0.2))
+    return Sequential(layers, input_shape=(1, 8, 8), seed=seed, dtype=dtype,
+                      backend=backend or GPU)
+
+
+def digit_images(n):
+    X, y = datasets.digits()
+    return X[:n].reshape(-1, 1, 8, 8), y[:n]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("stride, padding", [((1, 1), ((1, 1), (1, 1))),
+                                             ((2, 1), ((0, 1), (2, 0)))])
+def test_conv_ops_match_numpy(dtype, stride, padding):
+    ref = backends.load("numpy").ops
+    rng = np.random.default_rng(3)
+    X, Xh = both(rng.normal(size=(33, 5, 13, 12)), dtype)
+    W, Wh = both(rng.normal(size=(7, 5, 3, 3)), dtype)
+    b, bh = both(rng.normal(size=7), dtype)
+    act = activations.get("tanh")
+    Z, A, work = GPU.ops.conv2d_forward(X, W, b, act, stride, padding, True)
+    Zh, Ah, work_h = ref.conv2d_forward(Xh, Wh, bh, act, stride, padding, True)
+    assert isinstance(A, GPU.cupy.ndarray) and A.shape == Ah.shape and A.flags.c_contiguous
+    # the sums of the terms' magnitudes: the same ops on |X|, |W|, |b|, |dA| (|tanh'| <= 1)
+    plain, magnitudes = activations.get("identity"), [np.abs(a) for a in (Xh, Wh, bh)]
+    scale = ref.conv2d_forward(*magnitudes, plain, stride, padding, True)[0]
+    close(Z, Zh, dtype, scale)
+    close(A, Ah, dtype, scale)
+    dA, dAh = both(rng.normal(size=Ah.shape), dtype)
+    grads = GPU.ops.conv2d_backward(X, W, dA, Z, A, work, act, stride, padding, True)
+    expected = ref.conv2d_backward(Xh, Wh, dAh, Zh, Ah, work_h, act, stride, padding, True)
+    terms = ref.conv2d_backward(magnitudes[0], magnitudes[1], np.abs(dAh), None, None, None,
+                                plain, stride, padding, True)
+    for got, want, scale in zip(grads, expected, terms):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        close(got, want, dtype, scale)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("size, stride", [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((2, 3), (1, 2))])
+def test_pool_ops_match_numpy(dtype, size, stride):
+    """Max pooling exactly (the same picks, the same sums in the same order), average
+    pooling within the dtype's tolerance; ties (rounded inputs) and a NaN included."""
+    ref = backends.load("numpy").ops
+    Xh = np.random.default_rng(4).normal(size=(17, 6, 11, 10)).round(1).astype(dtype)
+    Xh[3, 2, 4, 5] = np.nan
+    X = GPU.asarray(Xh)
+    out, work = GPU.ops.maxpool2d_forward(X, size, stride)
+    out_h, work_h = ref.maxpool2d_forward(Xh, size, stride)
+    np.testing.assert_array_equal(GPU.to_numpy(out), out_h)
+    G, Gh = both(np.random.default_rng(5).normal(size=out_h.shape), dtype)
+    np.testing.assert_array_equal(
+        GPU.to_numpy(GPU.ops.maxpool2d_backward(G, X, out, work, size, stride)),
+        ref.maxpool2d_backward(Gh, Xh, out_h, work_h, size, stride))
+    Xh[3, 2, 4, 5] = 0.0
+    X = GPU.asarray(Xh)
+    close(GPU.ops.avgpool2d_forward(X, size, stride), ref.avgpool2d_forward(Xh, size, stride),
+          dtype, ref.avgpool2d_forward(np.abs(Xh), size, stride))  # sums that may cancel
+    close(GPU.ops.avgpool2d_backward(G, Xh.shape, size, stride),
+          ref.avgpool2d_backward(Gh, Xh.shape, size, stride), dtype,
+          ref.avgpool2d_backward(np.abs(Gh), Xh.shape, size, stride))
+
+
+def test_cnn_gradcheck_on_the_gpu():
+    X, y = digit_images(6)
+    layers = [fastnn.Conv2D(1, 3, 3, padding=1, activation="tanh"), fastnn.AvgPool2D(2),
+              fastnn.Conv2D(3, 2, 3, activation="sigmoid"), fastnn.MaxPool2D(2, stride=1),
+              fastnn.Flatten(), Dense(2, 10, "softmax")]
+    model = Sequential(layers, input_shape=(1, 8, 8), seed=4, backend=GPU)
+    result = fastnn.gradcheck(model, X + np.random.default_rng(0).normal(size=X.shape) * 0.1, y)
+    assert result.passed, result
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-4)])
+def test_cnn_training_matches_numpy_and_repeats_exactly(dtype, rtol):
+    X, y = digit_images(200)
+
+    def train(on):
+        model = small_cnn(dtype, seed=2, backend=on)
+        model.fit(X, y, epochs=3, batch_size=40, optimizer="adam", lr=0.01, seed=1)
+        return [np.asarray(model.backend.to_numpy(p.value)) for p in model.parameters()]
+
+    first, second, ref = train(GPU), train(GPU), train("numpy")
+    for a, b, c in zip(first, second, ref):
+        np.testing.assert_array_equal(a, b)  # no atomics: the same bits every run
+        np.testing.assert_allclose(a, c, rtol=rtol, atol=rtol * 1e-2)
+
+
+def test_a_cnn_epoch_on_device_data_makes_no_per_step_transfers():
+    X, y = digit_images(1000)
+    Xd, yd = GPU.asarray(X, GPU.xp.float32), GPU.asarray(y)
+    model = small_cnn(dropout=True)  # Dropout: the steps run one by one, not replayed
+    with GPU.count_transfers() as counted:
+        model.fit(Xd, yd, epochs=2, batch_size=50, optimizer="adam")  # 40 steps
+    assert counted.to_device == 0
+    assert counted.to_host == counted.checks + 2 + 1 and counted.checks == 2
+
+
+def test_a_cnn_training_step_never_synchronizes():
+    model = small_cnn()
+    X, Y = model.prepare(*digit_images(128))
+    opt, params = fastnn.Adam(), model.parameters()
+    model.compute_gradients(X, Y)  # compiles the kernels, allocates
+    opt.step(params, GPU)
+    with no_synchronize():
+        for _ in range(3):
+            model.compute_gradients(X, Y)
+            opt.step(params, GPU)
+
+
+def test_replayed_cnn_epochs_equal_unrecorded_ones(monkeypatch, recordings):
+    X, y = digit_images(120)
+
+    def train(captures):
+        monkeypatch.setattr(GPU, "captures", captures)
+        model = small_cnn("float64", seed=3)
+        history = model.fit(X, y, epochs=6, batch_size=40, optimizer="adam", lr=0.01,
+                            shuffle=False, seed=1)
+        return model, history
+
+    (replayed, h1), (plain, h2) = train(True), train(False)
+    assert len(recordings) == 1
+    np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=1e-13)
+    for p, q in zip(replayed.parameters(), plain.parameters()):
+        np.testing.assert_allclose(GPU.to_numpy(p.value), GPU.to_numpy(q.value), rtol=1e-12,
+                                   atol=1e-15)

@@ -19,11 +19,23 @@ import time
 import numpy as np
 import pytest
 from conftest import make_backend
-from distributed_cases import OPTIONS, VAL, X, Y, model, shards, state
+from distributed_cases import (
+    IMAGE_VAL,
+    IMAGES,
+    LABELS,
+    OPTIONS,
+    VAL,
+    X,
+    Y,
+    cnn,
+    model,
+    shards,
+    state,
+)
 from mpi_launch import BIN, MPIEXEC, MPIS, ONE_THREAD, ROOT, WORKER, launch, mpi_missing, needs_mpi
 
 import fastnn
-from fastnn import Callback, CSVLogger
+from fastnn import Callback, CSVLogger, Sequential
 from fastnn.distributed import DataParallel, run_local, simulate
 from fastnn.errors import BackendUnavailable, DistributedError
 
@@ -72,6 +84,53 @@ def test_ranks_match_one_process_and_repeat_exactly(ranks, optimizer):
     assert_close(state(first), state(alone), rtol)
     for key, values in history.items():
         np.testing.assert_allclose(got[key], values, rtol=rtol)
+
+
+def test_a_cnn_on_two_ranks_is_simulate_bit_for_bit_and_one_process_within_1e_12(backend):
+    """Conv2D, MaxPool2D, Flatten and Dense trained with fit(..., distributed=...) on
+    two ranks: every rank gives simulate(2)'s history and bits (parameters and optimizer
+    state), and those are within 1e-12 of one process's, in float64."""
+    reference = cnn(backend)
+    expected = simulate(2, reference, IMAGES, LABELS, validation_data=IMAGE_VAL, **OPTIONS)
+
+    def train(dp):
+        net = cnn(backend)
+        history = net.fit(IMAGES, LABELS, validation_data=IMAGE_VAL, distributed=dp, **OPTIONS)
+        return history, state(net)
+
+    for history, arrays in by_rank(train, 2):
+        assert history == expected
+        assert_identical(arrays, state(reference))
+    alone = cnn(backend)
+    history = alone.fit(IMAGES, LABELS, validation_data=IMAGE_VAL, **OPTIONS)
+    assert_close(state(reference), state(alone), 1e-12)
+    for key, values in history.items():
+        np.testing.assert_allclose(expected[key], values, rtol=1e-12)
+    assert history["accuracy"][-1] > history["accuracy"][0]  # it does learn
+
+
+def test_ranks_with_another_cnn_or_flat_images_all_raise():
+    """A pooling layer that differs on rank 1, then flat rows given to a CNN on rank 1
+    (which names the reshape): every rank raises, none hangs."""
+    def other_pool(dp):
+        net = cnn()
+        if dp.rank == 1:
+            net = Sequential([*cnn().layers[:1], fastnn.AvgPool2D(2), *cnn().layers[2:]],
+                             input_shape=(1, 8, 8), dtype="float64", seed=5)
+        return net.fit(IMAGES, LABELS, distributed=dp, **OPTIONS)
+
+    outcomes = by_rank(other_pool, 2)
+    assert all(isinstance(o, DistributedError) and "layer 1: rank 1 has {'type': 'AvgPool2D'"
+               in str(o) for o in outcomes), outcomes
+
+    def flat(dp):
+        images = IMAGES.reshape(len(IMAGES), -1) if dp.rank == 1 else IMAGES
+        return cnn().fit(images, LABELS, distributed=dp, **OPTIONS)
+
+    rank0, rank1 = by_rank(flat, 2)
+    assert isinstance(rank1, ValueError) and "X.reshape(-1, 1, 8, 8)" in str(rank1)
+    assert isinstance(rank0, DistributedError)
+    assert "rank 1 of 2 failed before training: ValueError: X must have shape" in str(rank0)
 
 
 # N ranks against one process, each parameter array relative to its largest entry: the
@@ -326,6 +385,28 @@ def test_mpi_ranks_give_the_reference_bits(tmp_path, backend_name, ranks):
         assert resumed["loss"] == expected["loss"][2:]
         assert report["reductions"][0] > 0
     assert fastnn.load(tmp_path / "half.npz").epochs_trained == 2  # loads in one process too
+
+
+@needs_mpi
+@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
+def test_mpi_ranks_train_a_cnn_to_the_reference_bits_and_resume_it(tmp_path, backend_name):
+    """Under mpiexec -n 2: a CNN trained with fit(..., distributed=True) gives
+    simulate(2)'s history and bits on every rank, and one saved after 2 epochs, loaded
+    and trained on for 2 more, ends with the same bits and losses."""
+    backend = make_backend(backend_name)
+    with fastnn.use_backend(backend):
+        reference = cnn()
+        expected = simulate(2, reference, IMAGES, LABELS, validation_data=IMAGE_VAL,
+                            **OPTIONS)
+        resumed_reference = cnn()
+        after = simulate(2, resumed_reference, IMAGES, LABELS, **OPTIONS)
+    for arrays, report in worker(2, "cnn", tmp_path, backend_name):
+        assert report["histories"]["first"] == expected
+        assert_identical(named(arrays, "first"), state(reference))
+        assert_identical(named(arrays, "resumed"), state(resumed_reference))
+        assert report["histories"]["resumed"]["loss"] == after["loss"][2:]
+    saved = fastnn.load(tmp_path / "cnn.npz")  # loads in one process too
+    assert saved.epochs_trained == 2 and saved.shapes == reference.shapes
 
 
 @needs_mpi

@@ -117,6 +117,24 @@ def test_mnist_reads_standard_names(tmp_path, kind, gz):
     assert X.min() >= 0.0 and X.max() <= 1.0
 
 
+@pytest.mark.parametrize("kind", ["train", "test"])
+def test_mnist_as_images_keeps_rows_and_columns(tmp_path, kind):
+    images, labels = write_mnist(tmp_path, kind, n=4)
+    X, y = datasets.load("mnist", directory=tmp_path, kind=kind, images=True)
+    assert X.shape == (4, 1, 28, 28) and X.dtype == np.float32 and X.flags.c_contiguous
+    np.testing.assert_allclose(X[:, 0], images / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(X.reshape(4, -1), mnist(tmp_path, kind)[0])
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_mnist_images_flag_is_checked_and_missing_files_still_named(tmp_path):
+    with pytest.raises(TypeError, match="images must be True or False; got 1"):
+        mnist(tmp_path, images=1)
+    with pytest.raises(FileNotFoundError, match=r"no MNIST train files .*train-images-idx3"
+                                                r"-ubyte\[\.gz\] and .*never downloads"):
+        mnist(tmp_path, images=True)
+
+
 def test_mnist_dot_spelling_and_load_by_name(tmp_path):
     _, labels = write_mnist(tmp_path, "test", n=3, dot_names=True)
     X, y = datasets.load("mnist", directory=tmp_path, kind="test")

@@ -423,3 +423,24 @@ def test_too_old_a_scikit_learn_is_named(monkeypatch):
     monkeypatch.setattr(sklearn, "__version__", "1.3.2")
     with pytest.raises(ImportError, match=r"needs scikit-learn 1.4.2 or newer; 1.3.2"):
         importlib.import_module("fastnn.sklearn")
+
+
+def test_memmap_input_is_read_a_batch_at_a_time(tmp_path, monkeypatch):
+    """A memmap passes scikit-learn's checks as a view of the file, and fastnn reads it a
+    chunk at a time (``fastnn.outofcore``): the network of the same data in memory."""
+    from fastnn import outofcore
+
+    checked = []
+    check = outofcore.Rows.check
+    monkeypatch.setattr(outofcore.Rows, "check",
+                        lambda rows, *args: checked.append(rows.what) or check(rows, *args))
+    X, y = datasets.digits()
+    X, y = X[:300], y[:300]
+    np.save(tmp_path / "X.npy", X)
+    Xm = np.load(tmp_path / "X.npy", mmap_mode="r")
+    memory = NeuralNetClassifier(hidden=(16,), epochs=3, batch_size=32, random_state=0)
+    mapped = clone(memory).fit(Xm, y)
+    assert checked == ["X"]
+    memory.fit(X, y)
+    assert np.array_equal(memory.predict_proba(X), mapped.predict_proba(Xm))
+    assert checked == ["X", "X"]  # and again by the prediction

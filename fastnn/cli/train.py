@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 import fastnn
-from fastnn import backends, datasets, optimizers
+from fastnn import backends, datasets, optimizers, presets
 from fastnn.data import standardize, train_test_split
 from fastnn.distributed import DataParallel
 from fastnn.errors import TrainingDiverged
 from fastnn.names import lookup, normalize
 
 BUILTIN = {f.__name__: f for f in (*datasets.GENERATED, datasets.digits)}
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist")  # those that can give images
 FILE_DATASETS = {"mnist": "DIR", "fashion_mnist": "DIR", "csv": "PATH"}
 OPTIMIZER_SETTINGS = ("momentum", "beta1", "beta2", "rho", "eps", "weight_decay")
 DEFAULT_TEST_SIZE = 0.2
@@ -62,6 +63,10 @@ def add_parser(commands):
     model.add_argument("--arch", metavar="SIZES|FILE",
                        help="layer sizes such as 2-4-1, or a JSON nn_architecture file (a list "
                             "of {input_dim, output_dim, activation}); default: inputs-32-outputs")
+    model.add_argument("--model", metavar="PRESET|SPEC",
+                       help=f"a convolutional network for an image dataset (digits, mnist:DIR): "
+                            f"a preset ({', '.join(presets.PRESETS)}) or {presets.SPEC_HELP}; "
+                            f"sized to the images, with an output layer for the classes")
     model.add_argument("--hidden-activation", help="activation of the hidden layers (default relu)")
     model.add_argument("--output-activation",
                        help="default: sigmoid for two classes, softmax for more, identity for "
@@ -163,15 +168,14 @@ def prepare(args, world):
         backend = backends.select_from_environment()
     if world is not None and backend.name == "cupy":
         world.select_gpu()  # one GPU per rank, before any array is made
-    split = load_data(args)
+    resumed = None if args.resume is None else resume_model(args)
+    split = load_data(args, _wanting_images(args, resumed and resumed[0]))
     X_train, X_test, y_train, y_test = split
     scaling = None
     if args.standardize:
-        X_train, mean, std = standardize(X_train)
-        X_test = None if X_test is None else standardize(X_test, mean, std)[0]
-        scaling = {"mean": mean.tolist(), "std": std.tolist()}
-    if args.resume is not None:
-        model, description = resume_model(args)
+        X_train, X_test, scaling = _standardized(X_train, X_test)
+    if resumed is not None:
+        model, description = resumed
         optimizer, seed = None, None  # the checkpoint's optimizer and seed carry on
     else:
         model, description = build_model(args, X_train, y_train)
@@ -183,8 +187,21 @@ def prepare(args, world):
 # ---- data ----
 
 
-def load_data(args):
-    """(X_train, X_test, y_train, y_test); X_test and y_test are None for --test-size 0."""
+def _standardized(X_train, X_test):
+    """(X_train, X_test, scaling) standardized per feature (per pixel for images), with
+    the training part's statistics."""
+    flat = X_train.reshape(len(X_train), -1)
+    X, mean, std = standardize(flat)
+    X_train = X.reshape(X_train.shape)
+    if X_test is not None:
+        X_test = standardize(X_test.reshape(len(X_test), -1), mean, std)[0].reshape(X_test.shape)
+    return X_train, X_test, {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def load_data(args, wanting_images=None):
+    """(X_train, X_test, y_train, y_test); X_test and y_test are None for --test-size 0.
+    ``wanting_images`` names the option whose model takes images (see _wanting_images):
+    the data then comes as images (N, C, H, W)."""
     name, _, argument = args.dataset.partition(":")
     key = normalize(name)
     if key in FILE_DATASETS:
@@ -192,22 +209,47 @@ def load_data(args):
             raise ValueError(f"--dataset {name} needs a {FILE_DATASETS[key]}: "
                              f"--dataset {name}:{FILE_DATASETS[key]}")
         _refuse(args, name, ("n_samples", "noise", "data_seed"), "generated datasets")
+        _images(args, key, wanting_images)  # a CSV file holds flat rows: refused for a CNN
         if key == "csv":
             label = "label" if args.label is None else _column(args.label)
             X, y = datasets.load_csv(argument, label=label, delimiter=args.delimiter)
             return _split(args, X, y)
         _refuse(args, name, ("label", "delimiter"), "CSV files")
         _refuse(args, name, ("test_size",), "datasets without their own test part")
-        X_train, y_train = datasets.mnist(argument, "train")
-        X_test, y_test = datasets.mnist(argument, "test")
+        images = _images(args, key, wanting_images)
+        X_train, y_train = datasets.mnist(argument, "train", images=images)
+        X_test, y_test = datasets.mnist(argument, "test", images=images)
         return X_train, X_test, y_train, y_test
     generator = lookup("dataset", name, {**BUILTIN, **{k: None for k in FILE_DATASETS}})
     if argument:
         raise ValueError(f"--dataset {name} takes no ':' argument; got {args.dataset!r}")
     _refuse(args, name, ("label", "delimiter"), "CSV files")
     options = _generator_options(args, generator)
+    if _images(args, generator.__name__, wanting_images):
+        options["images"] = True
     X, y = generator(**options)
     return _split(args, X, y)
+
+
+def _wanting_images(args, resumed):
+    """The option (``--model NAME``, ``--resume PATH``) whose model takes images, or None."""
+    if resumed is not None:
+        return f"--resume {args.resume}" if len(resumed.input_shape) == 3 else None
+    if args.model is not None and presets.needs_images(args.model):
+        return f"--model {args.model}"
+    return None
+
+
+def _images(args, key, wanting_images):
+    """True if the data must come as images; a model that takes images on a dataset of
+    flat samples is an error."""
+    if wanting_images is None:
+        return False
+    if key not in IMAGE_DATASETS:
+        raise ValueError(f"{wanting_images} is a convolutional network and needs images, "
+                         f"but dataset {args.dataset} gives flat samples; use it with an image "
+                         f"dataset (digits, mnist:DIR), or give a flat dataset --arch sizes")
+    return True
 
 
 def _generator_options(args, generator):
@@ -252,7 +294,7 @@ def resume_model(args):
     """(model, description) from --resume; options that would rebuild the model or its
     optimizer are refused, since the checkpoint already fixes them."""
     clashing = [f"--{name.replace('_', '-')}" for name in
-                ("arch", "hidden_activation", "output_activation", "optimizer",
+                ("arch", "model", "hidden_activation", "output_activation", "optimizer",
                  *OPTIMIZER_SETTINGS) if getattr(args, name) is not None]
     if clashing:
         raise ValueError(f"{', '.join(clashing)} cannot be combined with --resume: the "
@@ -263,11 +305,13 @@ def resume_model(args):
 
 
 def build_model(args, X, y):
-    """(model, a one-line description) from --arch and the activation options."""
+    """(model, a one-line description) from --arch or --model and the activation options."""
+    if args.model is not None:
+        return _from_spec(args, X, y)
     n_features = X.shape[1]
     if args.arch is not None and not SIZES.fullmatch(args.arch):
         return _from_file(args, n_features)
-    classes = int(y.max()) + 1 if y.dtype.kind in "iu" else None
+    classes = _classes(y)
     if args.arch is None:
         n_out = 1 if classes is None or classes <= 2 else classes
         dims = [n_features, 32, n_out]
@@ -280,6 +324,27 @@ def build_model(args, X, y):
                                    dtype=args.dtype, seed=args.seed)
     arch = "-".join(map(str, dims))
     return model, f"{arch} {hidden}/{output} ({model.loss.name})"
+
+
+def _from_spec(args, X, y):
+    if args.arch is not None:
+        raise ValueError("--arch and --model both give the model; give one of them")
+    classes = _classes(y)
+    if classes is None:
+        raise ValueError(f"--model builds a classifier, but dataset {args.dataset} has "
+                         f"real-valued labels; use --arch for regression")
+    n_out = 1 if classes <= 2 else classes
+    hidden = args.hidden_activation or "relu"
+    output = args.output_activation or _default_output(n_out, classes)
+    name, spec = presets.resolve(args.model)
+    model = presets.cnn(args.model, X.shape[1:], n_out, hidden, output, init=_init(args.init),
+                        loss=args.loss, dtype=args.dtype, seed=args.seed)
+    shown = name if name == spec else f"{name} ({spec})"
+    return model, f"{shown} {hidden}/{output} ({model.loss.name})"
+
+
+def _classes(y):
+    return int(y.max()) + 1 if y.dtype.kind in "iu" else None
 
 
 def _from_file(args, n_features):

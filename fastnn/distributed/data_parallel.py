@@ -22,6 +22,7 @@ from fastnn.distributed import guard
 from fastnn.distributed.comm import Communicator, MPIComm
 from fastnn.distributed.shards import Plan, Reductions, Shards, flatten, pieces, split
 from fastnn.errors import BackendUnavailable, DistributedError, TrainingDiverged
+from fastnn.outofcore import part
 
 
 class DataParallel:
@@ -198,7 +199,8 @@ class Session:
         if not self.dp.sharded:
             counts = split(X.shape[0], self.comm.size)
             lo = sum(counts[:self.comm.rank])
-            X, Y = X[lo:lo + counts[self.comm.rank], ...], Y[lo:lo + counts[self.comm.rank], ...]
+            hi = lo + counts[self.comm.rank]
+            X, Y = part(X, lo, hi), part(Y, lo, hi)  # out-of-core: still unread
         sums = self.transport.sum(model.evaluation_sums(X, Y), model.backend)
         return model.scores(sums, self.total(rows))
 

@@ -187,8 +187,12 @@ FUSED = {
 
 
 def overrides(xp, launcher):
-    """The ops-table entries for ``fastnn.ops.Ops(xp, **overrides(xp, launcher))``."""
-    return {name: functools.partial(op, xp, launcher) for name, op in FUSED.items()}
+    """The ops-table entries for ``fastnn.ops.Ops(xp, **overrides(xp, launcher))``: the
+    ops above and the convolution and pooling ops of ``conv``."""
+    from . import conv  # it builds on this module's launch helpers: imported here, once used
+
+    fused = {**FUSED, **conv.FUSED}
+    return {name: functools.partial(op, xp, launcher) for name, op in fused.items()}
 
 
 def _require_arrays(launcher, **arrays):

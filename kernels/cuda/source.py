@@ -1,10 +1,11 @@
 """CUDA C source of the CuPy backend's fused kernels, one template per kernel family.
 
 Each kernel is declared once here (name, template parameters, C parameter list,
-body) and instantiated for float and double (and, where it applies, each fused
-activation). ``SOURCE`` is compiled by CuPy's RawModule at run time (NVRTC) and by
-the test suite offline (NVRTC and ``nvcc --ptx``). The parameter lists also tell
-the launchers how to pass Python numbers (``T`` is the array dtype).
+body; the convolution and pooling kernels in ``conv_source``) and instantiated for
+float and double (and, where it applies, each fused activation). ``SOURCE`` is
+compiled by CuPy's RawModule at run time (NVRTC) and by the test suite offline (NVRTC
+and ``nvcc --ptx``). The parameter lists also tell the launchers how to pass Python
+numbers (``T`` is the array dtype).
 
 Rule for every kernel: a thread's work is independent of every other thread (no
 shared memory, no barriers, no warp shuffles, no atomics). Sums over the batch
@@ -22,6 +23,7 @@ import re
 from collections import namedtuple
 
 from .. import activation_codes as codes
+from . import conv_source
 
 # Fused activations: the template argument ACT of the activation kernels is the
 # activation's code in ``activation_codes`` (softmax has kernels of its own).
@@ -255,6 +257,10 @@ KERNELS = {k.name: k for k in (
     }""",
     ),
 )}
+KERNELS.update((spec[0], Kernel(*spec)) for spec in conv_source.KERNELS)
+# kernels with an ACT parameter that take every elementwise activation (the others: the
+# differentiable ones)
+FORWARD_ACT = ("bias_act_forward", "conv_bias_act_forward")
 
 
 def definition(kernel):
@@ -283,7 +289,7 @@ def instances():
             if kernel.template != ACT_TEMPLATE:
                 out.append(instance(name, dtype_name))
                 continue
-            acts = ACTIVATIONS if name == "bias_act_forward" else DIFFERENTIABLE
+            acts = ACTIVATIONS if name in FORWARD_ACT else DIFFERENTIABLE
             out += [instance(name, dtype_name, act) for act in acts]
     return out
 
