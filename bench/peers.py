@@ -188,3 +188,4 @@ def epoch(torch, device, data):
         scores[:] = [(loss_sum / n).item(), correct.item() / n]
 
     return Case(step, lambda: [np.array(scores)])
+

@@ -21,7 +21,8 @@ from fastnn import activations, backends, initializers, optimizers
 from fastnn.layers import Dense, Parameter
 from fastnn.training import epoch_runner
 
-GROUPS = ("elementwise", "dense", "optimizer", "mlp", "planar", "epoch", "distributed")
+GROUPS = ("elementwise", "dense", "optimizer", "mlp", "planar", "epoch", "conv",
+          "distributed")
 # "distributed" has no Workload here: it runs the epoch under mpiexec (bench.distributed)
 ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softplus", "softmax")
 DTYPES = ("float32", "float64")
@@ -68,6 +69,10 @@ def catalog(quick=False):
                       mlp_step(batch, dtype, by_ops=True)]
     items += [planar(1000 if quick else 10_000, dtype) for dtype in DTYPES]
     items.append(epoch(2048 if quick else 60_000, "float32"))
+    from bench import conv_workloads  # it builds on this module: imported when used
+
+    items += [conv_workloads.cnn_step("SimpleConvNet", 8 if quick else 100),
+              conv_workloads.cnn_step("LeNet-5", 8 if quick else 128)]
     return items
 
 
@@ -486,3 +491,4 @@ def _check_epoch(outputs, data):
     """The epoch's mean loss is finite and below the initial weights' loss."""
     loss, start = outputs[0][0], data["initial_loss"]
     assert np.isfinite(loss) and loss < start, f"epoch loss {loss} is not below {start}"
+

@@ -15,13 +15,17 @@ import time
 import numba
 import numpy as np
 
+from fastnn import conv_ops
 from fastnn import ops as generic
+from fastnn.windows import output_hw
 
 from .. import hyper as layout
 from ..activation_codes import CODES, IDENTITY, SOFTMAX, STEP, code_of
+from . import conv as conv
 from . import dense as dense
 from . import losses as losses
 from . import optimizers as rules
+from . import pool as pool
 from . import softmax as softmax
 from .activations import ANY
 from .jit import mask
@@ -214,12 +218,118 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, weight_decay):
         generic.adam_update(np, p, g, m, v, lr, beta1, beta2, eps, t, weight_decay)
 
 
+def _gemm():
+    """NumPy's own GEMM (``blas.Gemm``) for the conv kernels, or None where none is found
+    (the generic conv ops run then). The epoch module owns the lookup; it imports this
+    module, so it is imported here on first use."""
+    from . import epoch
+
+    return epoch.gemm_library()
+
+
+def _conv_takes(X, W, other):
+    """True if the conv kernels take these arrays (layouts are copied if need be)."""
+    dtype = X.dtype
+    return (dtype in _EMPTY and W.dtype == dtype and other.dtype == dtype
+            and _gemm() is not None)
+
+
+def _conv_kind(activation, dtype):
+    """(kind, alpha, fused): the activation's code where the conv kernels fuse it, else
+    identity (the ops then apply the activation's own xp code)."""
+    spec = code_of(activation)
+    if spec is not None and spec[0] in conv.FUSED:
+        return spec[0], dtype.type(spec[1]), True
+    return IDENTITY, dtype.type(0.0), False
+
+
+def _geometry(X, W, stride, padding):
+    """The kernels' window arguments (kh, kw, top, left), (OH, OW) and the output rows
+    per tile (the stride picks the kernels' build: ``conv.kernels``)."""
+    kh, kw = W.shape[2:]
+    (top, _), (left, _) = padding
+    OH, OW = output_hw(X.shape, (kh, kw), stride, padding)
+    rows = conv.tile_rows(W.shape[1] * kh * kw, OH, OW)
+    return (kh, kw, top, left), (OH, OW), rows
+
+
+def conv2d_forward(X, W, b, activation, stride, padding, keep_z=True):
+    """The tile + GEMM kernel (``kernels/numba/conv.py``); ``work`` is None: the
+    backward rebuilds each tile instead of keeping the im2col matrix."""
+    if not _conv_takes(X, W, b):
+        return conv_ops.conv2d_forward(np, X, W, b, activation, stride, padding, keep_z)
+    kind, alpha, fused = _conv_kind(activation, X.dtype)
+    X, b = np.ascontiguousarray(X), np.ascontiguousarray(b)
+    F = W.shape[0]
+    W2 = np.ascontiguousarray(W).reshape(F, -1)
+    window, (OH, OW), rows = _geometry(X, W, stride, padding)
+    A = np.empty((X.shape[0], F, OH, OW), X.dtype)
+    keep = keep_z and kind != IDENTITY  # relu's derivative reads A where Z is not kept
+    Z = np.empty_like(A) if keep else A
+    gemm = _gemm()
+    forward, _ = conv.kernels(*stride)
+    forward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, b, Z, A, alpha, keep, *window, rows)
+    if not fused:  # the kernel wrote Z alone
+        A = activation.forward(np, Z)
+    return Z, A, None
+
+
+def conv2d_backward(X, W, dA, Z, A, work, activation, stride, padding, need_dx):
+    """dW and db summed over fixed chunks of images in a fixed order (the same bits
+    at any thread count); dX only if ``need_dx``."""
+    if not _conv_takes(X, W, dA):
+        return conv_ops.conv2d_backward(np, X, W, dA, Z, A, work, activation, stride, padding,
+                                        need_dx)
+    kind, alpha, fused = _conv_kind(activation, X.dtype)
+    if not fused:
+        dA = activation.backward(np, dA, Z, A)
+    X, dA, Z, A = (np.ascontiguousarray(a) for a in (X, dA, Z, A))
+    F = W.shape[0]
+    W2 = np.ascontiguousarray(W).reshape(F, -1)
+    window, _, rows = _geometry(X, W, stride, padding)
+    dW, db = np.zeros(W2.shape, X.dtype), np.zeros(F, X.dtype)
+    dX = np.zeros(X.shape, X.dtype) if need_dx else np.empty((0, 0, 0, 0), X.dtype)
+    gemm = _gemm()
+    _, backward = conv.kernels(*stride)
+    backward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha,
+             need_dx, *window, rows, conv.CHUNK)
+    return dW.reshape(W.shape), db, (dX if need_dx else None)
+
+
+def _planes(a):
+    """An (N, C, H, W) array as (N*C, H, W), C-contiguous."""
+    a = np.ascontiguousarray(a)
+    return a.reshape(-1, *a.shape[2:])
+
+
+def maxpool2d_forward(X, size, stride):
+    """Maxima and their positions in one pass (``kernels/numba/pool.py``); ``work``:
+    the position in its plane of each window's chosen input, int32."""
+    if X.dtype not in _EMPTY:
+        return conv_ops.maxpool2d_forward(np, X, size, stride)
+    N, C = X.shape[:2]
+    OH, OW = output_hw(X.shape, size, stride)
+    out = np.empty((N, C, OH, OW), X.dtype)
+    where = np.empty((N * C, OH, OW), np.int32)
+    pool.max_forward(*size, *stride)(_planes(X), out.reshape(N * C, OH, OW), where)
+    return out, where
+
+
+def maxpool2d_backward(dA, X, out, work, size, stride):
+    if X.dtype not in _EMPTY:
+        return conv_ops.maxpool2d_backward(np, dA, X, out, work, size, stride)
+    dX = np.zeros(X.shape, dA.dtype)
+    pool.max_backward(_planes(dA), work, dX.reshape(-1, *X.shape[2:]))
+    return dX
+
+
 OVERRIDES = {
     name: globals()[name]
     for name in (
         "dense_forward", "activation_forward", "activation_backward", "dense_backward",
         "layer_backward", "sigmoid_bce", "softmax_xent", "sgd_update", "momentum_update",
         "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update",
+        "conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
     )
 }
 

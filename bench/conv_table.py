@@ -1,0 +1,140 @@
+"""The ``conv`` group's table for docs/benchmarks.md: ``python -m bench.conv_table``.
+
+For each CNN of ``bench.cnn`` and each thread count (1 and 2 by default), one float32
+SGD training step on: the NumPy backend, the Numba backend, PyTorch eager on the CPU
+and the plain NumPy im2col implementation (``bench.cnn.PlainNet``), measured together
+in rounds that alternate the targets (``bench.timing.measure``), with the step's GFLOP/s
+against this machine's float32 GEMM (2048^3 ``np.matmul``, same thread count, same run)
+and the peak of the memory NumPy allocates during a step (tracemalloc; PyTorch's
+allocator and Numba's runtime are not traced: the Numba kernels' own buffers are a tile
+per thread, given in the ``numba tiles`` column as the bound the kernels keep).
+"""
+
+import argparse
+import json
+import sys
+import tracemalloc
+
+import numpy as np
+
+from bench import cnn, conv_workloads, environment
+from bench.runner import limit_threads
+from bench.timing import Plan, WallTimer, measure
+from fastnn import backends
+
+TARGETS = ("numpy", "numba", "torch", "plain")
+
+
+def sgemm_gflops(plan, n=2048):
+    a, b = (np.random.default_rng(s).standard_normal((n, n)).astype(np.float32) for s in (0, 1))
+    timing = measure({"gemm": (WallTimer(), lambda: np.matmul(a, b))}, plan)["gemm"]
+    return 2.0 * n**3 / timing.median / 1e9
+
+
+def cases(net, batch, torch):
+    """{target: Case} for one step of ``net`` at ``batch``, all from the same data."""
+    workload = conv_workloads.cnn_step(net, batch)
+    data = workload.inputs()
+    made = {name: workload.fastnn(backends.load(name), data) for name in ("numpy", "numba")}
+    made["torch"] = workload.torch(torch, "cpu", data)
+    made["plain"] = cnn.plain_step(data)
+    return made
+
+
+def traced_peak(step):
+    """MiB NumPy (and Python) allocate at the peak of one call, above what was live."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return (peak - base) / 2**20
+
+
+def numba_tile_bound(net, threads):
+    """MiB the Numba conv kernels hold at most besides their outputs: per thread an
+    im2col tile, a product and a column-gradient tile, plus the chunks' dW sums."""
+    from fastnn.kernels.numba import conv
+
+    shape, total = cnn.IMAGE, 0
+    for kind, s in cnn.NETS[net]:
+        if kind == "conv":
+            C, F, k, pad = s
+            H, W = shape[1] + 2 * pad - k + 1, shape[2] + 2 * pad - k + 1
+            K = C * k * k
+            rows = conv.tile_rows(K, H, W)
+            chunks = -(-cnn.BATCH[net] // conv.CHUNK)
+            total = max(total, threads * (2 * K + F) * rows * W + chunks * F * (K + 1))
+            shape = (F, H, W)
+        elif kind == "pool":
+            shape = (shape[0], shape[1] // s, shape[2] // s)
+    return total * 4 / 2**20
+
+
+def run(threads_list, rounds, log):
+    import torch
+
+    results = {"environment": environment.describe(torch), "rows": []}
+    for threads in threads_list:
+        limit_threads(threads, torch)
+        plan = Plan(rounds=rounds, min_rounds=min(5, rounds), budget_seconds=60.0)
+        ceiling = sgemm_gflops(plan)
+        log(f"{threads} thread(s): sgemm {ceiling:.0f} GFLOP/s")
+        for net in cnn.NETS:
+            made = cases(net, cnn.BATCH[net], torch)
+            timings = measure({t: (WallTimer(), made[t].step) for t in TARGETS}, plan)
+            flops = conv_workloads.cnn_flops(net, cnn.BATCH[net])
+            row = {"net": net, "batch": cnn.BATCH[net], "threads": threads,
+                   "sgemm_gflops": ceiling, "step_gflop": flops / 1e9,
+                   "numba_tiles_mib": numba_tile_bound(net, threads)}
+            for t in TARGETS:
+                median = timings[t].median
+                row[t] = {"ms": median * 1e3, "spread": timings[t].spread,
+                          "gflops": flops / median / 1e9,
+                          "pct_sgemm": 100 * flops / median / 1e9 / ceiling,
+                          "traced_peak_mib": None if t == "torch" else traced_peak(made[t].step)}
+            log(json.dumps(row))
+            results["rows"].append(row)
+    return results
+
+
+def markdown(results):
+    env = results["environment"]
+    lines = [f"Measured {env['date']}, commit {env['git_commit']}, {env['cpu']} "
+             f"({env['cpus_usable']} CPUs usable), numba {env.get('numba', {}).get('version')},"
+             f" torch {env['torch']['version']}; `python -m bench.conv_table`.", "",
+             "| net, batch | threads | numpy ms | numba ms | torch ms | plain NumPy ms | "
+             "torch / numba | plain / numpy | numba GFLOP/s (% sgemm) | sgemm GFLOP/s | "
+             "peak MiB: numpy, numba (+tiles), plain |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in results["rows"]:
+        ms = {t: r[t]["ms"] for t in TARGETS}
+        peaks = (f"{r['numpy']['traced_peak_mib']:.1f}, {r['numba']['traced_peak_mib']:.1f} "
+                 f"(+{r['numba_tiles_mib']:.2f}), {r['plain']['traced_peak_mib']:.1f}")
+        lines.append(
+            f"| {r['net']} B={r['batch']} | {r['threads']} | {ms['numpy']:.1f} | "
+            f"{ms['numba']:.1f} | {ms['torch']:.1f} | {ms['plain']:.1f} | "
+            f"{ms['torch'] / ms['numba']:.2f}x | {ms['plain'] / ms['numpy']:.2f}x | "
+            f"{r['numba']['gflops']:.0f} ({r['numba']['pct_sgemm']:.0f}%) | "
+            f"{r['sgemm_gflops']:.0f} | {peaks} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.conv_table", description=__doc__)
+    parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
+    parser.add_argument("--rounds", type=int, default=15, help="samples per target")
+    parser.add_argument("--json", default=None, help="write the raw results here")
+    args = parser.parse_args(argv)
+    results = run([int(t) for t in args.threads.split(",")], args.rounds,
+                  lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    print(markdown(results), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The Numba backend's conv and max-pool kernels against the NumPy backend's ops (the
+generic im2col ones), on the shapes the kernels treat differently: one tile or several
+per image, stride 1 (contiguous copies) or not, padding, fused activations or not,
+views as inputs; and a training step that gives the same bits at 1 and 2 threads.
+
+test_conv.py and test_conv_model.py run the layers, gradcheck and training on this
+backend too, through the ``backend`` fixture.
+"""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import activations, backends
+from fastnn.errors import BackendUnavailable
+
+try:
+    NUMBA = backends.load("numba")
+except BackendUnavailable as error:
+    pytest.skip(str(error), allow_module_level=True)
+
+import numba  # noqa: E402  (only once the backend is known to load)
+
+from fastnn.conv import Conv2D  # noqa: E402
+from fastnn.kernels.numba import conv as numba_conv  # noqa: E402
+from fastnn.kernels.numba import ops as numba_ops  # noqa: E402
+from fastnn.layers import Dense, Flatten  # noqa: E402
+from fastnn.pooling import MaxPool2D  # noqa: E402
+
+NUMPY = backends.load("numpy")
+TOL = {"float64": (1e-12, 1e-12), "float32": (2e-5, 2e-5)}
+RNG = np.random.default_rng(2512)
+
+# (N, C, H, W, F, kernel, stride, padding)
+SHAPES = {
+    "SimpleConvNet's conv": (9, 1, 28, 28, 30, (5, 5), (1, 1), ((0, 0), (0, 0))),
+    "LeNet's first conv": (5, 1, 28, 28, 6, (5, 5), (1, 1), ((2, 2), (2, 2))),
+    "LeNet's second conv": (6, 6, 14, 14, 16, (5, 5), (1, 1), ((0, 0), (0, 0))),
+    "several tiles an image": (3, 8, 40, 40, 4, (3, 3), (1, 1), ((1, 1), (1, 1))),
+    "stride 2, uneven padding": (5, 3, 11, 12, 5, (3, 4), (2, 2), ((1, 0), (2, 0))),
+    "stride (3, 1)": (4, 2, 10, 7, 3, (1, 3), (3, 1), ((0, 0), (1, 1))),
+}
+
+
+def _case(name, dtype):
+    N, C, H, W, F, kernel, stride, padding = SHAPES[name]
+    X = RNG.normal(size=(N, C, H, W)).astype(dtype)
+    Wt = (RNG.normal(size=(F, C, *kernel)) / np.sqrt(C * kernel[0] * kernel[1])).astype(dtype)
+    b = RNG.normal(size=F).astype(dtype)
+    return X, Wt, b, stride, padding
+
+
+def test_several_tiles_are_needed_where_the_test_says_so():
+    N, C, H, W, F, kernel, stride, padding = SHAPES["several tiles an image"]
+    K = C * kernel[0] * kernel[1]
+    rows = numba_conv.tile_rows(K, H, W)  # stride 1, 'same' padding: OH = H, OW = W
+    assert rows < H and rows * W * K <= numba_conv.TILE
+    assert numba_conv.tile_rows(10**6, 5, 5) == 1  # never less than a row
+
+
+@pytest.mark.parametrize("name", SHAPES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "identity", "tanh"])
+def test_conv_ops_match_the_numpy_backend(name, dtype, act):
+    X, Wt, b, stride, padding = _case(name, dtype)
+    activation = activations.get(act)
+    rtol, atol = TOL[dtype]
+    for keep_z in (True, False):
+        Z, A, work = NUMBA.ops.conv2d_forward(X, Wt, b, activation, stride, padding, keep_z)
+        Zr, Ar, work_r = NUMPY.ops.conv2d_forward(X, Wt, b, activation, stride, padding, keep_z)
+        assert work is None  # no im2col matrix is kept
+        assert A.dtype == X.dtype and A.flags.c_contiguous and Z.flags.c_contiguous
+        np.testing.assert_allclose(A, Ar, rtol=rtol, atol=atol)
+        if keep_z or act in ("identity", "tanh"):
+            np.testing.assert_allclose(Z, Zr, rtol=rtol, atol=atol)
+        dA = RNG.normal(size=A.shape).astype(dtype)
+        for need_dx in (True, False):
+            got = NUMBA.ops.conv2d_backward(X, Wt, dA, Z, A, work, activation, stride,
+                                            padding, need_dx)
+            want = NUMPY.ops.conv2d_backward(X, Wt, dA, Zr, Ar, work_r, activation, stride,
+                                             padding, need_dx)
+            assert (got[2] is None) == (not need_dx)
+            for mine, theirs in zip(got, want):
+                if theirs is None:
+                    continue
+                assert mine.dtype == X.dtype and mine.flags.c_contiguous
+                scale = np.max(np.abs(theirs), initial=1.0)
+                np.testing.assert_allclose(mine, theirs, rtol=rtol, atol=atol * scale)
+
+
+def test_views_and_odd_layouts_are_taken():
+    X, Wt, b, stride, padding = _case("stride 2, uneven padding", "float64")
+    relu = activations.get("relu")
+    Xf = np.asfortranarray(X)
+    sliced = np.repeat(X, 2, axis=0)[::2]  # a strided view of the same images
+    want = NUMPY.ops.conv2d_forward(X, Wt, b, relu, stride, padding)[1]
+    for given in (Xf, sliced):
+        np.testing.assert_allclose(NUMBA.ops.conv2d_forward(given, Wt, b, relu, stride,
+                                                            padding)[1], want, rtol=1e-12)
+
+
+def test_dtypes_without_a_kernel_run_the_generic_ops():
+    X, Wt, b, stride, padding = _case("stride (3, 1)", "float16")
+    relu = activations.get("relu")
+    Z, A, work = NUMBA.ops.conv2d_forward(X, Wt, b, relu, stride, padding)
+    assert A.dtype == np.float16 and work is not None  # the generic op's im2col matrix
+    dW, db, dX = NUMBA.ops.conv2d_backward(X, Wt, np.ones_like(A), Z, A, work, relu, stride,
+                                           padding, True)
+    assert dW.dtype == np.float16 and dX.shape == X.shape
+    out, where = NUMBA.ops.maxpool2d_forward(X, (2, 2), (2, 2))
+    assert out.dtype == np.float16 and isinstance(where, tuple)
+
+
+POOLS = {"2x2": ((2, 2), (2, 2)), "3/2 overlapping": ((3, 3), (2, 2)),
+         "2x3 stride 1x2": ((2, 3), (1, 2)), "gaps": ((2, 2), (3, 3))}
+
+
+@pytest.mark.parametrize("size, stride", POOLS.values(), ids=list(POOLS))
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_max_pool_matches_the_numpy_backend_with_ties_and_nans(size, stride, dtype):
+    X = RNG.normal(size=(3, 4, 9, 11)).round(1).astype(dtype)  # rounded: equal maxima
+    X[0, 0, 1, 1] = X[1, 2, 4, 5] = X[1, 2, 4, 6] = X[2, 3, 8, 10] = np.nan
+    X[2, 1] = -np.inf
+    out, work = NUMBA.ops.maxpool2d_forward(X, size, stride)
+    want, work_r = NUMPY.ops.maxpool2d_forward(X, size, stride)
+    np.testing.assert_array_equal(out, want)
+    assert out.dtype == X.dtype and out.flags.c_contiguous
+    G = RNG.normal(size=out.shape).astype(dtype)
+    dX = NUMBA.ops.maxpool2d_backward(G, X, out, work, size, stride)
+    want = NUMPY.ops.maxpool2d_backward(G, X, want, work_r, size, stride)
+    # the same inputs chosen; where windows overlap, sums of two may round another way
+    np.testing.assert_array_equal(dX != 0, want != 0)
+    tol = 1e-6 if dtype == "float32" else 1e-15
+    np.testing.assert_allclose(dX, want, rtol=tol, atol=tol * np.max(np.abs(G)))
+
+
+def _lenet(seed=0, dtype="float64"):
+    return fastnn.Sequential([
+        Conv2D(1, 6, 5, padding=2, activation="relu"), MaxPool2D(2),
+        Conv2D(6, 16, 5, activation="relu"), MaxPool2D(2), Flatten(),
+        Dense(400, 32, "relu"), Dense(32, 10, "softmax")],
+        input_shape=(1, 28, 28), seed=seed, dtype=dtype, backend=NUMBA)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_training_step_gives_the_same_bits_at_one_and_two_threads(dtype):
+    """dW and db are summed over fixed chunks of images in a fixed order: the thread
+    count decides only which thread sums which chunk."""
+    X = RNG.normal(size=(37, 1, 28, 28)).astype(dtype)  # 10 chunks, the last one short
+    y = RNG.integers(0, 10, size=37)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            model = _lenet(dtype=dtype)
+            model.fit(X, y, epochs=2, batch_size=37, lr=0.05, shuffle=False, seed=0)
+            results.append([p.value.copy() for p in model.parameters()])
+    finally:
+        numba.set_num_threads(before)
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("this machine gives Numba one thread")
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+def test_a_numba_cnn_step_matches_the_numpy_backend():
+    X = RNG.normal(size=(10, 1, 28, 28))
+    y = RNG.integers(0, 10, size=10)
+    models = [_lenet(seed=3), _lenet(seed=3)]
+    models[1].to(NUMPY)
+    for model in models:
+        model.fit(X, y, epochs=3, batch_size=5, lr=0.05, shuffle=False, seed=0)
+    for a, b in zip(*(m.parameters() for m in models)):
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-10, atol=1e-12)
+
+
+def test_the_kernels_fall_back_only_where_no_gemm_is_found(monkeypatch):
+    X, Wt, b, stride, padding = _case("LeNet's second conv", "float32")
+    relu = activations.get("relu")
+    monkeypatch.setattr(numba_ops, "_gemm", lambda: None)
+    Z, A, work = NUMBA.ops.conv2d_forward(X, Wt, b, relu, stride, padding)
+    assert work is not None  # the generic op ran (it keeps its im2col matrix)
+    np.testing.assert_allclose(A, NUMPY.ops.conv2d_forward(X, Wt, b, relu, stride, padding)[1],
+                               rtol=1e-6)
