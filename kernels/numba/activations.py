@@ -3,14 +3,15 @@
 Kernels receive an activation as an integer ``kind``, its code in ``activation_codes``
 (and ``alpha``, its parameter). Each activation's scalar forward ``f(z, alpha)`` and
 gradient ``g(da, z, a, alpha)`` come from its spec (``numba()`` in its file under
-``fastnn/activations/``); ``forward_of(K, ...)``/``grad_of(K, ...)`` call kind K's, with
-K a constant where the kernel is compiled, as a subroutine that LLVM inlines.
+``fastnn/activations/``); ``forward_of(K, ...)``/``grad_of(K, ...)`` paste kind K's into
+the calling kernel, K being a constant where the kernel is compiled.
 
 ``forward_block`` and ``grad_block`` pick the kind once and then run a flat loop that
 calls only that kind's scalar function, so LLVM inlines it and vectorizes the loop (a
 branch on ``kind`` inside the loop defeats the vectorizer). The loop is written once
-for every kind: the registry decides which kinds there are, and no branch per kind is
-written by hand. Softmax is row-wise and lives in ``dense``; step has a forward only.
+for every kind (``_one_kind``): the registry decides which kinds there are, and no
+branch per kind is written by hand. Softmax is row-wise and lives in ``dense``; step
+has a forward only.
 
 Each block is built for a set of kinds, a bit mask (``mask``; see ``blocks``): a build
 for relu compiles relu's loop alone, not the exp, tanh and log1p of the others, which
@@ -21,13 +22,12 @@ import functools
 
 import numba
 from numba import literal_unroll, types
-from numba.extending import intrinsic
+from numba.extending import overload
 
 from ..activation_codes import CODES, IDENTITY, SPEC_OF
 from .jit import (
     OPTIONS,
     by_constant,
-    call_subroutine,
     kernel,
     mask,
     members,
@@ -35,14 +35,15 @@ from .jit import (
 )
 
 ANY = mask(*CODES.values())  # the build for every kind
+IDENTITY_MASK = mask(IDENTITY)
 
 
 @functools.cache
 def scalars(code):
     """(forward, gradient) of kind ``code`` as Numba functions (None where it has none),
-    compiled only as subroutines of the kernels that call them."""
+    inlined into the kernels that call them (Numba's ``inline="always"``)."""
     pair = SPEC_OF[code].numba() or (None, None)
-    compile_ = numba.njit(**dict(OPTIONS, cache=False))
+    compile_ = numba.njit(**dict(OPTIONS, cache=False, inline="always"))
     return tuple(None if f is None else compile_(f) for f in pair)
 
 
@@ -50,28 +51,29 @@ FORWARD = tuple(code for code in SPEC_OF if scalars(code)[0] is not None)  # kin
 GRAD = tuple(code for code in SPEC_OF if scalars(code)[1] is not None)
 
 
-def _scalar_call(which):
-    """An intrinsic ``f(K, x, ...)``: kind K's forward (``which`` 0) or gradient (1) on the
-    floats x, ..., with K an integer constant of the caller's build."""
-
-    @intrinsic
-    def call(typingctx, code, *args):
-        if not isinstance(code, types.IntegerLiteral) or not isinstance(args[0], types.Float):
-            return None
-        function = scalars(code.literal_value)[which]
-        arg_types = tuple(types.unliteral(t) for t in args)
-        signature = arg_types[0](*arg_types)
-
-        def codegen(context, builder, sig, values):
-            values = numba.core.cgutils.unpack_tuple(builder, values[1], len(args))
-            return call_subroutine(context, builder, function, signature, values, args)
-
-        return arg_types[0](code, types.StarArgTuple.from_types(args)), codegen
-
-    return call
+def forward_of(code, z, alpha):
+    """f(z) of kind ``code``, an integer constant of the calling kernel's build."""
 
 
-forward_of, grad_of = _scalar_call(0), _scalar_call(1)
+def grad_of(code, da, z, a, alpha):
+    """da * f'(z) of kind ``code``, given z and a = f(z)."""
+
+
+@overload(forward_of, inline="always")
+def _forward_of(code, z, alpha):
+    """Kind K's forward pasted into the caller (Numba IR): a call of a compiled function
+    of its own, even one LLVM may inline, measured 10x slower for softplus, whose
+    function is too large for LLVM's inliner once exp and log1p are in it."""
+    if isinstance(code, types.IntegerLiteral):
+        forward = scalars(code.literal_value)[0]
+        return lambda code, z, alpha: forward(z, alpha)
+
+
+@overload(grad_of, inline="always")
+def _grad_of(code, da, z, a, alpha):
+    if isinstance(code, types.IntegerLiteral):
+        grad = scalars(code.literal_value)[1]
+        return lambda code, da, z, a, alpha: grad(da, z, a, alpha)
 
 
 @functools.cache
@@ -128,54 +130,42 @@ def _one_kind(MASK, FORWARD_KIND, GRAD_KIND):
 
 
 def _some_kinds(MASK, FORWARDS, GRADS):
-    """The blocks of a build for several kinds: ``_one_kind``'s loop once per kind in
-    ``FORWARDS`` (``GRADS``), unrolled over that constant tuple (``literal_unroll``), each
-    run only for its own ``kind``; a kind outside the build runs as identity. Unrolling
-    compiles a little slower than a loop written out, so one-kind builds do without."""
+    """The blocks of a build for several kinds: each calls the one-kind build of the
+    kind it is given (``forward_block_for``, ``grad_block_for``; a kind outside the build
+    runs as identity). The one-kind builds are compiled apart, each with its loop alone:
+    with every kind's loop in one function, LLVM no longer inlined the shared exp into
+    each of them (softplus's forward ran 10x slower unvectorized)."""
     return _some_forward(MASK, FORWARDS), _some_grad(MASK, GRADS)
 
 
 def _some_forward(MASK, FORWARDS):
+    ONES = tuple(mask(k) for k in FORWARDS)  # the one-kind builds' masks, in order
+
     @kernel(build=(MASK,))
     def forward_block(kind, z, bias, a, alpha):
-        prefer_wide_vectors()
-        width = max(bias.shape[0], 1)
-        for start in range(0, z.shape[0], width):
-            zs, out = z[start:start + width], a[start:start + width]
-            done = False
-            for K in literal_unroll(FORWARDS):
-                if kind == K:
-                    for k in range(zs.shape[0]):
-                        out[k] = forward_of(K, zs[k] + bias[k], alpha)
-                    done = True
-            if not done:
-                for k in range(zs.shape[0]):
-                    out[k] = zs[k] + bias[k]
+        done = False
+        for ONE in literal_unroll(ONES):
+            if ONE == 1 << kind:
+                forward_block_for(ONE, kind, z, bias, a, alpha)
+                done = True
+        if not done:
+            forward_block_for(IDENTITY_MASK, kind, z, bias, a, alpha)
 
     return forward_block
 
 
 def _some_grad(MASK, GRADS):
+    ONES = tuple(mask(k) for k in GRADS)
+
     @kernel(build=(MASK,))
     def grad_block(kind, da, z, a, dz, acc, alpha):
-        prefer_wide_vectors()
-        width = max(acc.shape[0], 1)
-        for start in range(0, z.shape[0], width):
-            stop = start + width
-            das, zs, As, out = da[start:stop], z[start:stop], a[start:stop], dz[start:stop]
-            done = False
-            for K in literal_unroll(GRADS):
-                if kind == K:
-                    for k in range(zs.shape[0]):
-                        g = grad_of(K, das[k], zs[k], As[k], alpha)
-                        out[k] = g
-                        acc[k] += g
-                    done = True
-            if not done:
-                for k in range(zs.shape[0]):
-                    g = das[k]
-                    out[k] = g
-                    acc[k] += g
+        done = False
+        for ONE in literal_unroll(ONES):
+            if ONE == 1 << kind:
+                grad_block_for(ONE, kind, da, z, a, dz, acc, alpha)
+                done = True
+        if not done:
+            grad_block_for(IDENTITY_MASK, kind, da, z, a, dz, acc, alpha)
 
     return grad_block
 
