@@ -78,6 +78,12 @@ def test_leaky_relu_alpha(backend):
         activations.get("leaky_relu", alpha=1.5)
 
 
+@pytest.mark.parametrize("name", [cls.name for cls in activations.SPECS if "alpha" in vars(cls())])
+def test_a_bad_alpha_is_refused_naming_the_valid_range(name):
+    with pytest.raises(ValueError, match=rf"{name} alpha must be in .*got -1.0"):
+        activations.get(name, alpha=-1.0)
+
+
 def test_lookup_by_name_aliases_and_config():
     assert activations.get("Leaky-ReLU") == activations.LeakyReLU()
     assert activations.get("linear").name == "identity"
