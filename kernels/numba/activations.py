@@ -33,6 +33,7 @@ from .jit import (
     members,
     prefer_wide_vectors,
 )
+from .math import vexp, vlog1p_unit, vsigmoid, vtanh
 
 ANY = mask(*CODES.values())  # the build for every kind
 IDENTITY_MASK = mask(IDENTITY)
@@ -80,14 +81,33 @@ def _grad_of(code, da, z, a, alpha):
 def blocks(MASK):
     """(forward_block, grad_block) built for the kinds in ``MASK`` (see ``mask``): a build
     for one kind compiles that kind's loop and nothing else (``_one_kind``); a build for
-    several tests ``kind`` once per call (``_some_kinds``). Builds are cached on disk
-    like any kernel (the closure holds only ints)."""
+    several tests ``kind`` once per call, and runs that kind's loop, pasted in one
+    function with the others' (``_pasted_forward``) or its one-kind build
+    (``_some_forward``) where two kinds call a function in common (``_apart``). Builds
+    are cached on disk like any kernel (the closure holds only ints)."""
     kinds = members(MASK)
     if len(kinds) == 1:
         forward = kinds[0] if kinds[0] in FORWARD else IDENTITY
         return _one_kind(MASK, forward, kinds[0] if kinds[0] in GRAD else IDENTITY)
-    return _some_kinds(MASK, tuple(k for k in kinds if k in FORWARD) or (IDENTITY,),
-                       tuple(k for k in kinds if k in GRAD) or (IDENTITY,))
+    forwards = tuple(k for k in kinds if k in FORWARD) or (IDENTITY,)
+    grads = tuple(k for k in kinds if k in GRAD) or (IDENTITY,)
+    return (_pasted_forward(MASK, forwards) if _apart(forwards, 0) else
+            _some_forward(MASK, forwards),
+            _pasted_grad(MASK, grads) if _apart(grads, 1) else _some_grad(MASK, grads))
+
+
+SHARED = (vexp, vtanh, vsigmoid, vlog1p_unit)  # compiled functions the kernels call
+
+
+def _apart(kinds, which):
+    """True if no two of the kinds' forward (``which`` 0) or gradient (1) functions call
+    one of the ``SHARED`` functions: then one function can hold all their loops (one
+    compile). LLVM inlines such a function into a loop only where it has one caller."""
+    seen = []
+    for code in kinds:
+        cells = scalars(code)[which].py_func.__closure__ or ()
+        seen += [f for f in SHARED if any(c.cell_contents is f for c in cells)]
+    return len(seen) == len(set(map(id, seen)))
 
 
 def _one_kind(MASK, FORWARD_KIND, GRAD_KIND):
@@ -129,20 +149,65 @@ def _one_kind(MASK, FORWARD_KIND, GRAD_KIND):
     return forward_block, grad_block
 
 
-def _some_kinds(MASK, FORWARDS, GRADS):
-    """The blocks of a build for several kinds: each calls the one-kind build of the
-    kind it is given (``forward_block_for``, ``grad_block_for``; a kind outside the build
-    runs as identity). The one-kind builds are compiled apart, each with its loop alone:
-    with every kind's loop in one function, LLVM no longer inlined the shared exp into
-    each of them (softplus's forward ran 10x slower unvectorized)."""
-    return _some_forward(MASK, FORWARDS), _some_grad(MASK, GRADS)
+def _pasted_forward(MASK, FORWARDS):
+    """``forward_block`` for several kinds in one function: one loop per kind, unrolled
+    over the kinds (``literal_unroll``), each run only for its own ``kind``."""
+
+    @kernel(build=(MASK,))
+    def forward_block(kind, z, bias, a, alpha):
+        prefer_wide_vectors()
+        width = max(bias.shape[0], 1)
+        for start in range(0, z.shape[0], width):
+            zs, out = z[start:start + width], a[start:start + width]
+            done = False
+            for K in literal_unroll(FORWARDS):
+                if kind == K:
+                    for k in range(zs.shape[0]):
+                        out[k] = forward_of(K, zs[k] + bias[k], alpha)
+                    done = True
+            if not done:
+                for k in range(zs.shape[0]):
+                    out[k] = zs[k] + bias[k]
+
+    return forward_block
+
+
+def _pasted_grad(MASK, GRADS):
+    """``grad_block`` for several kinds in one function (see ``_pasted_forward``)."""
+
+    @kernel(build=(MASK,))
+    def grad_block(kind, da, z, a, dz, acc, alpha):
+        prefer_wide_vectors()
+        width = max(acc.shape[0], 1)
+        for start in range(0, z.shape[0], width):
+            stop = start + width
+            das, zs, As, out = da[start:stop], z[start:stop], a[start:stop], dz[start:stop]
+            done = False
+            for K in literal_unroll(GRADS):
+                if kind == K:
+                    for k in range(zs.shape[0]):
+                        g = grad_of(K, das[k], zs[k], As[k], alpha)
+                        out[k] = g
+                        acc[k] += g
+                    done = True
+            if not done:
+                for k in range(zs.shape[0]):
+                    g = das[k]
+                    out[k] = g
+                    acc[k] += g
+
+    return grad_block
 
 
 def _some_forward(MASK, FORWARDS):
+    """``forward_block`` for several kinds that call one function in common: it calls the
+    one-kind build of the kind it is given (a kind outside the build runs as identity),
+    each compiled apart with its loop alone."""
     ONES = tuple(mask(k) for k in FORWARDS)  # the one-kind builds' masks, in order
 
     @kernel(build=(MASK,))
     def forward_block(kind, z, bias, a, alpha):
+        prefer_wide_vectors()  # LLVM may inline the one-kind loop here: keep its vectors
         done = False
         for ONE in literal_unroll(ONES):
             if ONE == 1 << kind:
@@ -155,10 +220,13 @@ def _some_forward(MASK, FORWARDS):
 
 
 def _some_grad(MASK, GRADS):
+    """``grad_block`` for several kinds that call one function in common (see
+    ``_some_forward``)."""
     ONES = tuple(mask(k) for k in GRADS)
 
     @kernel(build=(MASK,))
     def grad_block(kind, da, z, a, dz, acc, alpha):
+        prefer_wide_vectors()
         done = False
         for ONE in literal_unroll(ONES):
             if ONE == 1 << kind:
