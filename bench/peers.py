@@ -10,6 +10,7 @@ import functools
 import numpy as np
 
 from bench.case import GEMM_INPUTS, Case, dense_products, mlp_gemms, pure_case
+from fastnn import activations
 
 
 def tensor(torch, device, array, dtype=None):
@@ -22,24 +23,14 @@ def to_host(t):
 
 
 def _forward_ops(torch):
-    F = torch.nn.functional
-    return {
-        "relu": torch.relu, "leaky_relu": functools.partial(F.leaky_relu, negative_slope=0.01),
-        "sigmoid": torch.sigmoid, "tanh": torch.tanh, "softplus": F.softplus,
-        "softmax": functools.partial(torch.softmax, dim=1),
-    }
+    """Each activation's PyTorch forward, from its spec."""
+    return {cls.name: functools.partial(cls().torch, torch) for cls in activations.SPECS}
 
 
 def _backward_ops(torch):
-    aten = torch.ops.aten
-    return {  # (dA, Z, A) -> dZ
-        "relu": lambda dA, Z, A: aten.threshold_backward(dA, A, 0),
-        "leaky_relu": lambda dA, Z, A: aten.leaky_relu_backward(dA, Z, 0.01, False),
-        "sigmoid": lambda dA, Z, A: aten.sigmoid_backward(dA, A),
-        "tanh": lambda dA, Z, A: aten.tanh_backward(dA, A),
-        "softplus": lambda dA, Z, A: aten.softplus_backward(dA, Z, 1, 20),
-        "softmax": lambda dA, Z, A: aten._softmax_backward_data(dA, A, 1, A.dtype),
-    }
+    """(dA, Z, A) -> dZ: the aten backward kernel autograd runs, from each spec."""
+    return {cls.name: functools.partial(cls().torch_backward, torch)
+            for cls in activations.SPECS if cls.differentiable}
 
 
 def activation_forward(name, torch, device, data):

@@ -1,35 +1,21 @@
-"""Float64 NumPy formulas, written out independently of fastnn, that the workload
-checks compare results with, and the error measure used across backends."""
+"""Float64 NumPy formulas that the workload checks compare results with (each
+activation's textbook formula, from its spec, written apart from the code it checks),
+and the error measure used across backends."""
 
 import numpy as np
 
-
-def _sigmoid(z):
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # an exact identity, free of overflow
+from fastnn import activations
 
 
-def _softmax(z):
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+# each activation's textbook float64 formulas, from its spec (``reference`` and
+# ``reference_backward``, written apart from the forward and derivative fastnn runs)
+def _backward(act):
+    return lambda dA, z, a: act.reference_backward(dA, z)
 
 
-FORWARD = {
-    "relu": lambda z: np.maximum(z, 0.0),
-    "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
-    "sigmoid": _sigmoid,
-    "tanh": np.tanh,
-    "softplus": lambda z: np.logaddexp(z, 0.0),
-    "softmax": _softmax,
-}
-
-BACKWARD = {  # dZ from (dA, z, a = f(z))
-    "relu": lambda dA, z, a: dA * (z > 0),
-    "leaky_relu": lambda dA, z, a: dA * np.where(z > 0, 1.0, 0.01),
-    "sigmoid": lambda dA, z, a: dA * a * (1.0 - a),
-    "tanh": lambda dA, z, a: dA * (1.0 - a * a),
-    "softplus": lambda dA, z, a: dA * _sigmoid(z),
-    "softmax": lambda dA, z, a: a * (dA - (dA * a).sum(axis=1, keepdims=True)),
-}
+FORWARD = {cls.name: cls().reference for cls in activations.SPECS}
+BACKWARD = {cls.name: _backward(cls()) for cls in activations.SPECS  # dZ from (dA, z, f(z))
+            if cls.differentiable}
 
 
 def relative_error(result, reference):

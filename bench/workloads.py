@@ -24,7 +24,9 @@ from fastnn.training import epoch_runner
 GROUPS = ("elementwise", "dense", "optimizer", "mlp", "planar", "epoch", "conv",
           "distributed")
 # "distributed" has no Workload here: it runs the epoch under mpiexec (bench.distributed)
-ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "softplus", "softmax")
+# every activation with a gradient but identity (nothing to time), from the registry
+ACTIVATIONS = tuple(cls.name for cls in activations.SPECS
+                    if cls.differentiable and cls.name != "identity")
 DTYPES = ("float32", "float64")
 MLP_DIMS = (784, 256, 256, 10)
 OPTIMIZER_LR = {"sgd": 0.01, "adam": 0.001}

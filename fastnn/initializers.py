@@ -64,7 +64,6 @@ class Xavier(Initializer):
 
 
 TABLE = {"normal": Normal, "he": He, "xavier": Xavier, "glorot": Xavier}
-RELU_LIKE = ("relu", "leaky_relu", "softplus")
 
 
 def normal(scale=0.01):
@@ -72,15 +71,16 @@ def normal(scale=0.01):
 
 
 def get(init="auto", activation=None, **params):
-    """An Initializer from a name, config dict or instance; 'auto' picks He for
-    ReLU-like activations and Xavier otherwise."""
+    """An Initializer from a name, config dict or instance; 'auto' picks the one the
+    activation's spec names (its ``initializer``: He for ReLU-like ones, Xavier for
+    the others), Xavier without an activation."""
     if isinstance(init, Initializer):
         return init
     if isinstance(init, dict):
         params = {k: v for k, v in init.items() if k != "name"}
         init = init.get("name")
     if isinstance(init, str) and normalize(init) == "auto":
-        return He() if activation is not None and activation.name in RELU_LIKE else Xavier()
+        return TABLE[getattr(activation, "initializer", "xavier")]()
     cls = lookup("initializer", init, {**TABLE, "auto": None})
     try:
         return cls(**params)

@@ -1,5 +1,9 @@
 """Activations: forward against float64 formulas, derivatives against central
-differences, stability at |z| up to 1e4, and clear errors."""
+differences, stability at |z| up to 1e4, clear errors, and the registry: every spec
+complete, and the docs' list of activations the registry's."""
+
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,16 +14,8 @@ from fastnn.errors import NotDifferentiable
 
 Z = np.linspace(-6.0, 6.0, 41).reshape(-1, 1) + np.array([[0.0, 0.37, -0.81]])
 
-REFERENCE = {
-    "identity": lambda z: z,
-    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
-    "tanh": np.tanh,
-    "relu": lambda z: np.maximum(z, 0.0),
-    "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
-    "softplus": lambda z: np.log1p(np.exp(z)),
-    "softmax": lambda z: np.exp(z) / np.exp(z).sum(axis=1, keepdims=True),
-    "step": lambda z: (z > 0).astype(float),
-}
+# each activation's textbook float64 formula, from its spec (written apart from forward)
+REFERENCE = {cls.name: cls().reference for cls in activations.SPECS}
 TRAINABLE = [name for name in REFERENCE if name != "step"]
 
 
@@ -82,6 +78,12 @@ def test_leaky_relu_alpha(backend):
         activations.get("leaky_relu", alpha=1.5)
 
 
+@pytest.mark.parametrize("name", [cls.name for cls in activations.SPECS if "alpha" in vars(cls())])
+def test_a_bad_alpha_is_refused_naming_the_valid_range(name):
+    with pytest.raises(ValueError, match=rf"{name} alpha must be in .*got -1.0"):
+        activations.get(name, alpha=-1.0)
+
+
 def test_lookup_by_name_aliases_and_config():
     assert activations.get("Leaky-ReLU") == activations.LeakyReLU()
     assert activations.get("linear").name == "identity"
@@ -94,3 +96,48 @@ def test_unknown_activation_lists_valid_names():
         activations.get("rleu")
     with pytest.raises(TypeError, match="takes no parameters"):
         activations.get("relu", alpha=0.1)
+
+
+@pytest.mark.parametrize("name", [n for n in TRAINABLE if activations.TABLE[n].elementwise])
+def test_reference_derivative_matches_central_difference(name):
+    """The textbook derivative the benchmarks check kernels with is itself right."""
+    act, z, h = activations.get(name), Z + 0.013, 1e-6
+    numeric = (act.reference(z + h) - act.reference(z - h)) / (2 * h)  # elementwise
+    np.testing.assert_allclose(act.reference_derivative(z), numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("cls", activations.SPECS, ids=lambda cls: cls.name)
+def test_every_spec_is_complete(cls):
+    """What the kernels, the tests and the benchmarks read from a spec is there: the
+    kernels' scalar functions and C expressions for an elementwise one (a gradient
+    if it is differentiable), and its references and PyTorch equivalent."""
+    act = cls()
+    assert activations.get(cls.name) == act and type(act).__name__ in activations.__all__
+    assert act.initializer in ("he", "xavier")
+    z = Z.copy()
+    assert act.reference(z).shape == z.shape
+    assert type(act).torch is not activations.Activation.torch
+    if cls.differentiable:
+        assert act.reference_backward(np.ones_like(z), z).shape == z.shape
+        assert type(act).torch_backward is not activations.Activation.torch_backward
+    if cls.elementwise:
+        forward, grad = act.numba()
+        assert callable(forward) and (grad is not None) == cls.differentiable
+        assert cls.cuda_forward and bool(cls.cuda_backward) == cls.differentiable
+
+
+def test_aliases_and_names_are_unique_and_codes_follow_the_registry():
+    from fastnn.kernels import activation_codes
+
+    names = [cls.name for cls in activations.SPECS]
+    assert len(set(names)) == len(names) and not set(activations.ALIASES) & set(names)
+    assert list(activation_codes.CODES) == names
+    assert list(activation_codes.CODES.values()) == list(range(len(names)))
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/guide/training.md"])
+def test_the_docs_list_every_activation_of_the_registry(page):
+    text = (Path(__file__).resolve().parent.parent / page).read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| activations |"))
+    listed = {span for span in re.findall(r"`([^`]+)`", row) if re.fullmatch(r"[a-z_]+", span)}
+    assert listed == set(activations.TABLE), f"{page}'s activations row: {sorted(listed)}"

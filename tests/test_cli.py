@@ -515,12 +515,23 @@ def test_missing_matplotlib_is_reported_before_training(capsys, monkeypatch, tmp
 # --- check --------------------------------------------------------------------------------
 
 
+CASES = len(check._cases()[1])  # fastnn check's rows per backend
+
+
+def test_check_covers_every_trainable_activation_and_the_four_losses():
+    cases = check._cases()[1]
+    hidden = [case[1] for case in cases if case[0].startswith("hidden")]
+    assert hidden == [n for n in fastnn.activations.trainable()
+                      if fastnn.activations.TABLE[n].elementwise]
+    assert CASES == len(hidden) + 4
+
+
 def test_check_passes_here(capsys):
     status, out, err = run_cli(capsys, "check")
     assert status == 0 and err == ""
     rows = [line.split() for line in out.splitlines()[1:-1]]
     numpy_rows = [r for r in rows if r[0] == "numpy"]
-    assert len(numpy_rows) == 10
+    assert len(numpy_rows) == CASES
     assert {r[1] for r in numpy_rows} == {"hidden", "loss"}
     assert all(r[-1] == "pass" and r[-2] == "reference" for r in numpy_rows)
     assert all(float(r[3]) < 1e-6 for r in numpy_rows)
@@ -547,7 +558,7 @@ def test_check_checks_the_backend_fastnn_backend_names(capsys, monkeypatch, valu
         return
     assert status == 0 and err == ""
     rows = [line.split() for line in out.splitlines()[1:-1]]
-    assert len(rows) == 10 and {r[0] for r in rows} == {name}
+    assert len(rows) == CASES and {r[0] for r in rows} == {name}
     assert all(r[-1] == "pass" for r in rows) and out.splitlines()[-1] == "all checks passed"
     monkeypatch.setenv("FASTNN_BACKEND", "tensorflow")  # --backends overrides it
     assert run_cli(capsys, "check", "--backends", "numpy")[0] == 0
@@ -572,7 +583,8 @@ def test_check_fails_on_a_wrong_gradient(capsys, monkeypatch):
     monkeypatch.setattr(numpy_backend.ops, "dense_backward", off_by_a_bit)
     status, out, _ = run_cli(capsys, "check", "--backends", "numpy")
     assert status == 1
-    assert out.count("FAIL") == 10 and out.splitlines()[-1] == "10 of 10 checks failed"
+    assert out.count("FAIL") == CASES
+    assert out.splitlines()[-1] == f"{CASES} of {CASES} checks failed"
 
 
 class SlightlyOffAdam(NumpyBackend):
@@ -592,7 +604,7 @@ class SlightlyOffAdam(NumpyBackend):
 
 def test_parity_catches_a_backend_that_trains_differently():
     rows = [r for r in check.check(["numpy", SlightlyOffAdam()]) if r["backend"] == "off"]
-    assert len(rows) == 10
+    assert len(rows) == CASES
     assert all(r["gradcheck"] < 1e-6 for r in rows)
     assert all(r["parity"] > 1 and r["result"] == "FAIL" for r in rows)
 
@@ -614,7 +626,7 @@ class Crashing(NumpyBackend):
 def test_a_crashing_backend_fails_its_rows_and_the_table_goes_on(capsys):
     rows = check.check([Crashing(), "numpy"])
     crashed = [r for r in rows if r["backend"] == "crashing"]
-    assert len(crashed) == 10 and all(r["result"] == "FAIL" for r in crashed)
+    assert len(crashed) == CASES and all(r["result"] == "FAIL" for r in crashed)
     assert crashed[0]["note"] == "RuntimeError: cudaErrorLaunchFailure"
     assert all(r["result"] == "pass" for r in rows if r["backend"] == "numpy")
     check.print_table(rows)
@@ -625,7 +637,7 @@ def test_a_crashing_backend_fails_its_rows_and_the_table_goes_on(capsys):
 @pytest.mark.skipif(array_api_strict is None, reason="array-api-strict is not installed")
 def test_parity_holds_on_another_array_namespace():
     rows = [r for r in check.check([StrictBackend()]) if r["backend"] == "strict"]
-    assert len(rows) == 10
+    assert len(rows) == CASES
     assert all(r["result"] == "pass" and r["parity"] <= 1 for r in rows)
 
 

@@ -27,8 +27,10 @@ from fastnn.callbacks import Callback
 from fastnn.plan import DenseLayerPlan, DensePlan, describe
 
 PACKAGE = pathlib.Path(fastnn.__file__).parent
-# the backends and the kernel layer (fastnn.kernels, the checkout's kernels/)
+# the backends, the kernel layer (fastnn.kernels, the checkout's kernels/) and the
+# activation specs the kernels are generated from
 LOWER = {"fastnn.backends": PACKAGE / "backends", "fastnn.kernels": PACKAGE / "kernels",
+         "fastnn.activations": PACKAGE / "activations",
          "fastnn.kernels.numba": PACKAGE / "kernels" / "numba",
          "fastnn.kernels.cuda": PACKAGE / "kernels" / "cuda"}
 LOWER_FILES = [(package, path) for package, folder in LOWER.items()

@@ -14,7 +14,7 @@ kernel or a CuPy reduction, so results are deterministic, and the test suite can
 run the same source on the CPU by looping over blocks and threads.
 
 Arithmetic follows the reference formulas in ``fastnn/ops.py`` and
-``fastnn/activations.py`` step by step, and the module is compiled with
+``fastnn/activations/`` (each spec's own file) step by step, and the module is compiled with
 ``-fmad=false`` so no multiply-add is contracted: elementwise results round like
 NumPy's, apart from the last-bit differences of exp/tanh/log.
 """
@@ -26,9 +26,14 @@ from .. import activation_codes as codes
 from . import conv_source
 
 # Fused activations: the template argument ACT of the activation kernels is the
-# activation's code in ``activation_codes`` (softmax has kernels of its own).
-ACTIVATIONS = {name: codes.CODES[name] for name in codes.ELEMENTWISE}
-DIFFERENTIABLE = codes.DIFFERENTIABLE
+# activation's code in ``activation_codes`` (softmax has kernels of its own). Each
+# spec's ``cuda_forward``/``cuda_backward`` expression becomes one line of
+# ``act_forward``/``act_backward``, its ``cuda_helpers`` part of the prelude.
+SPECS = {name: codes.SPEC_OF[codes.CODES[name]] for name in codes.ELEMENTWISE
+         if codes.SPEC_OF[codes.CODES[name]].cuda_forward}
+ACTIVATIONS = {name: codes.CODES[name] for name in SPECS}
+DIFFERENTIABLE = tuple(name for name in codes.DIFFERENTIABLE
+                       if name in SPECS and SPECS[name].cuda_backward)
 TYPES = {"float32": "float", "float64": "double"}
 OPTIONS = ("--std=c++14", "-fmad=false")
 
@@ -58,37 +63,21 @@ template <typename T> __device__ __forceinline__ T keep_max(T a, T b) {
 template <typename T> __device__ __forceinline__ T stable_sigmoid(T z) {
     return T(1) / (T(1) + fn_exp(-keep_max(z, sigmoid_floor(z))));
 }
-
-/* log(exp(z) + 1) exactly as NumPy's logaddexp(z, 0) */
-template <typename T> __device__ __forceinline__ T softplus(T z) {
-    if (z == T(0)) return z + T(0.693147180559945309417232121458176568);
-    if (z > T(0)) return z + fn_log1p(fn_exp(-z));
-    if (z <= T(0)) return fn_log1p(fn_exp(z));
-    return z;  /* NaN */
-}
-
-template <typename T, int ACT> __device__ __forceinline__ T act_forward(T z, T alpha) {
-    if (ACT == ACT_SIGMOID) return stable_sigmoid(z);
-    if (ACT == ACT_TANH) return fn_tanh(z);
-    if (ACT == ACT_RELU) return keep_max(z, T(0));
-    if (ACT == ACT_LEAKY_RELU) return keep_max(z, alpha * z);
-    if (ACT == ACT_SOFTPLUS) return softplus(z);
-    if (ACT == ACT_STEP) return z > T(0) ? T(1) : T(0);
-    return z;
-}
-
-/* dA * f'(z), given z and a = f(z); alpha2 is 1 - alpha (rounded like the reference) */
-template <typename T, int ACT>
-__device__ __forceinline__ T act_backward(T dA, T z, T a, T alpha, T alpha2) {
-    if (ACT == ACT_SIGMOID) return dA * (a * (T(1) - a));
-    if (ACT == ACT_TANH) return dA * (T(1) - a * a);
-    if (ACT == ACT_RELU) return dA * (z > T(0) ? T(1) : T(0));
-    if (ACT == ACT_LEAKY_RELU) return dA * (alpha + alpha2 * (z > T(0) ? T(1) : T(0)));
-    if (ACT == ACT_SOFTPLUS) return dA * stable_sigmoid(z);
-    return dA;
-}
-
-/* the gradient with L2 weight decay added (ops._decayed) */
+"""
+PRELUDE += "".join(spec.cuda_helpers for spec in SPECS.values())
+PRELUDE += (
+    "\ntemplate <typename T, int ACT> __device__ __forceinline__ T act_forward(T z, T alpha) {\n"
+    + "".join(f"    if (ACT == ACT_{name.upper()}) return {spec.cuda_forward};\n"
+              for name, spec in SPECS.items())
+    + "    return z;\n}\n\n"
+    "/* dA * f'(z), given z and a = f(z); alpha2 is 1 - alpha (rounded like the reference) */\n"
+    "template <typename T, int ACT>\n"
+    "__device__ __forceinline__ T act_backward(T dA, T z, T a, T alpha, T alpha2) {\n"
+    + "".join(f"    if (ACT == ACT_{name.upper()}) return {SPECS[name].cuda_backward};\n"
+              for name in DIFFERENTIABLE)
+    + "    return dA;\n}\n\n"
+)
+PRELUDE += r"""/* the gradient with L2 weight decay added (ops._decayed) */
 template <typename T> __device__ __forceinline__ T decayed(T g, T p, T decay) {
     return decay != T(0) ? g + decay * p : g;
 }

@@ -23,6 +23,8 @@ from numba.core import cgutils, compiler
 from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 
+from fastnn.activations import FINGERPRINT as SPECS_KEY
+
 try:  # Numba internals with public fallbacks (see cache_directory and flat)
     from numba.misc.appdirs import AppDirs
 except ImportError:
@@ -87,13 +89,19 @@ def kernel(function=None, *, parallel=False, reassociate=False, inline=False, bu
     that and a per-process counter, so a build loaded from the cache and another one
     compiled in this process could meet under one symbol, and one of them would run
     the other's code (seen: tanh's blocks ran softplus's loop). The key in the name
-    keeps builds apart."""
+    keeps builds apart.
+
+    Every name also carries the activation specs' fingerprint (``SPECS_KEY``): kernels
+    inline the specs' scalar functions, written in ``fastnn/activations/``, and Numba's
+    cache checks only the kernel's own file, so a changed spec gives every kernel a new
+    name (a new cache entry) instead of loading code compiled from the old one."""
     options = dict(OPTIONS, fastmath={"contract", "reassoc"}) if reassociate else OPTIONS
     if inline:
         options = dict(options, inline="always")
     njit = numba.njit(parallel=parallel, **options)
 
     def decorate(function):
+        function.__qualname__ += f"@{SPECS_KEY:08x}"
         if build is not None:
             function.__qualname__ += "[" + ",".join(map(str, build)) + "]"
         return njit(function)
