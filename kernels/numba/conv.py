@@ -26,11 +26,13 @@ import numpy as np
 from numba import prange
 
 from ..activation_codes import IDENTITY, LEAKY_RELU, RELU
-from .activations import leaky_relu, leaky_relu_grad, relu, relu_grad
+from .activations import scalars
 from .blas import gemm
 from .jit import kernel
 
 FUSED = (IDENTITY, RELU, LEAKY_RELU)
+relu, relu_grad = scalars(RELU)  # the specs' scalar functions (fastnn/activations/)
+leaky_relu, leaky_relu_grad = scalars(LEAKY_RELU)
 TILE = 1 << 15  # numbers in one im2col tile
 CHUNK = 4  # images whose dW and db one partial sum holds (fixed: thread-count free)
 
