@@ -183,3 +183,80 @@ def test_the_kernels_fall_back_only_where_no_gemm_is_found(monkeypatch):
     assert work is not None  # the generic op ran (it keeps its im2col matrix)
     np.testing.assert_allclose(A, NUMPY.ops.conv2d_forward(X, Wt, b, relu, stride, padding)[1],
                                rtol=1e-6)
+
+
+def test_openblas_thread_setter_is_found_in_numpys_library():
+    """NumPy's wheels ship OpenBLAS with scipy_-prefixed, 64_-suffixed names; the policy
+    needs its setter, found in the library the GEMM came from."""
+    gemm = numba_ops._gemm()
+    assert gemm is not None, "NumPy's GEMM was not found"
+    control = numba_ops._blas_threads()
+    assert control is not None, f"no OpenBLAS thread setter in {gemm.path}"
+    assert control.path == gemm.path
+    assert control.get() >= 1
+
+
+def test_blas_runs_on_one_thread_inside_and_its_count_is_restored_even_on_errors():
+    control = numba_ops._blas_threads()
+    before = control.get()
+    control.set(2)
+    try:
+        with numba_ops.gemm_threads():
+            assert control.get() == 1
+        assert control.get() == 2
+        with pytest.raises(RuntimeError, match="inside"):
+            with numba_ops.gemm_threads():
+                assert control.get() == 1
+                raise RuntimeError("inside")
+        assert control.get() == 2
+    finally:
+        control.set(before)
+
+
+def test_the_conv_kernels_see_one_blas_thread(monkeypatch):
+    """The count the kernels run under, read as they are called."""
+    control = numba_ops._blas_threads()
+    seen = []
+    forward, backward = numba_conv.kernels(1, 1)
+
+    def spy(kernel):
+        def call(*args):
+            seen.append(control.get())
+            return kernel(*args)
+        return call
+
+    monkeypatch.setattr(numba_conv, "kernels", lambda *s: (spy(forward), spy(backward)))
+    X, Wt, b, stride, padding = _case("LeNet's second conv", "float32")
+    relu = activations.get("relu")
+    before = control.get()
+    control.set(2)
+    try:
+        Z, A, work = NUMBA.ops.conv2d_forward(X, Wt, b, relu, stride, padding)
+        NUMBA.ops.conv2d_backward(X, Wt, np.ones_like(A), Z, A, work, relu, stride, padding,
+                                  True)
+        after = control.get()
+    finally:
+        control.set(before)
+    assert seen == [1, 1]
+    assert after == 2
+
+
+def test_without_a_blas_thread_setter_the_kernels_run_on_one_numba_thread(monkeypatch):
+    """Never both pools at once: with no setter the kernel is serial, same bits."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("this machine gives Numba one thread")
+    X, Wt, b, stride, padding = _case("LeNet's second conv", "float32")
+    relu = activations.get("relu")
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        expected = NUMBA.ops.conv2d_forward(X, Wt, b, relu, stride, padding)[1]
+        monkeypatch.setattr(numba_ops, "_blas_threads", lambda: None)
+        with numba_ops.gemm_threads():
+            inside = numba.get_num_threads()
+        got = NUMBA.ops.conv2d_forward(X, Wt, b, relu, stride, padding)[1]
+        after = numba.get_num_threads()
+    finally:
+        numba.set_num_threads(before)
+    assert inside == 1 and after == 2
+    np.testing.assert_array_equal(got, expected)
