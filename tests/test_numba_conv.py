@@ -1,6 +1,6 @@
 """The Numba backend's conv and max-pool kernels against the NumPy backend's ops (the
 generic im2col ones), on the shapes the kernels treat differently: one tile or several
-per image, stride 1 (contiguous copies) or not, padding, fused activations or not,
+per image, stride 1 (wide tiles or per-row copies) or not, padding, fused activations or not,
 views as inputs; and a training step that gives the same bits at 1 and 2 threads.
 
 test_conv.py and test_conv_model.py run the layers, gradcheck and training on this
@@ -39,6 +39,7 @@ SHAPES = {
     "several tiles an image": (3, 8, 40, 40, 4, (3, 3), (1, 1), ((1, 1), (1, 1))),
     "stride 2, uneven padding": (5, 3, 11, 12, 5, (3, 4), (2, 2), ((1, 0), (2, 0))),
     "stride (3, 1)": (4, 2, 10, 7, 3, (1, 3), (3, 1), ((0, 0), (1, 1))),
+    "wide tiles, uneven padding": (3, 3, 9, 11, 2, (3, 4), (1, 1), ((2, 0), (1, 2))),
 }
 
 
@@ -53,8 +54,11 @@ def _case(name, dtype):
 def test_several_tiles_are_needed_where_the_test_says_so():
     N, C, H, W, F, kernel, stride, padding = SHAPES["several tiles an image"]
     K = C * kernel[0] * kernel[1]
-    rows = numba_conv.tile_rows(K, H, W)  # stride 1, 'same' padding: OH = H, OW = W
-    assert rows < H and rows * W * K <= numba_conv.TILE
+    assert numba_conv.wide(K, F, stride)
+    width = numba_conv.tile_width(W, kernel[1], True)  # stride 1, 'same': OH = H, OW = W
+    rows = numba_conv.tile_rows(K, H, width)
+    assert width == W + kernel[1] - 1
+    assert rows < H and rows * width * K <= numba_conv.TILE
     assert numba_conv.tile_rows(10**6, 5, 5) == 1  # never less than a row
 
 
@@ -217,7 +221,7 @@ def test_the_conv_kernels_see_one_blas_thread(monkeypatch):
     """The count the kernels run under, read as they are called."""
     control = numba_ops._blas_threads()
     seen = []
-    forward, backward = numba_conv.kernels(1, 1)
+    real = numba_conv.kernels
 
     def spy(kernel):
         def call(*args):
@@ -225,7 +229,7 @@ def test_the_conv_kernels_see_one_blas_thread(monkeypatch):
             return kernel(*args)
         return call
 
-    monkeypatch.setattr(numba_conv, "kernels", lambda *s: (spy(forward), spy(backward)))
+    monkeypatch.setattr(numba_conv, "kernels", lambda *s: tuple(spy(k) for k in real(*s)))
     X, Wt, b, stride, padding = _case("LeNet's second conv", "float32")
     relu = activations.get("relu")
     before = control.get()

@@ -278,13 +278,14 @@ def _conv_kind(activation, dtype):
 
 
 def _geometry(X, W, stride, padding):
-    """The kernels' window arguments (kh, kw, top, left), (OH, OW) and the output rows
-    per tile (the stride picks the kernels' build: ``conv.kernels``)."""
-    kh, kw = W.shape[2:]
+    """The kernels' window arguments (kh, kw, top, left), (OH, OW), the output rows per
+    tile and the kernels for this stride and shape (``conv.kernels``)."""
+    F, C, kh, kw = W.shape
     (top, _), (left, _) = padding
     OH, OW = output_hw(X.shape, (kh, kw), stride, padding)
-    rows = conv.tile_rows(W.shape[1] * kh * kw, OH, OW)
-    return (kh, kw, top, left), (OH, OW), rows
+    is_wide = conv.wide(C * kh * kw, F, stride)
+    rows = conv.tile_rows(C * kh * kw, OH, conv.tile_width(OW, kw, is_wide))
+    return (kh, kw, top, left), (OH, OW), rows, conv.kernels(*stride, is_wide)
 
 
 def conv2d_forward(X, W, b, activation, stride, padding, keep_z=True):
@@ -296,12 +297,11 @@ def conv2d_forward(X, W, b, activation, stride, padding, keep_z=True):
     X, b = np.ascontiguousarray(X), np.ascontiguousarray(b)
     F = W.shape[0]
     W2 = np.ascontiguousarray(W).reshape(F, -1)
-    window, (OH, OW), rows = _geometry(X, W, stride, padding)
+    window, (OH, OW), rows, (forward, _) = _geometry(X, W, stride, padding)
     A = np.empty((X.shape[0], F, OH, OW), X.dtype)
     keep = keep_z and kind != IDENTITY  # relu's derivative reads A where Z is not kept
     Z = np.empty_like(A) if keep else A
     gemm = _gemm()
-    forward, _ = conv.kernels(*stride)
     with gemm_threads():
         forward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, b, Z, A, alpha, keep, *window,
                 rows)
@@ -322,11 +322,10 @@ def conv2d_backward(X, W, dA, Z, A, work, activation, stride, padding, need_dx):
     X, dA, Z, A = (np.ascontiguousarray(a) for a in (X, dA, Z, A))
     F = W.shape[0]
     W2 = np.ascontiguousarray(W).reshape(F, -1)
-    window, _, rows = _geometry(X, W, stride, padding)
+    window, _, rows, (_, backward) = _geometry(X, W, stride, padding)
     dW, db = np.zeros(W2.shape, X.dtype), np.zeros(F, X.dtype)
     dX = np.zeros(X.shape, X.dtype) if need_dx else np.empty((0, 0, 0, 0), X.dtype)
     gemm = _gemm()
-    _, backward = conv.kernels(*stride)
     with gemm_threads():
         backward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha,
                  need_dx, *window, rows, conv.CHUNK)
