@@ -54,7 +54,9 @@ def traced_peak(step):
 
 def numba_tile_bound(net, threads):
     """MiB the Numba conv kernels hold at most besides their outputs: per thread an
-    im2col tile, a product and a column-gradient tile, plus the chunks' dW sums."""
+    im2col tile, a product and a column-gradient tile (``conv.tile_width`` numbers per
+    output row) and, for the wide tiles, a padded image and its gradient, plus the
+    chunks' dW sums."""
     from fastnn.kernels.numba import conv
 
     shape, total = cnn.IMAGE, 0
@@ -63,9 +65,13 @@ def numba_tile_bound(net, threads):
             C, F, k, pad = s
             H, W = shape[1] + 2 * pad - k + 1, shape[2] + 2 * pad - k + 1
             K = C * k * k
-            rows = conv.tile_rows(K, H, W)
+            is_wide = conv.wide(K, F, (1, 1))
+            width = conv.tile_width(W, k, is_wide)
+            rows = conv.tile_rows(K, H, width)
+            padded = 2 * C * (H + k - 1) * width if is_wide else 0
             chunks = -(-cnn.BATCH[net] // conv.CHUNK)
-            total = max(total, threads * (2 * K + F) * rows * W + chunks * F * (K + 1))
+            total = max(total, threads * ((2 * K + F) * rows * width + padded)
+                        + chunks * F * (K + 1))
             shape = (F, H, W)
         elif kind == "pool":
             shape = (shape[0], shape[1] // s, shape[2] // s)

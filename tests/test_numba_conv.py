@@ -1,6 +1,6 @@
 """The Numba backend's conv and max-pool kernels against the NumPy backend's ops (the
 generic im2col ones), on the shapes the kernels treat differently: one tile or several
-per image, stride 1 (contiguous copies) or not, padding, fused activations or not,
+per image, stride 1 (wide tiles or per-row copies) or not, padding, fused activations or not,
 views as inputs; and a training step that gives the same bits at 1 and 2 threads.
 
 test_conv.py and test_conv_model.py run the layers, gradcheck and training on this
@@ -39,6 +39,7 @@ SHAPES = {
     "several tiles an image": (3, 8, 40, 40, 4, (3, 3), (1, 1), ((1, 1), (1, 1))),
     "stride 2, uneven padding": (5, 3, 11, 12, 5, (3, 4), (2, 2), ((1, 0), (2, 0))),
     "stride (3, 1)": (4, 2, 10, 7, 3, (1, 3), (3, 1), ((0, 0), (1, 1))),
+    "wide tiles, uneven padding": (3, 3, 9, 11, 2, (3, 4), (1, 1), ((2, 0), (1, 2))),
 }
 
 
@@ -53,8 +54,11 @@ def _case(name, dtype):
 def test_several_tiles_are_needed_where_the_test_says_so():
     N, C, H, W, F, kernel, stride, padding = SHAPES["several tiles an image"]
     K = C * kernel[0] * kernel[1]
-    rows = numba_conv.tile_rows(K, H, W)  # stride 1, 'same' padding: OH = H, OW = W
-    assert rows < H and rows * W * K <= numba_conv.TILE
+    assert numba_conv.wide(K, F, stride)
+    width = numba_conv.tile_width(W, kernel[1], True)  # stride 1, 'same': OH = H, OW = W
+    rows = numba_conv.tile_rows(K, H, width)
+    assert width == W + kernel[1] - 1
+    assert rows < H and rows * width * K <= numba_conv.TILE
     assert numba_conv.tile_rows(10**6, 5, 5) == 1  # never less than a row
 
 
@@ -183,3 +187,80 @@ def test_the_kernels_fall_back_only_where_no_gemm_is_found(monkeypatch):
     assert work is not None  # the generic op ran (it keeps its im2col matrix)
     np.testing.assert_allclose(A, NUMPY.ops.conv2d_forward(X, Wt, b, relu, stride, padding)[1],
                                rtol=1e-6)
+
+
+def test_openblas_thread_setter_is_found_in_numpys_library():
+    """NumPy's wheels ship OpenBLAS with scipy_-prefixed, 64_-suffixed names; the policy
+    needs its setter, found in the library the GEMM came from."""
+    gemm = numba_ops._gemm()
+    assert gemm is not None, "NumPy's GEMM was not found"
+    control = numba_ops._blas_threads()
+    assert control is not None, f"no OpenBLAS thread setter in {gemm.path}"
+    assert control.path == gemm.path
+    assert control.get() >= 1
+
+
+def test_blas_runs_on_one_thread_inside_and_its_count_is_restored_even_on_errors():
+    control = numba_ops._blas_threads()
+    before = control.get()
+    control.set(2)
+    try:
+        with numba_ops.gemm_threads():
+            assert control.get() == 1
+        assert control.get() == 2
+        with pytest.raises(RuntimeError, match="inside"):
+            with numba_ops.gemm_threads():
+                assert control.get() == 1
+                raise RuntimeError("inside")
+        assert control.get() == 2
+    finally:
+        control.set(before)
+
+
+def test_the_conv_kernels_see_one_blas_thread(monkeypatch):
+    """The count the kernels run under, read as they are called."""
+    control = numba_ops._blas_threads()
+    seen = []
+    real = numba_conv.kernels
+
+    def spy(kernel):
+        def call(*args):
+            seen.append(control.get())
+            return kernel(*args)
+        return call
+
+    monkeypatch.setattr(numba_conv, "kernels", lambda *s: tuple(spy(k) for k in real(*s)))
+    X, Wt, b, stride, padding = _case("LeNet's second conv", "float32")
+    relu = activations.get("relu")
+    before = control.get()
+    control.set(2)
+    try:
+        Z, A, work = NUMBA.ops.conv2d_forward(X, Wt, b, relu, stride, padding)
+        NUMBA.ops.conv2d_backward(X, Wt, np.ones_like(A), Z, A, work, relu, stride, padding,
+                                  True)
+        after = control.get()
+    finally:
+        control.set(before)
+    assert seen == [1, 1]
+    assert after == 2
+
+
+def test_without_a_blas_thread_setter_the_kernels_run_on_one_numba_thread(monkeypatch):
+    """Never both pools at once: with no setter the kernel is serial, same bits."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("this machine gives Numba one thread")
+    X, Wt, b, stride, padding = _case("LeNet's second conv", "float32")
+    relu = activations.get("relu")
+    before = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        expected = NUMBA.ops.conv2d_forward(X, Wt, b, relu, stride, padding)[1]
+        monkeypatch.setattr(numba_ops, "_blas_threads", lambda: None)
+        with numba_ops.gemm_threads():
+            inside = numba.get_num_threads()
+        got = NUMBA.ops.conv2d_forward(X, Wt, b, relu, stride, padding)[1]
+        after = numba.get_num_threads()
+    finally:
+        numba.set_num_threads(before)
+    assert inside == 1 and after == 2
+    np.testing.assert_array_equal(got, expected)

@@ -16,6 +16,9 @@ them), and col2im is adds into the chunk's own images, so no two threads write o
 number. The layer that needs no input gradient (the model's first) skips that GEMM
 and col2im.
 
+With stride 1, where the tile has more rows than the product (K > F, as LeNet-5's
+convs), the tiles are "wide" (see ``wide_forward``): one contiguous copy per tile row.
+
 Activations: identity, relu and leaky relu are fused here (``FUSED``); the ops run
 any other one with its own xp code on the kernel's Z (see ``ops.conv2d_forward``).
 """
@@ -37,9 +40,26 @@ TILE = 1 << 15  # numbers in one im2col tile
 CHUNK = 4  # images whose dW and db one partial sum holds (fixed: thread-count free)
 
 
-def tile_rows(K, OH, OW):
-    """Output rows per tile: as many as fit in ``TILE`` numbers, at least one."""
-    return max(1, min(OH, TILE // max(1, K * OW)))
+def tile_rows(K, OH, width):
+    """Output rows per tile: as many as fit in ``TILE`` numbers, at least one; ``width``
+    is a tile row's (``tile_width``)."""
+    return max(1, min(OH, TILE // max(1, K * width)))
+
+
+def wide(K, F, stride):
+    """True where the wide-tile kernels (stride 1 only) run: where the tile has more rows
+    than the product (K > F). They trade each tile row's per-output-row copies (K * rows
+    short loops) for a per-output-row write (F * rows short loops) and a product
+    Wp / OW as wide. Measured, one thread, ms forward / backward, old -> wide: LeNet's
+    first conv (K 25, F 6) 1.27 / 1.55 -> 1.05 / 1.23; its second (K 150, F 16)
+    1.98 / 4.45 -> 1.49 / 3.79; SimpleConvNet's (K 25, F 30) 1.65 / 2.50 -> 2.47 / 2.86."""
+    return tuple(stride) == (1, 1) and K > F
+
+
+def tile_width(OW, kw, is_wide):
+    """Numbers a tile holds per output row: OW, or the padded width OW + kw - 1 for the
+    wide tiles."""
+    return OW + kw - 1 if is_wide else OW
 
 
 @kernel(inline=True)
@@ -160,10 +180,13 @@ def _grad(kind, dA, Z, A, dz, db, alpha, start, stride):
 
 
 @functools.cache
-def kernels(SH, SW):
-    """(forward, backward) built for the stride (SH, SW): a stride known when the kernel
-    compiles lets LLVM simplify the tile's index arithmetic and vectorize its copies
-    (with the stride as an argument, SimpleConvNet's tiles took 3.5x as long)."""
+def kernels(SH, SW, is_wide=False):
+    """(forward, backward): the wide-tile kernels (``wide_forward``, ``wide_backward``,
+    stride 1) if ``is_wide``, else a build for the stride (SH, SW): a stride known when
+    the kernel compiles lets LLVM simplify the tile's index arithmetic and vectorize its
+    copies (with the stride as an argument, SimpleConvNet's tiles took 3.5x as long)."""
+    if is_wide:
+        return wide_forward, wide_backward
 
     @kernel(parallel=True, build=(SH, SW))
     def forward(address, ilp64, kind, X, W2, b, Z, A, alpha, keep_z, kh, kw, top, left,
@@ -222,3 +245,183 @@ def kernels(SH, SW):
             db += dbs[c]
 
     return forward, backward
+
+
+# ---- stride 1: the "wide" tile, one contiguous copy per tile row ----
+#
+# With stride 1 the window row (c, i, j) of the output rows r0.. is the padded image's
+# plane, flat, from (r0 + i) * Wp + j on, if the outputs are laid out Wp wide instead of
+# OW (Wp = OW + kw - 1, the padded width): the extra kw - 1 columns of each output row
+# are junk, dropped on write-out and given a zero gradient. So a tile row is one long
+# copy instead of ``rows`` copies of OW numbers (LeNet's second conv: 10 copies of 10
+# numbers per tile row, where loop overhead cost more than the copies), for a product
+# Wp / OW as wide (1.4x there). Padding is applied once per image into a zeroed buffer.
+
+
+@kernel(inline=True)
+def _pad(x, xp, top, left):
+    """xp[c, top + h, left + w] = x[c, h, w]; the rest of xp stays as it is (zeros)."""
+    C, H, W = x.shape
+    for c in range(C):
+        for h in range(H):
+            src, dst = x[c, h], xp[c, top + h, left:left + W]
+            for w in range(W):
+                dst[w] = src[w]
+
+
+@kernel(inline=True)
+def fill_wide(xp, tile, kh, kw, r0, rows, OW):
+    """tile[(c, i, j), t] = xp[c] flat at (r0 + i) * Wp + j + t, for t < (rows - 1) * Wp
+    + OW; the last row's kw - 1 junk columns are set to zero (they would run past the
+    plane, and must be finite: their zero gradient times the tile enters dW)."""
+    C, Hp, Wp = xp.shape
+    span = (rows - 1) * Wp + OW
+    for c in range(C):
+        plane = xp[c].reshape(Hp * Wp)
+        for i in range(kh):
+            for j in range(kw):
+                dst = tile[(c * kh + i) * kw + j]
+                src = plane[(r0 + i) * Wp + j:(r0 + i) * Wp + j + span]
+                for t in range(span):
+                    dst[t] = src[t]
+                for t in range(span, rows * Wp):
+                    dst[t] = 0
+
+
+@kernel(inline=True)
+def add_wide(dxp, tile, kh, kw, r0, rows, OW):
+    """col2im for ``fill_wide``: each tile entry added back where it was read (the junk
+    columns carry zeros, so they add nothing)."""
+    C, Hp, Wp = dxp.shape
+    span = (rows - 1) * Wp + OW
+    for c in range(C):
+        plane = dxp[c].reshape(Hp * Wp)
+        for i in range(kh):
+            for j in range(kw):
+                src = tile[(c * kh + i) * kw + j]
+                dst = plane[(r0 + i) * Wp + j:(r0 + i) * Wp + j + span]
+                for t in range(span):
+                    dst[t] += src[t]
+
+
+@kernel(inline=True)
+def _write_wide(kind, out, b, z, a, alpha, keep_z, r0, rows, OW):
+    """z[f, r0 + y, p] = out[f, y * Wp + p] + b[f] and a = f(z), for p < OW (z, a:
+    (F, OH, OW)); z is not written unless keep_z."""
+    F, width = out.shape
+    Wp = width // rows
+    for f in range(F):
+        bias = b[f]
+        for y in range(rows):
+            src, zs, as_ = out[f, y * Wp:y * Wp + OW], z[f, r0 + y], a[f, r0 + y]
+            if kind == RELU:
+                for p in range(OW):
+                    as_[p] = relu(src[p] + bias, alpha)
+            elif kind == LEAKY_RELU:
+                for p in range(OW):
+                    as_[p] = leaky_relu(src[p] + bias, alpha)
+            else:
+                for p in range(OW):
+                    as_[p] = src[p] + bias
+            if keep_z and kind != IDENTITY:
+                for p in range(OW):
+                    zs[p] = src[p] + bias
+
+
+@kernel(inline=True)
+def _grad_wide(kind, dA, Z, A, dz, db, alpha, r0, rows, OW):
+    """dz[f, y * Wp + p] = dA * f'(Z) at (f, r0 + y, p) for p < OW, zero in the junk
+    columns; db[f] += the row sums (dA, Z, A: (F, OH, OW))."""
+    F, width = dz.shape
+    Wp = width // rows
+    for f in range(F):
+        total = db[f]
+        for y in range(rows):
+            d, z, a, out = dA[f, r0 + y], Z[f, r0 + y], A[f, r0 + y], dz[f, y * Wp:(y + 1) * Wp]
+            if kind == RELU:
+                for p in range(OW):
+                    out[p] = relu_grad(d[p], z[p], a[p], alpha)
+            elif kind == LEAKY_RELU:
+                for p in range(OW):
+                    out[p] = leaky_relu_grad(d[p], z[p], a[p], alpha)
+            else:
+                for p in range(OW):
+                    out[p] = d[p]
+            for p in range(OW, Wp):
+                out[p] = 0
+            for p in range(OW):
+                total += out[p]
+        db[f] = total
+
+
+@kernel(parallel=True)
+def wide_forward(address, ilp64, kind, X, W2, b, Z, A, alpha, keep_z, kh, kw, top, left,
+                 rows):
+    """``forward`` for stride 1 with wide tiles of ``rows`` output rows."""
+    N, C, H, W = X.shape
+    F, K = W2.shape
+    OH, OW = Z.shape[2], Z.shape[3]
+    Hp, Wp = OH + kh - 1, OW + kw - 1
+    padded = top != 0 or left != 0 or Hp != H or Wp != W
+    for n in prange(N):
+        buffer = np.empty(K * rows * Wp, X.dtype)
+        product = np.empty(F * rows * Wp, X.dtype)
+        xp = X[n]
+        if padded:
+            xp = np.zeros((C, Hp, Wp), X.dtype)
+            _pad(X[n], xp, top, left)
+        for r0 in range(0, OH, rows):
+            count = min(rows, OH - r0)
+            tile = buffer[:K * count * Wp].reshape((K, count * Wp))
+            out = product[:F * count * Wp].reshape((F, count * Wp))
+            fill_wide(xp, tile, kh, kw, r0, count, OW)
+            gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
+            _write_wide(kind, out, b, Z[n], A[n], alpha, keep_z, r0, count, OW)
+
+
+@kernel(parallel=True)
+def wide_backward(address, ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha, need_dx, kh, kw,
+                  top, left, rows, chunk):
+    """``backward`` for stride 1 with wide tiles: the same chunks, the same order of sums."""
+    N, C, H, W = X.shape
+    F, K = W2.shape
+    OH, OW = dA.shape[2], dA.shape[3]
+    Hp, Wp = OH + kh - 1, OW + kw - 1
+    padded = top != 0 or left != 0 or Hp != H or Wp != W
+    chunks = (N + chunk - 1) // chunk
+    dWs = np.zeros((chunks, F, K), dW.dtype)
+    dbs = np.zeros((chunks, F), db.dtype)
+    for c in prange(chunks):
+        buffer = np.empty(K * rows * Wp, X.dtype)
+        grads = np.empty(F * rows * Wp, X.dtype)
+        back = np.empty(K * rows * Wp, X.dtype)
+        xp = np.zeros((C, Hp, Wp), X.dtype)
+        dxp = np.zeros((C, Hp, Wp), X.dtype)
+        for n in range(c * chunk, min(N, (c + 1) * chunk)):
+            image, dimage = X[n], dX[n] if need_dx else dxp
+            if padded:
+                _pad(X[n], xp, top, left)
+                image = xp
+                if need_dx:
+                    dxp[:] = 0
+                    dimage = dxp
+            for r0 in range(0, OH, rows):
+                count = min(rows, OH - r0)
+                tile = buffer[:K * count * Wp].reshape((K, count * Wp))
+                dz = grads[:F * count * Wp].reshape((F, count * Wp))
+                _grad_wide(kind, dA[n], Z[n], A[n], dz, dbs[c], alpha, r0, count, OW)
+                fill_wide(image, tile, kh, kw, r0, count, OW)
+                gemm(address, ilp64, dz, tile, dWs[c], 1.0, 1.0, False, True)
+                if need_dx:
+                    dcols = back[:K * count * Wp].reshape((K, count * Wp))
+                    gemm(address, ilp64, W2, dz, dcols, 1.0, 0.0, True, False)
+                    add_wide(dimage, dcols, kh, kw, r0, count, OW)
+            if need_dx and padded:
+                for ch in range(C):
+                    for h in range(H):
+                        dst, src = dX[n, ch, h], dxp[ch, top + h, left:left + W]
+                        for w in range(W):
+                            dst[w] = src[w]
+    for c in range(chunks):
+        dW += dWs[c]
+        db += dbs[c]

