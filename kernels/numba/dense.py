@@ -223,7 +223,7 @@ def small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z):
     """Z = X @ W + b and A = f(Z) for a small layer: the product kernel, then the serial
     build for this one kind. A kernel doing both called the build for any kind, whose
     first call compiled every activation's loops (4.1 s of the README's main job cold,
-    for the three kinds it uses); one more call costs ~1 us."""
+    for the three kinds it uses); the second call costs ~0.6 us."""
     small_product(X, W, Z)
     by_kind(kind)[0](kind, Z, b, Z, A, alpha, 0, X.shape[0], keep_z)
 
