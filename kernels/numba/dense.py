@@ -15,7 +15,7 @@ from numba import prange
 
 from ..activation_codes import SOFTMAX
 from .activations import ANY, forward_block_for, grad_block_for
-from .jit import by_constant, flat, kernel, members, prefer_wide_vectors, sole
+from .jit import by_constant, flat, kernel, mask, members, prefer_wide_vectors, sole
 from .math import typed, vexp
 
 BLOCK = 2048  # elements per block: a block stays in L1 while it is worked on
@@ -198,8 +198,8 @@ def activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial):
 
 
 @kernel
-def small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z):
-    """Z = X @ W + b and A = f(Z), for layers too small for a BLAS call to pay off.
+def small_product(X, W, Z):
+    """Z = X @ W, for layers too small for a BLAS call to pay off.
 
     The loops run over the batch innermost (one long loop per weight), which measured
     3-7x faster than row-by-row loops when a layer has only 1-8 units.
@@ -211,7 +211,21 @@ def small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z):
             w = W[k, j]
             for i in range(m):
                 Z[i, j] += X[i, k] * w
-    bias_activation(kind, Z, b, Z, A, alpha, 0, m, keep_z)
+
+
+@functools.cache
+def by_kind(kind):
+    """(bias_activation, activation_grad) of the serial build for ``kind`` alone."""
+    return serial(mask(kind))
+
+
+def small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z):
+    """Z = X @ W + b and A = f(Z) for a small layer: the product kernel, then the serial
+    build for this one kind. A kernel doing both called the build for any kind, whose
+    first call compiled every activation's loops (4.1 s of the README's main job cold,
+    for the three kinds it uses); the second call costs ~0.6 us."""
+    small_product(X, W, Z)
+    by_kind(kind)[0](kind, Z, b, Z, A, alpha, 0, X.shape[0], keep_z)
 
 
 @kernel
@@ -232,9 +246,9 @@ def small_dense_backward(X, W, dZ, dW, dX, need_dx):
             dW[k, j] = acc
 
 
-@kernel
 def small_layer_backward(kind, X, W, dA, Z, A, dZ, dW, db, dX, alpha, need_dx):
-    """A small layer's whole backward: dZ and db, then dW and dX, in one call."""
+    """A small layer's whole backward: dZ and db (the serial build for this one kind, as
+    in ``small_dense_forward``), then dW and dX."""
     db[:] = 0
-    activation_grad(kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
+    by_kind(kind)[1](kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
     small_dense_backward(X, W, dZ, dW, dX, need_dx)
