@@ -252,8 +252,3 @@ def _grad_block(MASK):
 # whose MASK is a constant; forward_block and grad_block themselves are for any kind
 forward_block_for, grad_block_for = by_constant(_forward_block), by_constant(_grad_block)
 forward_block, grad_block = _forward_block(ANY), _grad_block(ANY)
-
-
-# the scalar functions other kernel files paste in by name (conv's fused bias + relu)
-relu, relu_grad = scalars(CODES["relu"])
-leaky_relu, leaky_relu_grad = scalars(CODES["leaky_relu"])
