@@ -112,8 +112,11 @@ def test_the_numba_range_is_written_once_and_everything_reads_it(monkeypatch):
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(importlib.metadata, "requires", not_installed)
+    # a raw checkout's pyproject (the one beside the package; this checkout's, as the
+    # package under test may be an installed copy, with no pyproject.toml beside it)
+    monkeypatch.setattr(numba_backend, "PYPROJECT", ROOT / "pyproject.toml")
     numba_backend.tested_numba.cache_clear()
-    assert numba_backend.tested_numba() == (floor, newest)  # a raw checkout's pyproject
+    assert numba_backend.tested_numba() == (floor, newest)
     monkeypatch.setattr(numba_backend, "PYPROJECT", ROOT / "no-such-pyproject.toml")
     numba_backend.tested_numba.cache_clear()
     assert numba_backend.tested_numba() is None  # neither: the message names no numbers
