@@ -135,25 +135,45 @@ def add_tile(dx, tile, kh, kw, sh, sw, top, left, r0, rows, OW):
 
 
 @kernel(inline=True)
+def _write_row(kind, src, bias, zs, as_, alpha, keep_z, n):
+    """as_[p] = f(src[p] + bias) for p < n, and zs[p] = src[p] + bias if keep_z (and f
+    is not the identity, whose z is its a): one row of a conv output's write."""
+    if kind == RELU:
+        for p in range(n):
+            as_[p] = relu(src[p] + bias, alpha)
+    elif kind == LEAKY_RELU:
+        for p in range(n):
+            as_[p] = leaky_relu(src[p] + bias, alpha)
+    else:
+        for p in range(n):
+            as_[p] = src[p] + bias
+    if keep_z and kind != IDENTITY:
+        for p in range(n):
+            zs[p] = src[p] + bias
+
+
+@kernel(inline=True)
+def _grad_row(kind, d, z, a, out, alpha, n):
+    """out[p] = d[p] * f'(z[p]) for p < n (z or a read, as the activation needs)."""
+    if kind == RELU:
+        for p in range(n):
+            out[p] = relu_grad(d[p], z[p], a[p], alpha)
+    elif kind == LEAKY_RELU:
+        for p in range(n):
+            out[p] = leaky_relu_grad(d[p], z[p], a[p], alpha)
+    else:
+        for p in range(n):
+            out[p] = d[p]
+
+
+@kernel(inline=True)
 def _write(kind, out, b, z, a, alpha, keep_z, start, stride):
     """z = out + b (one bias per row of out), a = f(z), row f of out going to the flat
     z and a at f*stride + start; z is not written unless keep_z."""
     F, P = out.shape
     for f in range(F):
         at = f * stride + start
-        bias, src, zs, as_ = b[f], out[f], z[at:at + P], a[at:at + P]
-        if kind == RELU:
-            for p in range(P):
-                as_[p] = relu(src[p] + bias, alpha)
-        elif kind == LEAKY_RELU:
-            for p in range(P):
-                as_[p] = leaky_relu(src[p] + bias, alpha)
-        else:
-            for p in range(P):
-                as_[p] = src[p] + bias
-        if keep_z and kind != IDENTITY:
-            for p in range(P):
-                zs[p] = src[p] + bias
+        _write_row(kind, out[f], b[f], z[at:at + P], a[at:at + P], alpha, keep_z, P)
 
 
 @kernel(inline=True)
@@ -163,16 +183,8 @@ def _grad(kind, dA, Z, A, dz, db, alpha, start, stride):
     F, P = dz.shape
     for f in range(F):
         at = f * stride + start
-        d, z, a, out = dA[at:at + P], Z[at:at + P], A[at:at + P], dz[f]
-        if kind == RELU:
-            for p in range(P):
-                out[p] = relu_grad(d[p], z[p], a[p], alpha)
-        elif kind == LEAKY_RELU:
-            for p in range(P):
-                out[p] = leaky_relu_grad(d[p], z[p], a[p], alpha)
-        else:
-            for p in range(P):
-                out[p] = d[p]
+        out = dz[f]
+        _grad_row(kind, dA[at:at + P], Z[at:at + P], A[at:at + P], out, alpha, P)
         total = db[f]
         for p in range(P):
             total += out[p]
@@ -313,19 +325,8 @@ def _write_wide(kind, out, b, z, a, alpha, keep_z, r0, rows, OW):
     for f in range(F):
         bias = b[f]
         for y in range(rows):
-            src, zs, as_ = out[f, y * Wp:y * Wp + OW], z[f, r0 + y], a[f, r0 + y]
-            if kind == RELU:
-                for p in range(OW):
-                    as_[p] = relu(src[p] + bias, alpha)
-            elif kind == LEAKY_RELU:
-                for p in range(OW):
-                    as_[p] = leaky_relu(src[p] + bias, alpha)
-            else:
-                for p in range(OW):
-                    as_[p] = src[p] + bias
-            if keep_z and kind != IDENTITY:
-                for p in range(OW):
-                    zs[p] = src[p] + bias
+            _write_row(kind, out[f, y * Wp:y * Wp + OW], bias, z[f, r0 + y], a[f, r0 + y],
+                       alpha, keep_z, OW)
 
 
 @kernel(inline=True)
@@ -337,16 +338,8 @@ def _grad_wide(kind, dA, Z, A, dz, db, alpha, r0, rows, OW):
     for f in range(F):
         total = db[f]
         for y in range(rows):
-            d, z, a, out = dA[f, r0 + y], Z[f, r0 + y], A[f, r0 + y], dz[f, y * Wp:(y + 1) * Wp]
-            if kind == RELU:
-                for p in range(OW):
-                    out[p] = relu_grad(d[p], z[p], a[p], alpha)
-            elif kind == LEAKY_RELU:
-                for p in range(OW):
-                    out[p] = leaky_relu_grad(d[p], z[p], a[p], alpha)
-            else:
-                for p in range(OW):
-                    out[p] = d[p]
+            out = dz[f, y * Wp:(y + 1) * Wp]
+            _grad_row(kind, dA[f, r0 + y], Z[f, r0 + y], A[f, r0 + y], out, alpha, OW)
             for p in range(OW, Wp):
                 out[p] = 0
             for p in range(OW):
