@@ -17,11 +17,16 @@ import numpy as np
 import fastnn
 from bench import peers
 from bench.case import Case
-from bench.workloads import Workload, _check_training_step, host, initial_weights, tolerance
+from bench.workloads import (
+    Workload,
+    _check_training_step,
+    initial_weights,
+    sgd_step_case,
+    tolerance,
+)
 from fastnn.conv import Conv2D
 from fastnn.layers import Dense, Flatten
 from fastnn.pooling import MaxPool2D
-from fastnn.training import epoch_runner
 
 IMAGE = (1, 28, 28)
 NETS = {  # name: a function making its layers
@@ -71,21 +76,7 @@ def cnn_step(net, batch, dtype="float32"):
 
 
 def _cnn_step(backend, data):
-    model = cnn_model(data["net"], backend, data["X"].dtype.name)
-    X, Y = model.prepare(data["X"], data["y"])
-    model.optimizer = fastnn.SGD(lr=0.01)
-    run, losses = epoch_runner(model, X, Y, X.shape[0]), []
-
-    def step():
-        losses[:] = [run(None)]
-
-    def result():
-        after, _ = model.loss_value(X, Y)
-        first = host(backend, losses[0])[0] / X.shape[0]
-        return [first, host(backend, after), *(host(backend, p.value)
-                                               for p in model.parameters())]
-
-    return Case(step, result)
+    return sgd_step_case(backend, cnn_model(data["net"], backend, data["X"].dtype.name), data)
 
 
 # ---- the PyTorch peer ----

@@ -343,7 +343,13 @@ def mlp_step(batch, dtype, by_ops=False, dims=MLP_DIMS):
 
 
 def _mlp_step(backend, data):
-    model = mlp_model(backend, data["X"].dtype.name, dims=data["dims"])
+    return sgd_step_case(backend, mlp_model(backend, data["X"].dtype.name, dims=data["dims"]),
+                         data)
+
+
+def sgd_step_case(backend, model, data):
+    """One full-batch SGD step (lr 0.01) of ``model`` on ``data``'s X and y, run as fit
+    runs it; its result: the loss before and after the step, and the parameters."""
     X, Y = model.prepare(data["X"], data["y"])
     model.optimizer = fastnn.SGD(lr=0.01)
     run, losses = epoch_runner(model, X, Y, X.shape[0]), []
