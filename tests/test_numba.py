@@ -58,14 +58,16 @@ def _mapped(function):
 
 MATH = {
     "exp": (_mapped(numba_math.vexp), np.exp),
+    "exp_nonpositive": (_mapped(numba_math.vexp_nonpositive), np.exp),  # x <= 0 only
     "tanh": (_mapped(numba_math.vtanh), np.tanh),
     "sigmoid": (_mapped(numba_math.vsigmoid), lambda x: 1.0 / (1.0 + np.exp(-x))),
     "log1p_unit": (_mapped(numba_math.vlog1p_unit), np.log1p),
 }
 ULP_BOUND = {  # documented in kernels/numba/math.py
-    ("exp", "float32"): 2, ("tanh", "float32"): 5, ("sigmoid", "float32"): 3,
-    ("log1p_unit", "float32"): 4, ("exp", "float64"): 2, ("tanh", "float64"): 2,
-    ("sigmoid", "float64"): 3, ("log1p_unit", "float64"): 4,
+    ("exp", "float32"): 2, ("exp_nonpositive", "float32"): 2, ("tanh", "float32"): 5,
+    ("sigmoid", "float32"): 3, ("log1p_unit", "float32"): 4, ("exp", "float64"): 2,
+    ("exp_nonpositive", "float64"): 2, ("tanh", "float64"): 2, ("sigmoid", "float64"): 3,
+    ("log1p_unit", "float64"): 4,
 }
 
 
@@ -88,6 +90,8 @@ def _inputs(name, dtype):
                         [5.9574127197265625, -5.9574127197265625]])  # float32 tanh's worst
     if name == "log1p_unit":
         x = np.concatenate([np.abs(x) % 1.0, [1.0, 0.0]])
+    if name == "exp_nonpositive":
+        x = np.concatenate([-np.abs(x), [-0.0]])
     return x.astype(dtype)
 
 
@@ -128,6 +132,9 @@ def test_math_functions_at_nan_and_infinities(dtype):
         MATH[name][0](x, out)
         np.testing.assert_allclose(out, np.array(values, dtype), rtol=4 * np.finfo(dtype).eps,
                                    atol=0, err_msg=name)
+    out = np.empty(2, dtype)  # the one-sided exp: NaN and -inf, its only non-finite inputs
+    MATH["exp_nonpositive"][0](np.array([np.nan, -np.inf], dtype), out)
+    np.testing.assert_array_equal(out, np.array([np.nan, 0.0], dtype))
 
 
 def test_prefer_wide_vectors_asks_llvm_for_512_bit_vectors_without_changing_results():
@@ -196,6 +203,37 @@ def test_dense_forward_matches_numpy(name, dtype, n_out, path):
             _close(Z, Z_ref, dtype, scale)
         _close(A, A_ref, dtype, np.abs(A_ref) + (scale if name == "identity" else 0))
         assert Z.dtype == A.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("n", [37, 1024])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_rows_with_nan_inf_and_signed_zeros_match_the_reference(dtype, n):
+    """NaN of either sign anywhere in a row makes the row NaN, an infinite maximum gives
+    NaN where the reference does, -inf entries give 0; serial and across threads alike."""
+    rng = np.random.default_rng(3)
+    Z = (rng.standard_normal((10, n)) * 30).astype(dtype)
+    Z[0, 5] = np.nan
+    Z[1, n - 1] = np.copysign(np.nan, -1.0)  # x86's default NaN (from inf - inf) is negative
+    Z[2, 3] = np.inf
+    Z[3, ::3] = -np.inf
+    Z[4] = -np.inf
+    Z[5, :] = 0.0
+    Z[5, ::2] = -0.0
+    Z[6, 7] = 1e30 if dtype == "float32" else 1e300  # the rest exp to 0
+    Z[7, 0] = np.finfo(dtype).max
+    Z[7, 1] = -np.finfo(dtype).max  # max - (-max) overflows to inf: exp 0
+    Z[8] = -1e4  # all equal: 1/n each
+    b = np.zeros(n, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = activations.get("softmax").forward(np, Z)
+    serial, threaded = np.empty_like(Z), np.empty_like(Z)
+    numba_softmax.rows(Z, b, serial, serial, 0, Z.shape[0], False)
+    numba_softmax.forward(Z, b, threaded, threaded, False, 3)
+    np.testing.assert_array_equal(serial, threaded)
+    np.testing.assert_array_equal(np.isnan(serial), np.isnan(expected))
+    assert np.isnan(serial[[0, 1, 2, 4]]).all() and not np.isnan(serial[[3, 5, 6, 7, 8, 9]]).any()
+    # subnormal results flush to zero (math.vexp_nonpositive)
+    np.testing.assert_allclose(serial, expected, rtol=RTOL[dtype], atol=np.finfo(dtype).tiny)
 
 
 def _dz_scale(dA, Z, A, act):
