@@ -473,6 +473,25 @@ def test_every_build_of_a_factory_compiles_under_a_name_of_its_own():
         assert one != two and one.endswith(f"[{tanh},{tanh},0,0]")
 
 
+def test_kernel_names_change_with_any_kernel_layer_source(tmp_path):
+    """Numba's cache checks only a kernel's own file, but kernels inline code from the
+    activation specs and from other kernel files (math.py's exp): every kernel's name
+    carries a checksum of all of them, so an edit to any one never loads stale code."""
+    layer = tmp_path / "kernels"
+    (layer / "numba").mkdir(parents=True)
+    (layer / "activation_codes.py").write_text("RELU = 1\n")
+    (layer / "numba" / "math.py").write_text("def vexp(x):\n    return x\n")
+    (layer / "numba" / "dense.py").write_text("from .math import vexp\n")
+    key = numba_jit.sources_key(7, str(layer / "numba"))
+    assert numba_jit.sources_key(8, str(layer / "numba")) != key  # a changed spec
+    (layer / "numba" / "math.py").write_text("def vexp(x):\n    return x + 0\n")
+    changed = numba_jit.sources_key(7, str(layer / "numba"))
+    assert changed != key
+    (layer / "activation_codes.py").write_text("RELU = 2\n")
+    assert numba_jit.sources_key(7, str(layer / "numba")) not in (key, changed)
+    assert f"@{numba_jit.SOURCES_KEY:08x}" in numba_dense.small_product.py_func.__qualname__
+
+
 def test_an_entry_point_is_the_compiled_code_for_its_arguments_types():
     from fastnn.kernels.numba import jit as numba_jit
 

@@ -13,8 +13,11 @@ and nothing else (no reassociation, so range reductions stay exact).
 """
 
 import functools
+import glob
 import os
 import tempfile
+import zlib
+from pathlib import Path
 
 import numba
 from llvmlite import binding as llvm
@@ -23,7 +26,7 @@ from numba.core import cgutils, compiler
 from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 
-from fastnn.activations import FINGERPRINT as SPECS_KEY
+from fastnn.activations import FINGERPRINT as SPECS
 
 try:  # Numba internals with public fallbacks (see cache_directory and flat)
     from numba.misc.appdirs import AppDirs
@@ -36,6 +39,19 @@ except ImportError:
     make_array = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def sources_key(specs=SPECS, folder=HERE):
+    """A checksum of what kernels are compiled from: the activation specs (``specs``, their
+    fingerprint) and every Python file of the kernel layer (this folder and the one above),
+    which kernels inline from each other."""
+    paths = sorted(glob.glob(os.path.join(folder, "*.py"))
+                   + glob.glob(os.path.join(os.path.dirname(folder), "*.py")))
+    data = b"".join(Path(path).read_bytes() for path in paths)
+    return zlib.crc32(data, specs)
+
+
+SOURCES_KEY = sources_key()
 NUMBA_DEFAULT = "numba default"
 
 
@@ -100,17 +116,19 @@ def kernel(function=None, *, parallel=False, reassociate=False, inline=False, bu
     the other's code (seen: tanh's blocks ran softplus's loop). The key in the name
     keeps builds apart.
 
-    Every name also carries the activation specs' fingerprint (``SPECS_KEY``): kernels
-    inline the specs' scalar functions, written in ``fastnn/activations/``, and Numba's
-    cache checks only the kernel's own file, so a changed spec gives every kernel a new
-    name (a new cache entry) instead of loading code compiled from the old one."""
+    Every name also carries ``SOURCES_KEY``, a checksum of the activation specs and of
+    the kernel layer's files: kernels inline the specs' scalar functions (written in
+    ``fastnn/activations/``) and helpers from other kernel files (``math.py``...), and
+    Numba's cache checks only the kernel's own file, so any changed source gives every
+    kernel a new name (a new cache entry) instead of loading code compiled from the old
+    one (seen: dense builds cached before a change to ``math.py`` kept its old exp)."""
     options = dict(OPTIONS, fastmath={"contract", "reassoc"}) if reassociate else OPTIONS
     if inline:
         options = dict(options, inline="always")
     njit = numba.njit(parallel=parallel, **options)
 
     def decorate(function):
-        function.__qualname__ += f"@{SPECS_KEY:08x}"
+        function.__qualname__ += f"@{SOURCES_KEY:08x}"
         if build is not None:
             function.__qualname__ += "[" + ",".join(map(str, build)) + "]"
         return njit(function)
