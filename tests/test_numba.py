@@ -599,18 +599,32 @@ def test_a_first_fit_compiles_only_its_configuration_and_the_cache_serves_it(tmp
     assert second == ["1", "0", "0", "0", "1"]  # loaded from the cache: nothing compiled
 
 
-def test_importing_and_selecting_the_backend_compiles_only_its_probe():
+@pytest.mark.parametrize("version, probed", [(None, "0"), ("0.99.0", "1")])
+def test_importing_and_selecting_the_backend_compiles_nothing_but_an_untested_numbas_probe(
+        tmp_path, version, probed):
+    """With the installed Numba (CI tests its range) nothing compiles; a Numba outside the
+    tested range also runs the probe kernel, and the backend then works as usual."""
     code = (
-        "import fastnn; from fastnn.kernels.numba import dense as d, losses as l, "
+        ("" if version is None else f"import numba; numba.__version__ = {version!r}\n")
+        + "import fastnn; from fastnn.kernels.numba import dense as d, losses as l, "
         "optimizers as o, probe as p, softmax as s\n"
         + LIST_KERNELS +
         "print(len(ks), sum(len(k.signatures) for k in ks), fastnn.get_backend().name, "
         "len(p._probe.signatures))"
     )
-    run = _run(code, FASTNN_BACKEND="numba")
+    run = _run(code, FASTNN_BACKEND="numba", NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     assert run.returncode == 0, run.stderr
     kernels, compiled, name, probe = run.stdout.split()
-    assert int(kernels) >= 10 and int(compiled) == 0 and name == "numba" and probe == "1"
+    assert int(kernels) >= 10 and int(compiled) == 0 and name == "numba" and probe == probed
+
+
+def test_the_probe_runs_for_numba_versions_outside_the_tested_range():
+    from fastnn.kernels.numba import probe
+
+    tested = ("0.61", "0.68")
+    assert not probe.needed("0.61.0", tested) and not probe.needed("0.68.1", tested)
+    assert probe.needed("0.60.1", tested) and probe.needed("0.69.0rc1", tested)
+    assert probe.needed("1.0.0", tested) and probe.needed("0.68.1", None)
 
 
 TRAIN_ON_BOTH = (

@@ -4,13 +4,13 @@ training epochs in one kernel call (its ``epoch``).
 
 Creating it chooses the threading layer (TBB where it loads, else workqueue; never
 OpenMP unless asked: see ``fastnn.kernels.numba.threads``) and the kernel cache directory, imports
-the kernels and runs one small probe kernel (``kernels/numba/probe.py``) through every
-mechanism of the kernel layer, which uses Numba and llvmlite internals: where they do
-not work (a Numba outside the tested range, say), creating the backend raises
-BackendUnavailable with the reason, instead of a first ``fit`` crashing. The probe is
-cached on disk like every kernel; nothing else compiles until a kernel is first
-called or ``warmup`` runs. Small kernels stay on one thread (see bench/ for the
-measurements).
+the kernels and checks that the Numba internals the kernel layer calls are there; with a
+Numba outside the tested range it also runs one small probe kernel
+(``kernels/numba/probe.py``) through every mechanism of the layer. Where they do not
+work, creating the backend raises BackendUnavailable with the reason, instead of a
+first ``fit`` crashing. Nothing compiles until a kernel is first called or ``warmup``
+runs (the probe, where it runs, is cached on disk like every kernel). Small kernels
+stay on one thread (see bench/ for the measurements).
 """
 
 import functools
@@ -95,7 +95,9 @@ def create():
         from fastnn.kernels.numba import ops as numba_ops
         from fastnn.kernels.numba import probe as numba_probe
 
-        numba_probe.run()
+        numba_probe.check()
+        if numba_probe.needed(numba.__version__, tested_numba()):
+            numba_probe.run()
     except Exception as error:  # the kernel layer cannot work with this Numba: say why
         tested = tested_numba()
         tested = (f"numba {tested[0]} to {tested[1]}" if tested else

@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from ..activation_codes import SOFTMAX
-from .activations import ANY, forward_block_for, grad_block_for
+from .activations import ANY, forward_block_for, grad_block_for, in_blocks
 from .jit import by_constant, flat, kernel, mask, members, prefer_wide_vectors, sole
 from .math import typed, vexp
 
@@ -56,7 +56,7 @@ def serial(MASK):
     for their own kind and the epoch kernels the build for their model's kinds, so a
     first training step compiles only its kinds' loops; the parallel kernels call the
     build for ``ANY`` kind."""
-    IN, SOLE = members(MASK), sole(MASK)
+    IN, SOLE, BLOCKS = members(MASK), sole(MASK), in_blocks(MASK)
 
     @kernel(build=(MASK,))
     def bias_activation(kind, Z, b, Z_out, A, alpha, lo, hi, keep_z):
@@ -103,7 +103,7 @@ def serial(MASK):
                 for k in range(count):
                     out[k] = z[k] + bias[k]
             # one call site: each one more inlines forward_block's loops again (compile time)
-            forward_block_for(MASK, kind, out if keep_z else z,
+            forward_block_for(BLOCKS, kind, out if keep_z else z,
                               zeros[:count] if keep_z else bias[:count],
                               flat_a[base:base + count], alpha)
 
@@ -134,7 +134,7 @@ def serial(MASK):
         wide = n >= WIDE  # rows long enough to vectorize: sum straight into db, row by row
         rows = 1 if wide else min(max(1, BLOCK // n), hi - lo)
         acc = db if wide else _zeros(rows * n, db)
-        grad_block_for(MASK, kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
+        grad_block_for(BLOCKS, kind, flat_da[base:stop], flat_z[base:stop], flat_a[base:stop],
                        flat(dZ)[base:stop], acc, alpha)
         if wide:
             return

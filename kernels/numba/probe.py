@@ -1,7 +1,13 @@
 """A small kernel that uses every mechanism of fastnn's Numba kernel layer, run when the
-Numba backend is created, so that a Numba or llvmlite whose internals the layer cannot
-use is reported then (as BackendUnavailable, with the reason), never as a crash inside
-a first ``fit``.
+Numba backend is created with a Numba outside the tested range, so that a Numba or
+llvmlite whose internals the layer cannot use is reported then (as BackendUnavailable,
+with the reason), never as a crash inside a first ``fit``.
+
+Within the tested range (pyproject's numba requirement, which CI runs the whole suite
+on) the kernel is not compiled: that was 0.4-0.6 s of every cold start, a fresh cache's
+first ``import fastnn``, for a check CI has already made. ``check()`` still makes sure
+the Numba internals the layer calls are there (a patched or partial install), which
+costs no compile.
 
 It calls a build through ``by_constant`` and a kernel through ``subroutine`` (both
 compiled as subroutines linked into the caller: ``call_subroutine``), asks for wide
@@ -12,6 +18,7 @@ milliseconds), and the first one compiles it (start-up figures in the README).
 """
 
 import functools
+import importlib
 
 import numpy as np
 
@@ -44,6 +51,30 @@ _scaled_for, _add_one_call = by_constant(_scaled), subroutine(_add_one)
 def _probe(x, out):
     _scaled_for(2, flat(x), out)
     _add_one_call(out)
+
+
+INTERNALS = (  # (module, name): the Numba internals jit.py calls, without a fallback
+    ("numba.core.compiler", "compile_internal"), ("numba.core.compiler", "Flags"),
+    ("numba.core.compiler_lock", "global_compiler_lock"), ("numba.core.cgutils", "unpack_tuple"),
+    ("numba.extending", "intrinsic"),
+)
+
+
+def check():
+    """Raise if one of the Numba internals the kernel layer calls is missing."""
+    for module, name in INTERNALS:
+        if getattr(importlib.import_module(module), name, None) is None:
+            raise RuntimeError(f"{module}.{name} is missing")
+
+
+def needed(version, tested):
+    """True if the probe kernel must run for Numba ``version`` (a string): outside the
+    ``tested`` range of minor versions ((oldest, newest) as strings), or no range known."""
+    if tested is None:
+        return True
+    minor = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    low, high = (tuple(int(part) for part in v.split(".")) for v in tested)
+    return not low <= minor <= high
 
 
 def run():

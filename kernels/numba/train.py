@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import hyper
 from ..activation_codes import SOFTMAX
-from .activations import forward_block_for, grad_block_for
+from .activations import forward_block_for, grad_block_for, in_blocks
 from .dense import _zeros
 from .jit import by_constant, flat, kernel, mask, members, sole
 from .losses import sigmoid_bce
@@ -102,7 +102,7 @@ def _column_exp_sum(ZT, i):
 @functools.cache
 def _forward_build(MASK):
     """``forward`` built for the kinds in ``MASK``."""
-    IN, SOLE = members(MASK), sole(MASK)
+    IN, SOLE, BLOCKS = members(MASK), sole(MASK), in_blocks(MASK)
 
     @kernel(build=(MASK,))
     def forward(kind, inT, W, b, ZT, AT, alpha, zeros):
@@ -121,7 +121,7 @@ def _forward_build(MASK):
                     AT[j, i] = vexp(ZT[j, i] - top) / total
         else:
             for j in range(n_out):
-                forward_block_for(MASK, kind, ZT[j], zeros, AT[j], alpha)
+                forward_block_for(BLOCKS, kind, ZT[j], zeros, AT[j], alpha)
 
     return forward
 
