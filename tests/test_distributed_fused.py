@@ -17,6 +17,7 @@ import pytest
 import fastnn
 from fastnn import Dense, Sequential, datasets
 from fastnn.distributed import simulate
+from fastnn.distributed.shards import Shards
 from fastnn.errors import BackendUnavailable
 
 try:
@@ -121,6 +122,27 @@ def test_pre_sharded_ranks_take_the_fused_steps_too(fused_steps):
     for a, b in zip(ours, ref):
         assert np.max(np.abs(a - b)) <= 1e-12 * max(np.max(np.abs(b)), 1e-300)
     np.testing.assert_allclose(our_history["loss"], ref_history["loss"], rtol=1e-12)
+
+
+@pytest.mark.usefixtures("kernel")
+def test_an_error_in_the_sum_stops_the_epoch_on_every_rank(monkeypatch):
+    """The sum runs in Python between steps of one kernel call: an error there (here
+    rank 1's third sum) ends that rank's epoch after the step's gradients, without its
+    update, and is raised; the other rank, released from the collective, stops too."""
+    calls, sum_gradients = [], Shards.sum_gradients
+
+    def failing(self, flat):
+        if self.comm.rank == 1:
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("the sum failed")
+        return sum_gradients(self, flat)
+
+    monkeypatch.setattr(Shards, "sum_gradients", failing)
+    model = mlp()
+    with pytest.raises(RuntimeError, match="the sum failed"):
+        simulate(2, model, X, Y, optimizer="momentum", **OPTIONS)
+    assert model.optimizer.t == 2  # rank 0 took the two steps both ranks summed
 
 
 WORKER = """
