@@ -88,8 +88,9 @@ class _Kernel:
     """The epoch kernel built for a plan, and the arrays it keeps between calls: the
     data (transposed once for the loop kernel, which works feature-major) or the BLAS
     kernel's step buffers. ``run`` takes the parameters, gradients and optimizer state
-    as the kernel's tuples of arrays. Built with ``update=False``, the kernel leaves
-    each step's gradients for ``step``'s caller, who applies them with ``apply``."""
+    as the kernel's tuples of arrays. Built with ``update=False``, it is a rank's:
+    ``rank_run`` takes an epoch, summing each step's gradients through the caller's
+    hook before the update."""
 
     def __init__(self, plan, X, Y, gemm, update=True):
         self.plan, self.gemm, self.X, self.Y, self.batch = plan, gemm, X, Y, plan.batch
