@@ -5,12 +5,16 @@ Per step the kernel calls the epoch kernel built without the optimizer (``UPDATE
 of ``train_blas`` or of ``train``, as a subroutine) on this rank's rows of the global
 batch, its loss gradient scaled by the rank's share of that batch; then the C function
 at ``hook`` (the caller's, ``ctypes``), which sums the gradients over the ranks in
-place and returns 0, or non-zero to stop the epoch there; then ``train.update_kernel``'s
-update of every parameter from the sum, at step ``t + steps``. The same subroutines in
-the same order as one kernel call per step and an update call after the sum, so the
-same bits; what goes is the Python of two kernel calls a step (their arguments' types
-and the slicing of the step's rows), about as long as the fused epoch's step itself
-on small batches.
+place and returns 0, or non-zero to stop the epoch there; then the optimizer's rule
+(``update_for``, as ``train.update_kernel`` applies it) on every parameter from the sum,
+at step ``t + steps``. The same arithmetic in the same order as a kernel call per step
+and an update call after the sum, so the same bits, without the Python of those two
+calls a step (their arguments' types, the slicing of the step's rows).
+
+The BLAS kernel built without the optimizer adds the weight gradients to ``dWs``
+(a product with beta = 1): this kernel zeroes them once per call, and after each
+step's update but the last, block by block within the update's pass, while they are
+in the cache, where OpenBLAS would zero them before each product in a pass of its own.
 
 The steps arrive as arrays (``starts``, ``stops``: each step's rows of this rank,
 ``scales``: its share of the global batch), worked out once per epoch by the caller.
