@@ -1,8 +1,9 @@
 """Data-parallel ranks on the Numba backend's fused steps (``FusedSteps``): a stack of
 Dense layers trains an epoch per kernel call, which sums each step's gradients over the
-ranks through a Python hook between the step's gradients and its update, and gives the parameters, gradients and history of one process (NumPy's,
-to rounding), the same bits run after run and under MPI as in ``simulate``, on both
-epoch kernels (the loop kernel and the BLAS one)."""
+ranks through a Python hook between the step's gradients and its update, and gives the
+parameters, gradients and history of one process (NumPy's, to rounding), the same bits
+run after run and under MPI as in ``simulate``, on both epoch kernels (the loop kernel
+and the BLAS one)."""
 
 import json
 import sys
