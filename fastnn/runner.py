@@ -8,7 +8,8 @@ prepared (X, Y), in batches of a fixed size, with fixed clipping. Three implemen
   batches, as one rank of a data-parallel job);
 - ``fastnn.replay.Replayer``, those steps recorded once and replayed (CUDA graphs);
 - ``fastnn.kernels.numba.epoch.FusedEpoch`` (a whole epoch per kernel call) and
-  ``FusedSteps`` (a kernel call per step, for data-parallel ranks).
+  ``FusedSteps`` (a kernel call per epoch for data-parallel ranks, which calls back
+  into Python to sum each step's gradients over the ranks).
 
 A backend offers a fused runner for a training's plan or returns None
 (``Backend.fused_epoch``); ``fastnn.training.epoch_runner`` is the one function that

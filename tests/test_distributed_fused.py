@@ -1,15 +1,12 @@
 """Data-parallel ranks on the Numba backend's fused steps (``FusedSteps``): a stack of
-Dense layers trains per step in two kernel calls, its gradients summed over the ranks
-between them, and gives the parameters, gradients and history of one process (NumPy's,
-to rounding), the same bits run after run and under MPI as in ``simulate``, on both
-epoch kernels (the loop kernel and the BLAS one)."""
+Dense layers trains an epoch per kernel call, which sums each step's gradients over the
+ranks through a Python hook between the step's gradients and its update, and gives the
+parameters, gradients and history of one process (NumPy's, to rounding), the same bits
+run after run and under MPI as in ``simulate``, on both epoch kernels (the loop kernel
+and the BLAS one)."""
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +14,7 @@ import pytest
 import fastnn
 from fastnn import Dense, Sequential, datasets
 from fastnn.distributed import simulate
+from fastnn.distributed.shards import Shards
 from fastnn.errors import BackendUnavailable
 
 try:
@@ -24,13 +22,11 @@ try:
 except BackendUnavailable as error:
     pytest.skip(str(error), allow_module_level=True)
 
+from mpi_launch import MPIS, launch  # noqa: E402
 from test_numba_epoch import kernel  # noqa: E402, F401 (the fixture: loop or BLAS kernel)
 
 from fastnn.kernels.numba import epoch as numba_epoch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which(
-    "mpiexec")
 X, Y = datasets.blobs(203, n_classes=3, n_features=5, std=2.0, seed=4)
 OPTIONS = {"epochs": 3, "batch_size": 32, "lr": 0.05, "seed": 7}
 
@@ -123,6 +119,27 @@ def test_pre_sharded_ranks_take_the_fused_steps_too(fused_steps):
     np.testing.assert_allclose(our_history["loss"], ref_history["loss"], rtol=1e-12)
 
 
+@pytest.mark.usefixtures("kernel")
+def test_an_error_in_the_sum_stops_the_epoch_on_every_rank(monkeypatch):
+    """The sum runs in Python between steps of one kernel call: an error there (here
+    rank 1's third sum) ends that rank's epoch after the step's gradients, without its
+    update, and is raised; the other rank, released from the collective, stops too."""
+    calls, sum_gradients = [], Shards.sum_gradients
+
+    def failing(self, flat):
+        if self.comm.rank == 1:
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("the sum failed")
+        return sum_gradients(self, flat)
+
+    monkeypatch.setattr(Shards, "sum_gradients", failing)
+    model = mlp()
+    with pytest.raises(RuntimeError, match="the sum failed"):
+        simulate(2, model, X, Y, optimizer="momentum", **OPTIONS)
+    assert model.optimizer.t == 2  # rank 0 took the two steps both ranks summed
+
+
 WORKER = """
 import json, sys
 import numpy as np
@@ -137,15 +154,13 @@ open(sys.argv[1] + f"/rank{dp.rank}.json", "w").write(json.dumps(history))
 """
 
 
-@pytest.mark.skipif(MPIEXEC is None, reason="mpi4py and mpiexec are not installed "
-                                            "(pip install 'fastnn[mpi]')")
-def test_mpi_ranks_on_the_fused_steps_give_the_reference_bits(tmp_path):
+@pytest.mark.parametrize("mpi", MPIS)
+def test_mpi_ranks_on_the_fused_steps_give_the_reference_bits(tmp_path, mpi):
+    """Under MPICH and Open MPI: the sum is the same Python hook called from the kernel."""
     reference = mlp()
     expected = simulate(2, reference, X, Y, optimizer="adam", **OPTIONS)
-    env = {**os.environ, "FASTNN_BACKEND": "numba", "OMP_NUM_THREADS": "1",
-           "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    run = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", WORKER, str(tmp_path)],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = launch(2, sys.executable, "-c", WORKER, str(tmp_path), backend="numba", timeout=300,
+                 mpi=mpi)
     assert run.returncode == 0, run.stdout + run.stderr
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected

@@ -18,6 +18,7 @@ learning rate, or a parameter array a callback replaced, is followed. A differen
 optimizer object is a different training: ``fit`` asks for a new runner then.
 """
 
+import ctypes
 import dataclasses
 import operator
 import time
@@ -32,6 +33,7 @@ from . import blas as blas
 from . import optimizers as rules
 from . import train as train
 from . import train_blas as train_blas
+from . import train_rank as train_rank
 from .jit import entry_point, mask
 from .ops import fits
 
@@ -86,14 +88,16 @@ class _Kernel:
     """The epoch kernel built for a plan, and the arrays it keeps between calls: the
     data (transposed once for the loop kernel, which works feature-major) or the BLAS
     kernel's step buffers. ``run`` takes the parameters, gradients and optimizer state
-    as the kernel's tuples of arrays. Built with ``update=False``, the kernel leaves
-    each step's gradients for ``step``'s caller, who applies them with ``apply``."""
+    as the kernel's tuples of arrays. Built with ``update=False``, it is a rank's:
+    ``rank_run`` takes an epoch, summing each step's gradients through the caller's
+    hook before the update."""
 
     def __init__(self, plan, X, Y, gemm, update=True):
         self.plan, self.gemm, self.X, self.Y, self.batch = plan, gemm, X, Y, plan.batch
         if gemm is None:
             self.XT, self.YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)
             self.rows = np.arange(X.shape[0], dtype=np.int64)  # the data's own order
+            self.work, self.no_keeps = (), np.zeros(0, np.bool_)  # what rank_run passes
         else:
             self.work = train_blas.buffers(X, Y, [np.empty((x.n_in, x.n_out), X.dtype)
                                                   for x in plan.layers], plan.batch)
@@ -113,7 +117,7 @@ class _Kernel:
 
     def forget(self):
         """Fetch the entry points again at the next call (the arrays were replaced)."""
-        self.call = self.apply_call = None  # the kernels' entry points for the arguments
+        self.call = self.rank_call = None  # the kernels' entry points for the arguments
 
     def run(self, count, order, arrays, hp_w, hp_b, t):
         """``count`` epochs, each in ``order`` (None: the data's own), from step ``t``:
@@ -128,21 +132,29 @@ class _Kernel:
             data = (self.X, self.Y, order, self.batch)
         return sums, self._call(arrays, (hp_w, hp_b), t, data, 1.0, sums)
 
-    def step(self, start, stop, order, arrays, hp, scale, sums):
-        """One step's gradients (a kernel built with ``update=False``) on rows
-        start..stop-1 of the data, or on the rows ``order[start:stop]`` names where
-        ``order`` is not None, the loss gradient multiplied by ``scale``; its loss and
-        metric sums are added to ``sums[0]``."""
+    def rank_run(self, hook, order, arrays, hp, t, starts, stops, scales, sums):
+        """A data-parallel rank's epoch (``train_rank``; a kernel built with
+        ``update=False``): the steps on rows ``starts[j]..stops[j]-1`` of the data, or
+        on the rows ``order`` names there where it is not None, each step's loss gradient
+        multiplied by ``scales[j]``, the C function at ``hook`` summing the gradients
+        after each step, then the update from step ``t`` on. Its loss and metric sums are
+        added to ``sums[0]``; returns the steps taken."""
         if self.gemm is None:  # the loop kernel takes its columns by index
-            order = self.rows if order is None else order
-            taken = np.ascontiguousarray(order[start:stop], np.int64)
-            data = (self.XT, self.YT, taken, stop - start)
-        elif order is None:  # a view of the rows (the type of the data itself)
-            data = (self.X[start:stop], self.Y[start:stop], self.no_order, stop - start)
+            order = self.rows if order is None else np.ascontiguousarray(order, np.int64)
+            data = (self.XT, self.YT, order)
+            blas = (0, False, self.no_keeps)
         else:
-            taken = np.ascontiguousarray(order[start:stop], np.int64)
-            data = (self.X, self.Y, taken, stop - start)
-        self._call(arrays, hp, 0, data, scale, sums)
+            order = self.no_order if order is None else np.ascontiguousarray(order, np.int64)
+            data = (self.X, self.Y, order)
+            blas = (self.gemm.address(self.X.dtype), self.gemm.ilp64, self.keeps)
+        steps = (np.array(starts, np.int64), np.array(stops, np.int64),
+                 np.array(scales, np.float64))
+        args = (int(hook), *blas, self.kinds, self.alphas, *arrays, *hp, int(t), *data, *steps,
+                sums, self.work)
+        if self.rank_call is None:  # every argument keeps its type (as in ``_call``)
+            build = self.build[:4] + (int(self.gemm is not None),)
+            self.rank_call = entry_point(train_rank.rank_epoch_kernel(*build), args)
+        return self.rank_call(*args)
 
     def _call(self, arrays, hp, t, data, scale, sums):
         """The kernel on these arguments (``data``: X, Y, order, batch); steps taken."""
@@ -154,15 +166,6 @@ class _Kernel:
             module = train if self.gemm is None else train_blas
             self.call = entry_point(module.epoch_kernel(*self.build), args)
         return self.call(*args)
-
-    def apply(self, arrays, gradients, hp, t):
-        """Step ``t``'s update of every parameter from ``gradients`` (dWs, dbs), with the
-        state in ``arrays`` (as ``run`` takes them)."""
-        Ws, bs, _, _, *state = arrays
-        args = (Ws, bs, *gradients, *state, *hp, int(t))
-        if self.apply_call is None:
-            self.apply_call = entry_point(train.update_kernel(self.rule), args)
-        self.apply_call(*args)
 
 
 class FusedEpoch(EpochRunner):
@@ -261,65 +264,69 @@ class FusedEpoch(EpochRunner):
 
 class FusedSteps(FusedEpoch):
     """The fused runner of a data-parallel rank (``batches`` from
-    ``fastnn.distributed``): per step, one call of the epoch kernel built without the
-    optimizer computes this rank's gradients for its rows of the global batch (the loss
-    gradient scaled by its share of it) into one flat buffer, in the parameters' order;
-    the batches' hook sums that buffer over the ranks (one collective); one call of
-    ``train.update_kernel`` updates every parameter from the sum. Two kernel calls
-    and the collective a step, where the generic steps make dozens of op calls (bench's
-    ``distributed`` group). Each parameter's ``grad`` is a view of the buffer, which
-    ``finish`` fills with the last step's summed gradients."""
+    ``fastnn.distributed``): an epoch is one kernel call (``train_rank``) that, per
+    step, computes this rank's gradients for its rows of the global batch (the loss
+    gradient scaled by its share of it) into one flat buffer, in the parameters'
+    order, calls back into Python for the batches' hook to sum that buffer over the
+    ranks in place (one collective), and updates every parameter from the sum. Each
+    parameter's ``grad`` is a view of the buffer, so after the epoch it holds the last
+    step's summed gradients. An error in the hook (a rank that left, an interrupt)
+    stops the epoch after that step's gradients, and ``run`` raises it."""
 
     chunk = 1
+    HOOK = ctypes.CFUNCTYPE(ctypes.c_int)  # the sum's C signature: int hook(void)
 
     def __init__(self, plan, X, Y, gemm, params, optimizer, backend, batches):
         super().__init__(plan, X, Y, gemm, params, optimizer, backend, update=False)
         self.batches, self.samples, self.chunk = batches, batches.samples, 1
-        self.summed = None  # the last step's summed gradients, until ``finish``
+        self.hook = self.HOOK(self._sum)  # kept alive as long as the runner
+        self.hook_address = ctypes.cast(self.hook, ctypes.c_void_p).value
+        self.failure = None  # what the hook raised, for ``run`` to raise again
 
     def _bind(self):
         """The gradients as views of one flat buffer, then ``FusedEpoch._bind``."""
         self.flat = np.empty(sum(p.value.size for p in self.params), self.kernel.X.dtype)
-        self.pieces, at = [], 0
+        at = 0
         for p in self.params:
             p.grad = self.flat[at:at + p.value.size].reshape(p.value.shape)
-            self.pieces.append((at, at + p.value.size, p.value.shape))
             at += p.value.size
         super()._bind()
+
+    def _sum(self):
+        """The hook: the flat buffer summed over the ranks, in place; 0, or 1 after an
+        error (kept for ``run``: an exception cannot cross the kernel)."""
+        try:
+            summed = self.batches.sum_gradients(self.flat)
+            if summed is not self.flat:
+                self.flat[...] = summed
+            return 0
+        except BaseException as error:  # raised again by ``run``
+            self.failure = error
+            return 1
 
     def run(self, order=None):
         """One epoch in ``order`` (None: the data's own), every rank's rows of every
         global batch; the epoch's (loss, metric) sums over every rank."""
         self._ready()
-        kernel, batches, optimizer = self.kernel, self.batches, self.optimizer
-        sums = np.zeros((1, 2), kernel.X.dtype)
-        for start, stop, taken in batches.spans(order):
-            scale = 1.0 if batches.scale is None else batches.scale
-            kernel.step(start, stop, taken, self.arrays, self.hp, scale, sums)
-            self.summed = batches.sum_gradients(self.flat)
-            optimizer.t += 1
-            kernel.apply(self.arrays, self._gradients(self.summed), self.hp, optimizer.t)
+        batches, optimizer = self.batches, self.optimizer
+        starts, stops, scales, taken = [], [], [], None
+        for start, stop, rows in batches.spans(order):
+            starts.append(start)
+            stops.append(stop)
+            taken = rows  # the rows' order (None: the data's own), the same every step
+            scales.append(1.0 if batches.scale is None else batches.scale)
+        sums = np.zeros((1, 2), self.kernel.X.dtype)
+        self.failure = None
+        optimizer.t += self.kernel.rank_run(self.hook_address, taken, self.arrays, self.hp,
+                                            optimizer.t, starts, stops, scales, sums)
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
         return batches.total(sums[0])
 
     def epochs(self, count, order=None):
         """``count`` epochs, one ``run`` each: their sums, (count, 2)."""
         return np.stack([self.run(order) for _ in range(count)])
-
-    def _gradients(self, summed):
-        """(dWs, dbs) of the summed flat buffer, as the update kernel takes them."""
-        if summed is self.flat:
-            return self.arrays[2], self.arrays[3]
-        if not (summed.dtype == self.flat.dtype and summed.flags.c_contiguous
-                and summed.flags.writeable):  # the arrays' type the entry point expects
-            summed = np.array(summed, self.flat.dtype, order="C")
-        views = [summed[lo:hi].reshape(shape) for lo, hi, shape in self.pieces]
-        return tuple(views[0::2]), tuple(views[1::2])
-
-    def finish(self):
-        """Every parameter's ``grad``: the last step's gradients summed over the ranks."""
-        if self.summed is not None and self.summed is not self.flat:
-            self.flat[...] = self.summed
-        self.summed = None
 
 
 def _hypers(rule, settings):

@@ -59,7 +59,10 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, UPDATE=True):
     layer's) and the backward kinds (the hidden layers'), the optimizer rule and the loss
     kind, all constants of the build. ``UPDATE=False`` builds it without the optimizer:
     each step's gradients are left in ``dWs`` and ``dbs`` for the caller to combine and
-    apply (data-parallel ranks, one step per call, then ``train.update_kernel``)."""
+    apply (data-parallel ranks, one step per call: ``train_rank``). The weights' are
+    then added to ``dWs``, which the caller zeroes: a product with beta = 0 has
+    OpenBLAS zero its output in a pass of its own, which the caller does in its update
+    pass instead (the same bits: the product is added to the zeros either way)."""
     RULES, FOLD = mask(RULE), RULE == SGD and UPDATE
 
     @kernel(build=(FORWARD, BACKWARD, RULE, LOSS) + (() if UPDATE else (0,)))
@@ -108,8 +111,9 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, UPDATE=True):
                     if FOLD:
                         gemm(address, ilp64, ins[li], dZ, Ws[li], -hw[0], 1.0 - hw[0] * hw[1],
                              True, False)
-                    else:
-                        gemm(address, ilp64, ins[li], dZ, dWs[li], 1.0, 0.0, True, False)
+                    else:  # without the optimizer: added to the caller's zeroed dWs
+                        gemm(address, ilp64, ins[li], dZ, dWs[li], 1.0, 0.0 if UPDATE else 1.0,
+                             True, False)
                     if UPDATE and not FOLD:
                         update_for(RULES, RULE, flat(Ws[li]), flat(dWs[li]),
                                    flat(s1W[li]), flat(s2W[li]), hw)
