@@ -166,6 +166,18 @@ def _grad_row(kind, d, z, a, out, alpha, n):
             out[p] = d[p]
 
 
+@kernel(reassociate=True)
+def _total(x, n, start):
+    """start + x[0] + ... + x[n - 1], in the vectorized order of partial sums this code
+    compiles to (the same at any thread count): a sum in plain order is one add at a
+    time, and it took 1.8 of SimpleConvNet's 3.0 ms of conv backward (one thread, AMD
+    EPYC), 0.3 this way."""
+    total = start
+    for p in range(n):
+        total += x[p]
+    return total
+
+
 @kernel(inline=True)
 def _write(kind, out, b, z, a, alpha, keep_z, start, stride):
     """z = out + b (one bias per row of out), a = f(z), row f of out going to the flat
@@ -185,10 +197,7 @@ def _grad(kind, dA, Z, A, dz, db, alpha, start, stride):
         at = f * stride + start
         out = dz[f]
         _grad_row(kind, dA[at:at + P], Z[at:at + P], A[at:at + P], out, alpha, P)
-        total = db[f]
-        for p in range(P):
-            total += out[p]
-        db[f] = total
+        db[f] = _total(out, P, db[f])
 
 
 @functools.cache
@@ -336,15 +345,12 @@ def _grad_wide(kind, dA, Z, A, dz, db, alpha, r0, rows, OW):
     F, width = dz.shape
     Wp = width // rows
     for f in range(F):
-        total = db[f]
         for y in range(rows):
             out = dz[f, y * Wp:(y + 1) * Wp]
             _grad_row(kind, dA[f, r0 + y], Z[f, r0 + y], A[f, r0 + y], out, alpha, OW)
             for p in range(OW, Wp):
                 out[p] = 0
-            for p in range(OW):
-                total += out[p]
-        db[f] = total
+        db[f] = _total(dz[f], rows * Wp, db[f])  # the junk columns add zeros
 
 
 @kernel(parallel=True)
