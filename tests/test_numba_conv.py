@@ -22,6 +22,7 @@ except BackendUnavailable as error:
 import numba  # noqa: E402  (only once the backend is known to load)
 
 from fastnn.conv import Conv2D  # noqa: E402
+from fastnn.kernels.activation_codes import RELU  # noqa: E402
 from fastnn.kernels.numba import conv as numba_conv  # noqa: E402
 from fastnn.kernels.numba import ops as numba_ops  # noqa: E402
 from fastnn.layers import Dense, Flatten  # noqa: E402
@@ -168,6 +169,34 @@ def test_a_training_step_gives_the_same_bits_at_one_and_two_threads(dtype):
         np.testing.assert_array_equal(one, two)
 
 
+def test_a_fit_asks_for_the_variants_it_runs(monkeypatch):
+    """The kernels are built per variant: LeNet's convs are hidden relu layers (no Z
+    kept), and only the second one needs dX (the first one's input is the data)."""
+    asked = []
+    for name in ("forward_kernel", "backward_kernel"):
+        real = getattr(numba_conv, name)
+        monkeypatch.setattr(numba_conv, name,
+                            lambda *v, real=real, name=name: asked.append((name, v)) or real(*v))
+    X = RNG.normal(size=(4, 1, 28, 28))
+    _lenet().fit(X, RNG.integers(0, 10, size=4), epochs=1, batch_size=4, seed=0)
+    # (SH, SW, is_wide, kind, keep_z or need_dx): both LeNet convs have wide tiles
+    assert sorted(asked) == [("backward_kernel", (1, 1, True, RELU, False)),
+                             ("backward_kernel", (1, 1, True, RELU, True)),
+                             ("forward_kernel", (1, 1, True, RELU, False)),
+                             ("forward_kernel", (1, 1, True, RELU, False))]
+
+
+def test_each_variant_is_a_build_of_its_own_name():
+    """Two builds under one name could run each other's code from the cache (see
+    ``jit.kernel``): every variant's kernel is named apart."""
+    forms = ((1, 1, True), (1, 1, False), (2, 1, False))
+    for factory, count in ((numba_conv.forward_kernel, 2 * 2 + 1),  # the identity keeps no Z
+                           (numba_conv.backward_kernel, 3 * 2)):
+        built = {factory(*form, kind, flag) for form in forms for kind in numba_conv.FUSED
+                 for flag in (False, True)}
+        assert len({k.py_func.__qualname__ for k in built}) == len(built) == len(forms) * count
+
+
 def test_a_numba_cnn_step_matches_the_numpy_backend():
     X = RNG.normal(size=(10, 1, 28, 28))
     y = RNG.integers(0, 10, size=10)
@@ -221,7 +250,6 @@ def test_the_conv_kernels_see_one_blas_thread(monkeypatch):
     """The count the kernels run under, read as they are called."""
     control = numba_ops._blas_threads()
     seen = []
-    real = numba_conv.kernels
 
     def spy(kernel):
         def call(*args):
@@ -229,7 +257,9 @@ def test_the_conv_kernels_see_one_blas_thread(monkeypatch):
             return kernel(*args)
         return call
 
-    monkeypatch.setattr(numba_conv, "kernels", lambda *s: tuple(spy(k) for k in real(*s)))
+    for name in ("forward_kernel", "backward_kernel"):
+        real = getattr(numba_conv, name)
+        monkeypatch.setattr(numba_conv, name, lambda *v, real=real: spy(real(*v)))
     X, Wt, b, stride, padding = _case("LeNet's second conv", "float32")
     relu = activations.get("relu")
     before = control.get()

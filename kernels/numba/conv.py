@@ -21,6 +21,11 @@ convs), the tiles are "wide" (see ``wide_forward``): one contiguous copy per til
 
 Activations: identity, relu and leaky relu are fused here (``FUSED``); the ops run
 any other one with its own xp code on the kernel's Z (see ``ops.conv2d_forward``).
+
+Each kernel is built for one variant (``forward_kernel``, ``backward_kernel``): the
+stride, the tile form, the activation, and whether Z is written or dX computed are
+constants of the build, so a fit compiles only the code it runs (Numba drops the
+branches not taken before typing them).
 """
 
 import functools
@@ -31,7 +36,7 @@ from numba import prange
 from ..activation_codes import IDENTITY, LEAKY_RELU, RELU
 from .activations import scalars
 from .blas import gemm
-from .jit import kernel
+from .jit import PRANGE_ONLY, kernel
 
 FUSED = (IDENTITY, RELU, LEAKY_RELU)
 relu, relu_grad = scalars(RELU)  # the specs' scalar functions (fastnn/activations/)
@@ -201,19 +206,27 @@ def _grad(kind, dA, Z, A, dz, db, alpha, start, stride):
 
 
 @functools.cache
-def kernels(SH, SW, is_wide=False):
-    """(forward, backward): the wide-tile kernels (``wide_forward``, ``wide_backward``,
-    stride 1) if ``is_wide``, else a build for the stride (SH, SW): a stride known when
-    the kernel compiles lets LLVM simplify the tile's index arithmetic and vectorize its
-    copies (with the stride as an argument, SimpleConvNet's tiles took 3.5x as long)."""
+def forward_kernel(SH, SW, is_wide, kind, keep_z):
+    """The forward kernel built for one variant, and nothing else compiled: the stride
+    (a stride known when the kernel compiles lets LLVM simplify the tile's index
+    arithmetic and vectorize its copies; as an argument, SimpleConvNet's tiles took
+    3.5x as long), the wide tiles (stride 1, ``wide_forward``) or not, the activation
+    and whether Z is written (never for the identity, whose Z is its A). The choices are
+    closure constants: Numba prunes the
+    branches not taken before it types the code, so a fit compiles only the paths it
+    runs (see docs/backends/numba.md for the compile times)."""
+    if kind not in FUSED:
+        raise ValueError(f"conv kernels fuse the activation codes {FUSED}, not {kind}")
+    if kind == IDENTITY and keep_z:
+        return forward_kernel(SH, SW, is_wide, kind, 0)  # one build, under one name
     if is_wide:
-        return wide_forward, wide_backward
+        return _wide_forward(kind, int(keep_z))
+    KIND, KEEP_Z = kind, int(keep_z)
 
-    @kernel(parallel=True, build=(SH, SW))
-    def forward(address, ilp64, kind, X, W2, b, Z, A, alpha, keep_z, kh, kw, top, left,
-                rows):
+    @kernel(parallel=PRANGE_ONLY, build=(SH, SW, KIND, KEEP_Z))
+    def forward(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows):
         """Z (N, F, OH, OW) = conv(X, W) + b and A = f(Z), image by image across threads,
-        ``rows`` output rows per tile. With ``keep_z`` False Z is not written (it may be A)."""
+        ``rows`` output rows per tile. Without ``KEEP_Z`` Z is not written (it may be A)."""
         N = X.shape[0]
         F, K = W2.shape
         OH, OW = Z.shape[2], Z.shape[3]
@@ -227,13 +240,27 @@ def kernels(SH, SW, is_wide=False):
                 out = product[:F * width].reshape((F, width))
                 fill_tile(X[n], tile, kh, kw, SH, SW, top, left, r0, count, OW)
                 gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
-                _write(kind, out, b, Z[n].reshape(F * OH * OW), A[n].reshape(F * OH * OW), alpha,
-                       keep_z, r0 * OW, OH * OW)
+                _write(KIND, out, b, Z[n].reshape(F * OH * OW), A[n].reshape(F * OH * OW), alpha,
+                       KEEP_Z, r0 * OW, OH * OW)
 
-    @kernel(parallel=True, build=(SH, SW))
-    def backward(address, ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha, need_dx, kh, kw,
-                 top, left, rows, chunk):
-        """dW (F, K), db (F,) and, with ``need_dx``, dX (N, C, H, W) (zeros on entry) from
+    return forward
+
+
+@functools.cache
+def backward_kernel(SH, SW, is_wide, kind, need_dx):
+    """The backward kernel built for one variant (as ``forward_kernel``): the stride,
+    the tile form, the activation and whether dX is computed (the model's first layer
+    needs none: its build has no column-gradient GEMM and no col2im at all)."""
+    if kind not in FUSED:
+        raise ValueError(f"conv kernels fuse the activation codes {FUSED}, not {kind}")
+    if is_wide:
+        return _wide_backward(kind, int(need_dx))
+    KIND, NEED_DX = kind, int(need_dx)
+
+    @kernel(parallel=PRANGE_ONLY, build=(SH, SW, KIND, NEED_DX))
+    def backward(address, ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, kh, kw, top, left, rows,
+                 chunk):
+        """dW (F, K), db (F,) and, with ``NEED_DX``, dX (N, C, H, W) (zeros on entry) from
         dA, Z, A (N, F, OH, OW). Chunks of ``chunk`` images run across threads; each sums
         its images' dW and db in order, then the chunks' sums are added in order."""
         N = X.shape[0]
@@ -245,7 +272,7 @@ def kernels(SH, SW, is_wide=False):
         for c in prange(chunks):
             buffer = np.empty(K * rows * OW, X.dtype)
             grads = np.empty(F * rows * OW, X.dtype)
-            back = np.empty(K * rows * OW, X.dtype)
+            back = np.empty(K * rows * OW if NEED_DX else 0, X.dtype)
             for n in range(c * chunk, min(N, (c + 1) * chunk)):
                 for r0 in range(0, OH, rows):
                     count = min(rows, OH - r0)
@@ -253,11 +280,11 @@ def kernels(SH, SW, is_wide=False):
                     tile = buffer[:K * width].reshape((K, width))
                     dz = grads[:F * width].reshape((F, width))
                     size = F * OH * OW
-                    _grad(kind, dA[n].reshape(size), Z[n].reshape(size), A[n].reshape(size), dz,
+                    _grad(KIND, dA[n].reshape(size), Z[n].reshape(size), A[n].reshape(size), dz,
                           dbs[c], alpha, r0 * OW, OH * OW)
                     fill_tile(X[n], tile, kh, kw, SH, SW, top, left, r0, count, OW)
                     gemm(address, ilp64, dz, tile, dWs[c], 1.0, 1.0, False, True)
-                    if need_dx:
+                    if NEED_DX:
                         dcols = back[:K * width].reshape((K, width))
                         gemm(address, ilp64, W2, dz, dcols, 1.0, 0.0, True, False)
                         add_tile(dX[n], dcols, kh, kw, SH, SW, top, left, r0, count, OW)
@@ -265,7 +292,7 @@ def kernels(SH, SW, is_wide=False):
             dW += dWs[c]
             db += dbs[c]
 
-    return forward, backward
+    return backward
 
 
 # ---- stride 1: the "wide" tile, one contiguous copy per tile row ----
@@ -286,6 +313,17 @@ def _pad(x, xp, top, left):
     for c in range(C):
         for h in range(H):
             src, dst = x[c, h], xp[c, top + h, left:left + W]
+            for w in range(W):
+                dst[w] = src[w]
+
+
+@kernel(inline=True)
+def _unpad(xp, x, top, left):
+    """x[c, h, w] = xp[c, top + h, left + w]: ``_pad``'s adjoint for a gradient."""
+    C, H, W = x.shape
+    for c in range(C):
+        for h in range(H):
+            src, dst = xp[c, top + h, left:left + W], x[c, h]
             for w in range(W):
                 dst[w] = src[w]
 
@@ -353,74 +391,82 @@ def _grad_wide(kind, dA, Z, A, dz, db, alpha, r0, rows, OW):
         db[f] = _total(dz[f], rows * Wp, db[f])  # the junk columns add zeros
 
 
-@kernel(parallel=True)
-def wide_forward(address, ilp64, kind, X, W2, b, Z, A, alpha, keep_z, kh, kw, top, left,
-                 rows):
-    """``forward`` for stride 1 with wide tiles of ``rows`` output rows."""
-    N, C, H, W = X.shape
-    F, K = W2.shape
-    OH, OW = Z.shape[2], Z.shape[3]
-    Hp, Wp = OH + kh - 1, OW + kw - 1
-    padded = top != 0 or left != 0 or Hp != H or Wp != W
-    for n in prange(N):
-        buffer = np.empty(K * rows * Wp, X.dtype)
-        product = np.empty(F * rows * Wp, X.dtype)
-        xp = X[n]
-        if padded:
-            xp = np.zeros((C, Hp, Wp), X.dtype)
-            _pad(X[n], xp, top, left)
-        for r0 in range(0, OH, rows):
-            count = min(rows, OH - r0)
-            tile = buffer[:K * count * Wp].reshape((K, count * Wp))
-            out = product[:F * count * Wp].reshape((F, count * Wp))
-            fill_wide(xp, tile, kh, kw, r0, count, OW)
-            gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
-            _write_wide(kind, out, b, Z[n], A[n], alpha, keep_z, r0, count, OW)
+@functools.cache
+def _wide_forward(KIND, KEEP_Z):
+    """``forward_kernel``'s build for wide tiles (stride 1)."""
 
-
-@kernel(parallel=True)
-def wide_backward(address, ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha, need_dx, kh, kw,
-                  top, left, rows, chunk):
-    """``backward`` for stride 1 with wide tiles: the same chunks, the same order of sums."""
-    N, C, H, W = X.shape
-    F, K = W2.shape
-    OH, OW = dA.shape[2], dA.shape[3]
-    Hp, Wp = OH + kh - 1, OW + kw - 1
-    padded = top != 0 or left != 0 or Hp != H or Wp != W
-    chunks = (N + chunk - 1) // chunk
-    dWs = np.zeros((chunks, F, K), dW.dtype)
-    dbs = np.zeros((chunks, F), db.dtype)
-    for c in prange(chunks):
-        buffer = np.empty(K * rows * Wp, X.dtype)
-        grads = np.empty(F * rows * Wp, X.dtype)
-        back = np.empty(K * rows * Wp, X.dtype)
-        xp = np.zeros((C, Hp, Wp), X.dtype)
-        dxp = np.zeros((C, Hp, Wp), X.dtype)
-        for n in range(c * chunk, min(N, (c + 1) * chunk)):
-            image, dimage = X[n], dX[n] if need_dx else dxp
+    @kernel(parallel=PRANGE_ONLY, build=(KIND, KEEP_Z))
+    def wide_forward(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows):
+        """``forward`` for stride 1 with wide tiles of ``rows`` output rows."""
+        N, C, H, W = X.shape
+        F, K = W2.shape
+        OH, OW = Z.shape[2], Z.shape[3]
+        Hp, Wp = OH + kh - 1, OW + kw - 1
+        padded = top != 0 or left != 0 or Hp != H or Wp != W
+        for n in prange(N):
+            buffer = np.empty(K * rows * Wp, X.dtype)
+            product = np.empty(F * rows * Wp, X.dtype)
+            xp = X[n]
             if padded:
+                xp = np.zeros((C, Hp, Wp), X.dtype)
                 _pad(X[n], xp, top, left)
-                image = xp
-                if need_dx:
-                    dxp[:] = 0
-                    dimage = dxp
             for r0 in range(0, OH, rows):
                 count = min(rows, OH - r0)
                 tile = buffer[:K * count * Wp].reshape((K, count * Wp))
-                dz = grads[:F * count * Wp].reshape((F, count * Wp))
-                _grad_wide(kind, dA[n], Z[n], A[n], dz, dbs[c], alpha, r0, count, OW)
-                fill_wide(image, tile, kh, kw, r0, count, OW)
-                gemm(address, ilp64, dz, tile, dWs[c], 1.0, 1.0, False, True)
-                if need_dx:
-                    dcols = back[:K * count * Wp].reshape((K, count * Wp))
-                    gemm(address, ilp64, W2, dz, dcols, 1.0, 0.0, True, False)
-                    add_wide(dimage, dcols, kh, kw, r0, count, OW)
-            if need_dx and padded:
-                for ch in range(C):
-                    for h in range(H):
-                        dst, src = dX[n, ch, h], dxp[ch, top + h, left:left + W]
-                        for w in range(W):
-                            dst[w] = src[w]
-    for c in range(chunks):
-        dW += dWs[c]
-        db += dbs[c]
+                out = product[:F * count * Wp].reshape((F, count * Wp))
+                fill_wide(xp, tile, kh, kw, r0, count, OW)
+                gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
+                _write_wide(KIND, out, b, Z[n], A[n], alpha, KEEP_Z, r0, count, OW)
+
+    return wide_forward
+
+
+@functools.cache
+def _wide_backward(KIND, NEED_DX):
+    """``backward_kernel``'s build for wide tiles (stride 1)."""
+
+    @kernel(parallel=PRANGE_ONLY, build=(KIND, NEED_DX))
+    def wide_backward(address, ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, kh, kw, top, left,
+                      rows, chunk):
+        """``backward`` for stride 1 with wide tiles: the same chunks, the same order of
+        sums."""
+        N, C, H, W = X.shape
+        F, K = W2.shape
+        OH, OW = dA.shape[2], dA.shape[3]
+        Hp, Wp = OH + kh - 1, OW + kw - 1
+        padded = top != 0 or left != 0 or Hp != H or Wp != W
+        chunks = (N + chunk - 1) // chunk
+        dWs = np.zeros((chunks, F, K), dW.dtype)
+        dbs = np.zeros((chunks, F), db.dtype)
+        for c in prange(chunks):
+            buffer = np.empty(K * rows * Wp, X.dtype)
+            grads = np.empty(F * rows * Wp, X.dtype)
+            back = np.empty(K * rows * Wp if NEED_DX else 0, X.dtype)
+            xp = np.zeros((C, Hp, Wp), X.dtype)
+            dxp = np.zeros((C, Hp, Wp), X.dtype)
+            for n in range(c * chunk, min(N, (c + 1) * chunk)):
+                image, dimage = X[n], dX[n] if NEED_DX else dxp
+                if padded:
+                    _pad(X[n], xp, top, left)
+                    image = xp
+                    if NEED_DX:
+                        dxp[:] = 0
+                        dimage = dxp
+                for r0 in range(0, OH, rows):
+                    count = min(rows, OH - r0)
+                    tile = buffer[:K * count * Wp].reshape((K, count * Wp))
+                    dz = grads[:F * count * Wp].reshape((F, count * Wp))
+                    _grad_wide(KIND, dA[n], Z[n], A[n], dz, dbs[c], alpha, r0, count, OW)
+                    fill_wide(image, tile, kh, kw, r0, count, OW)
+                    gemm(address, ilp64, dz, tile, dWs[c], 1.0, 1.0, False, True)
+                    if NEED_DX:
+                        dcols = back[:K * count * Wp].reshape((K, count * Wp))
+                        gemm(address, ilp64, W2, dz, dcols, 1.0, 0.0, True, False)
+                        add_wide(dimage, dcols, kh, kw, r0, count, OW)
+                if NEED_DX and padded:
+                    _unpad(dxp, dX[n], top, left)
+        for c in range(chunks):
+            dW += dWs[c]
+            db += dbs[c]
+
+    return wide_backward

@@ -324,13 +324,13 @@ def _conv_kind(activation, dtype):
 
 def _geometry(X, W, stride, padding):
     """The kernels' window arguments (kh, kw, top, left), (OH, OW), the output rows per
-    tile and the kernels for this stride and shape (``conv.kernels``)."""
+    tile and whether the tiles are wide (``conv.wide``)."""
     F, C, kh, kw = W.shape
     (top, _), (left, _) = padding
     OH, OW = output_hw(X.shape, (kh, kw), stride, padding)
     is_wide = conv.wide(C * kh * kw, F, stride)
     rows = conv.tile_rows(C * kh * kw, OH, conv.tile_width(OW, kw, is_wide))
-    return (kh, kw, top, left), (OH, OW), rows, conv.kernels(*stride, is_wide)
+    return (kh, kw, top, left), (OH, OW), rows, is_wide
 
 
 def conv2d_forward(X, W, b, activation, stride, padding, keep_z=True):
@@ -342,14 +342,14 @@ def conv2d_forward(X, W, b, activation, stride, padding, keep_z=True):
     X, b = np.ascontiguousarray(X), np.ascontiguousarray(b)
     F = W.shape[0]
     W2 = np.ascontiguousarray(W).reshape(F, -1)
-    window, (OH, OW), rows, (forward, _) = _geometry(X, W, stride, padding)
+    window, (OH, OW), rows, is_wide = _geometry(X, W, stride, padding)
     A = np.empty((X.shape[0], F, OH, OW), X.dtype)
     keep = keep_z and kind != IDENTITY  # relu's derivative reads A where Z is not kept
     Z = np.empty_like(A) if keep else A
+    forward = conv.forward_kernel(*stride, is_wide, kind, keep)
     gemm = _gemm()
     with gemm_threads():
-        forward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, b, Z, A, alpha, keep, *window,
-                rows)
+        forward(gemm.address(X.dtype), gemm.ilp64, X, W2, b, Z, A, alpha, *window, rows)
     if not fused:  # the kernel wrote Z alone
         A = activation.forward(np, Z)
     return Z, A, None
@@ -367,13 +367,14 @@ def conv2d_backward(X, W, dA, Z, A, work, activation, stride, padding, need_dx):
     X, dA, Z, A = (np.ascontiguousarray(a) for a in (X, dA, Z, A))
     F = W.shape[0]
     W2 = np.ascontiguousarray(W).reshape(F, -1)
-    window, _, rows, (_, backward) = _geometry(X, W, stride, padding)
+    window, _, rows, is_wide = _geometry(X, W, stride, padding)
     dW, db = np.zeros(W2.shape, X.dtype), np.zeros(F, X.dtype)
     dX = np.zeros(X.shape, X.dtype) if need_dx else np.empty((0, 0, 0, 0), X.dtype)
+    backward = conv.backward_kernel(*stride, is_wide, kind, need_dx)
     gemm = _gemm()
     with gemm_threads():
-        backward(gemm.address(X.dtype), gemm.ilp64, kind, X, W2, dA, Z, A, dW, db, dX, alpha,
-                 need_dx, *window, rows, conv.CHUNK)
+        backward(gemm.address(X.dtype), gemm.ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, *window,
+                 rows, conv.CHUNK)
     return dW.reshape(W.shape), db, (dX if need_dx else None)
 
 
