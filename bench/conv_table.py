@@ -8,11 +8,17 @@ against this machine's float32 GEMM (2048^3 ``np.matmul``, same thread count, sa
 and the peak of the memory NumPy allocates during a step (tracemalloc; PyTorch's
 allocator and Numba's runtime are not traced: the Numba kernels' own buffers are a tile
 per thread, given in the ``numba tiles`` column as the bound the kernels keep).
+
+Then, unless ``--epoch-samples 0``, one epoch of each net on ``--epoch-samples``
+synthetic MNIST-shaped images (``conv_workloads.epoch_runs``: 60,000 by default) on the
+NumPy and Numba backends and PyTorch eager, timed once each (``--steps`` or
+``--epochs-only`` run one part alone: each is a few minutes on 2 cores).
 """
 
 import argparse
 import json
 import sys
+import time
 import tracemalloc
 
 import numpy as np
@@ -78,12 +84,36 @@ def numba_tile_bound(net, threads):
     return total * 4 / 2**20
 
 
-def run(threads_list, rounds, log):
+EPOCH_TARGETS = ("numpy", "numba", "torch")
+
+
+def epoch_rows(threads, samples, torch, log):
+    """One epoch per net and target at ``threads`` threads: seconds and samples/s."""
+    X, y = conv_workloads.epoch_data(samples)
+    rows = []
+    for net in cnn.NETS:
+        runs = conv_workloads.epoch_runs(net, cnn.BATCH[net], X, y, torch)
+        row = {"net": net, "batch": cnn.BATCH[net], "threads": threads, "samples": samples}
+        for target in EPOCH_TARGETS:
+            start = time.perf_counter()
+            runs[target]()
+            row[target] = {"s": time.perf_counter() - start}
+            row[target]["samples_per_s"] = samples / row[target]["s"]
+        log(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
+def run(threads_list, rounds, log, steps=True, epoch_samples=0):
     import torch
 
-    results = {"environment": environment.describe(torch), "rows": []}
+    results = {"environment": environment.describe(torch), "rows": [], "epochs": []}
     for threads in threads_list:
         limit_threads(threads, torch)
+        if epoch_samples:
+            results["epochs"] += epoch_rows(threads, epoch_samples, torch, log)
+        if not steps:
+            continue
         plan = Plan(rounds=rounds, min_rounds=min(5, rounds), budget_seconds=60.0)
         ceiling = sgemm_gflops(plan)
         log(f"{threads} thread(s): sgemm {ceiling:.0f} GFLOP/s")
@@ -107,13 +137,16 @@ def run(threads_list, rounds, log):
 
 def markdown(results):
     env = results["environment"]
+    load = ", ".join(f"{x:.1f}" for x in env["load_average"] or [])
     lines = [f"Measured {env['date']}, commit {env['git_commit']}, {env['cpu']} "
              f"({env['cpus_usable']} CPUs usable), numba {env.get('numba', {}).get('version')},"
-             f" torch {env['torch']['version']}; `python -m bench.conv_table`.", "",
-             "| net, batch | threads | numpy ms | numba ms | torch ms | plain NumPy ms | "
-             "torch / numba | plain / numpy | numba GFLOP/s (% sgemm) | sgemm GFLOP/s | "
-             "peak MiB: numpy, numba (+tiles), plain |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             f" torch {env['torch']['version']}, load average {load} at the "
+             "start; `python -m bench.conv_table`.", ""]
+    if results["rows"]:
+        lines += ["| net, batch | threads | numpy ms | numba ms | torch ms | plain NumPy ms | "
+                  "torch / numba | plain / numpy | numba GFLOP/s (% sgemm) | sgemm GFLOP/s | "
+                  "peak MiB: numpy, numba (+tiles), plain |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in results["rows"]:
         ms = {t: r[t]["ms"] for t in TARGETS}
         peaks = (f"{r['numpy']['traced_peak_mib']:.1f}, {r['numba']['traced_peak_mib']:.1f} "
@@ -124,6 +157,18 @@ def markdown(results):
             f"{ms['torch'] / ms['numba']:.2f}x | {ms['plain'] / ms['numpy']:.2f}x | "
             f"{r['numba']['gflops']:.0f} ({r['numba']['pct_sgemm']:.0f}%) | "
             f"{r['sgemm_gflops']:.0f} | {peaks} |")
+    if results.get("epochs"):
+        if results["rows"]:
+            lines.append("")
+        lines += ["| net, batch: one epoch | threads | samples | numpy s | numba s | torch s | "
+                  "torch / numba | numba samples/s |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in results["epochs"]:
+            s = {t: r[t]["s"] for t in EPOCH_TARGETS}
+            lines.append(
+                f"| {r['net']} B={r['batch']} | {r['threads']} | {r['samples']:,} | "
+                f"{s['numpy']:.1f} | {s['numba']:.1f} | {s['torch']:.1f} | "
+                f"{s['torch'] / s['numba']:.2f}x | {r['numba']['samples_per_s']:,.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -132,9 +177,17 @@ def main(argv=None):
     parser.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     parser.add_argument("--rounds", type=int, default=15, help="samples per target")
     parser.add_argument("--json", default=None, help="write the raw results here")
+    parser.add_argument("--epoch-samples", type=int, default=60_000,
+                        help="images in the epoch rows (default 60000; 0: no epoch rows)")
+    parser.add_argument("--epochs-only", action="store_true", help="the epoch rows alone")
+    parser.add_argument("--steps", action="store_true", help="the step rows alone")
     args = parser.parse_args(argv)
+    if args.epochs_only and (args.steps or not args.epoch_samples):
+        parser.error("--epochs-only needs epoch rows: not with --steps or --epoch-samples 0")
     results = run([int(t) for t in args.threads.split(",")], args.rounds,
-                  lambda line: print(line, file=sys.stderr, flush=True))
+                  lambda line: print(line, file=sys.stderr, flush=True),
+                  steps=not args.epochs_only,
+                  epoch_samples=0 if args.steps else args.epoch_samples)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

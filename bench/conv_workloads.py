@@ -7,6 +7,7 @@ Two nets on 1x28x28 images, float32, softmax cross-entropy, plain SGD:
   conv 16x5x5 + ReLU, 2x2 max pool, Dense 400-120-84-10 with ReLU.
 One step is run as ``fit`` runs it (``fastnn.training.epoch_runner`` over a one-batch
 epoch); the peer is nn.Conv2d/nn.MaxPool2d/nn.Linear holding the same initial weights.
+``epoch_runs`` trains one epoch of synthetic MNIST-shaped data the same two ways.
 """
 
 import functools
@@ -24,9 +25,11 @@ from bench.workloads import (
     sgd_step_case,
     tolerance,
 )
+from fastnn import backends
 from fastnn.conv import Conv2D
 from fastnn.layers import Dense, Flatten
 from fastnn.pooling import MaxPool2D
+from fastnn.training import epoch_runner
 
 IMAGE = (1, 28, 28)
 NETS = {  # name: a function making its layers
@@ -137,3 +140,35 @@ def torch_cnn_step(torch, device, data):
                 *_torch_parameters(model)]
 
     return Case(step, result)
+
+
+def epoch_data(samples, seed=12):
+    """``samples`` images of MNIST's shape, pixels in [0, 1), and random labels, float32."""
+    rng = np.random.default_rng(seed)
+    return rng.random((samples, *IMAGE), dtype=np.float32), rng.integers(0, 10, samples)
+
+
+def epoch_runs(net, batch, X, y, torch, backend_names=("numpy", "numba")):
+    """{target: a function training one epoch of ``net`` on (X, y) in batches of
+    ``batch``, the rows in their own order, plain SGD (lr 0.01)}: each fastnn backend
+    as ``fit`` runs an epoch (``epoch_runner``), and the PyTorch eager peer as a loop of
+    its training steps over the same batches; every target from the same weights."""
+    build = functools.partial(cnn_model, net)
+    runs = {}
+    for name in backend_names:
+        backend = backends.load(name)
+        model = build(backend, "float32")
+        Xp, Yp = model.prepare(X, y)
+        model.optimizer = fastnn.SGD(lr=0.01)
+        runs[name] = functools.partial(epoch_runner(model, Xp, Yp, batch), None)
+    if torch is not None:
+        model = torch_model(torch, "cpu", net, initial_weights(build, "float32"))
+        train_step = peers._trainer(torch, model, 0.01, torch.nn.functional.cross_entropy)
+        Xt, yt = peers.tensor(torch, "cpu", X), peers.tensor(torch, "cpu", y)
+
+        def torch_epoch():
+            for start in range(0, Xt.shape[0], batch):
+                train_step(Xt[start:start + batch], yt[start:start + batch])
+
+        runs["torch"] = torch_epoch
+    return runs

@@ -2,6 +2,10 @@
 check): their arithmetic count, and one step on every target (each backend, the
 strict stand-in, PyTorch with the same weights) agreeing with the NumPy backend."""
 
+import importlib
+import importlib.util
+
+import numpy as np
 import pytest
 
 from bench import conv_workloads
@@ -35,3 +39,30 @@ def test_a_step_agrees_with_the_numpy_backend(net, batch, target):
     result = case.result()
     workload.check(result, data)
     assert relative_error(result, expected) <= workload.tolerance
+
+
+@pytest.mark.parametrize("net", ["SimpleConvNet", "LeNet-5"])
+def test_an_epoch_trains_every_target_from_the_same_weights(net):
+    """``epoch_runs`` (the conv table's epoch rows) on a few batches: each fastnn
+    backend's epoch returns its loss sum, and the PyTorch loop runs when torch is here."""
+    torch = importlib.import_module("torch") if importlib.util.find_spec("torch") else None
+    X, y = conv_workloads.epoch_data(24)
+    runs = conv_workloads.epoch_runs(net, 8, X, y, torch, backend_names=("numpy",))
+    sums = np.asarray(runs["numpy"]())
+    assert np.isfinite(sums).all() and 0 < sums[0] / 24 < 5  # near ln 10 a sample
+    if torch is not None:
+        runs["torch"]()
+    assert set(runs) == {"numpy"} | ({"torch"} if torch is not None else set())
+
+
+def test_the_conv_table_prints_epoch_rows():
+    from bench import conv_table
+
+    env = {"date": "d", "git_commit": "c", "cpu": "cpu", "cpus_usable": 2, "numba": {},
+           "torch": {"version": "t"}, "load_average": [1.0, 0.5, 0.25]}
+    row = {"net": "LeNet-5", "batch": 128, "threads": 2, "samples": 60_000,
+           "numpy": {"s": 9.0}, "numba": {"s": 3.0, "samples_per_s": 20_000.0},
+           "torch": {"s": 6.0}}
+    text = conv_table.markdown({"environment": env, "rows": [], "epochs": [row]})
+    assert "load average 1.0, 0.5, 0.2" in text
+    assert "| LeNet-5 B=128 | 2 | 60,000 | 9.0 | 3.0 | 6.0 | 2.00x | 20,000 |" in text

@@ -3,8 +3,13 @@
 - Elementwise work (bias + activation, activation backward, optimizer updates) runs
   on one thread below ``PARALLEL_MIN`` elements and across Numba's threads above it.
 - A dense layer whose product is small (``m * n_in * n_out <= SMALL_LAYER_MAX``) runs
-  as one JIT kernel, product included; larger products go to BLAS (``np.matmul``) and
-  the bias and activation are fused into one pass over its output.
+  as one JIT kernel, product included; larger products go to NumPy's own GEMM and the
+  bias and activation are fused into one pass over its output.
+- Thread policy: every product of these ops runs with OpenBLAS on one thread, and the
+  parallel work is Numba's (a product of ``SPLIT_MIN`` multiply-adds or more is split
+  over Numba's threads, ``products``; the conv kernels call the GEMM on each of them), so
+  OpenBLAS's thread pool never wakes during a step and never spins beside a parallel
+  Numba kernel (see ``gemm_threads``).
 Whole training epochs in one kernel call are ``epoch``'s.
 The thresholds come from bench/ measurements (see the README's Numba section).
 Activations or layouts no kernel covers fall back to the generic op, which is exact.
@@ -29,12 +34,14 @@ from . import dense as dense
 from . import losses as losses
 from . import optimizers as rules
 from . import pool as pool
+from . import products as products
 from . import softmax as softmax
 from .activations import ANY
 from .jit import mask
 
 PARALLEL_MIN = 1 << 18
 SMALL_LAYER_MAX = 1 << 13
+SPLIT_MIN = 1 << 21  # multiply-adds from which a dense product is split over threads
 _EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32),
           np.dtype(np.float64): np.empty((0, 0), np.float64)}
 
@@ -73,7 +80,7 @@ def dense_forward(X, W, b, activation, keep_z=True):
     kind, alpha = spec
     keep_z = keep_z or not activation.derivative_from_output
     small = _small(X, W)
-    Z = np.empty((X.shape[0], W.shape[1]), X.dtype) if small else np.matmul(X, W)
+    Z = np.empty((X.shape[0], W.shape[1]), X.dtype) if small else _matmul(X, W)
     A = Z if kind == IDENTITY else np.empty_like(Z)
     if small:
         dense.small_dense_forward(kind, X, W, b, Z, A, alpha, keep_z)
@@ -129,8 +136,10 @@ def activation_backward(dA, Z, A, activation):
 
 
 def dense_backward(X, W, dZ, need_dx):
-    if not (fits(X, W, dZ) and _small(X, W)):
+    if not fits(X, W, dZ):
         return generic.dense_backward(np, X, W, dZ, need_dx)
+    if not _small(X, W):
+        return _weight_product(X, dZ), (_matmul(dZ, W, trans_b=True) if need_dx else None)
     dW = np.empty_like(W)
     dX = np.empty_like(X) if need_dx else _EMPTY[X.dtype]
     dense.small_dense_backward(X, W, dZ, dW, dX, need_dx)
@@ -249,16 +258,52 @@ def _numba_threads(count):
 
 
 def gemm_threads():
-    """The thread policy for kernels that call the GEMM on each of Numba's threads: the
-    GEMM runs on one thread (OpenBLAS's count set to 1, then restored); where that count
-    cannot be set, the kernel itself runs on one thread, so the two pools never compete
-    for the cores. The results are the same bits either way."""
+    """The thread policy of every product these ops run: the GEMM runs on one thread
+    (OpenBLAS's count set to 1, then restored: 0.6 us a call, and no worker wakes) and
+    the parallel work is Numba's; where that count cannot be set, the kernel itself runs
+    on one thread, so the two pools never compete for the cores. Since no product of a
+    step runs on OpenBLAS's threads, none leaves them spinning when a parallel Numba
+    kernel starts. The results are the same bits either way."""
     control = _blas_threads()
     if control is not None:
         return blas.single_threaded(control)
     if numba.get_num_threads() == 1:
         return contextlib.nullcontext()
     return _numba_threads(1)
+
+
+def _split(macs):
+    """True if a product of ``macs`` multiply-adds runs split over Numba's threads (at
+    any thread count: the blocks, and so the bits, never depend on it)."""
+    return macs >= SPLIT_MIN
+
+
+def _matmul(a, b, trans_b=False):
+    """a @ b (a @ b.T if ``trans_b``), C-contiguous, under ``gemm_threads``: one GEMM
+    call, or fixed row blocks across Numba's threads (``products.rows``) for a large
+    product; the same bits either way."""
+    gemm = _gemm()
+    if gemm is None:
+        return np.matmul(a, b.T if trans_b else b)
+    n = b.shape[0] if trans_b else b.shape[1]
+    c = np.empty((a.shape[0], n), a.dtype)
+    block = products.blocks(a.shape[0]) if _split(c.size * a.shape[1]) else max(1, c.shape[0])
+    with gemm_threads():
+        products.rows(gemm.address(a.dtype), gemm.ilp64, a, b, c, trans_b, block)
+    return c
+
+
+def _weight_product(x, d):
+    """x.T @ d (a dense weight gradient) under ``gemm_threads``, in fixed blocks of its
+    rows across Numba's threads for a large product (``products.weight_rows``)."""
+    gemm = _gemm()
+    if gemm is None:
+        return np.matmul(x.T, d)
+    c = np.empty((x.shape[1], d.shape[1]), x.dtype)
+    block = products.blocks(c.shape[0]) if _split(c.size * x.shape[0]) else max(1, c.shape[0])
+    with gemm_threads():
+        products.weight_rows(gemm.address(x.dtype), gemm.ilp64, x, d, c, block)
+    return c
 
 
 def _conv_takes(X, W, other):

@@ -9,6 +9,7 @@ index in the plane (int32), which the backward reads.
 
 import functools
 
+import numpy as np
 from numba import prange
 
 from .jit import PRANGE_ONLY, kernel
@@ -28,26 +29,29 @@ def max_forward(kh, kw, sh, sw):
         for each offset (4.6 -> 2.0 ms on SimpleConvNet's 100x30x24x24, one thread). The
         comparisons are selects, not branches (on random data a branch mispredicts half
         the time: 3x slower); an offset replaces the running maximum only if it is larger,
-        or NaN where the running maximum is not (so the first NaN stays)."""
+        or NaN where the running maximum is not (so the first NaN stays). The position is
+        kept as an int32 offset in the window and the input read by its (row, column):
+        with 64-bit flat indices the loop did not vectorize (2.3 -> 0.45 ms on the same
+        100x30x24x24, one thread, AMD EPYC)."""
         P, OH, OW = out.shape
         W = X.shape[2]
         for q in prange(P):
-            plane = X[q].reshape(-1)
+            plane = X[q]
             for y in range(OH):
                 best, at, r = out[q, y], where[q, y], y * sh
+                base = np.int32(r * W)
                 for x in range(OW):
-                    first = r * W + x * sw
-                    m, k = plane[first], first
+                    m, k = plane[r, x * sw], np.int32(0)
                     for i in range(kh):
                         for j in range(kw):
                             if i == 0 and j == 0:
                                 continue
-                            v = plane[first + i * W + j]
+                            v = plane[r + i, x * sw + j]
                             take = (v > m) | ((v != v) & (m == m))
                             m = v if take else m
-                            k = first + i * W + j if take else k
+                            k = np.int32(i * W + j) if take else k
                     best[x] = m
-                    at[x] = k
+                    at[x] = base + np.int32(x * sw) + k
     return forward
 
 
