@@ -36,7 +36,7 @@ from numba import prange
 from ..activation_codes import IDENTITY, LEAKY_RELU, RELU
 from .activations import scalars
 from .blas import gemm
-from .jit import PRANGE_ONLY, kernel
+from .jit import kernel
 
 FUSED = (IDENTITY, RELU, LEAKY_RELU)
 relu, relu_grad = scalars(RELU)  # the specs' scalar functions (fastnn/activations/)
@@ -238,7 +238,7 @@ def forward_kernel(SH, SW, is_wide, kind, keep_z):
         return _wide_forward(kind, int(keep_z))
     KIND, KEEP_Z = kind, int(keep_z)
 
-    @kernel(parallel=PRANGE_ONLY, build=(SH, SW, KIND, KEEP_Z))
+    @kernel(parallel=True, build=(SH, SW, KIND, KEEP_Z))
     def forward(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows):
         """Z (N, F, OH, OW) = conv(X, W) + b and A = f(Z), image by image across threads,
         ``rows`` output rows per tile. Without ``KEEP_Z`` Z is not written (it may be A)."""
@@ -272,7 +272,7 @@ def backward_kernel(SH, SW, is_wide, kind, need_dx):
         return _wide_backward(kind, int(need_dx))
     KIND, NEED_DX = kind, int(need_dx)
 
-    @kernel(parallel=PRANGE_ONLY, build=(SH, SW, KIND, NEED_DX))
+    @kernel(parallel=True, build=(SH, SW, KIND, NEED_DX))
     def backward(address, ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, kh, kw, top, left, rows,
                  chunk):
         """dW (F, K), db (F,) and, with ``NEED_DX``, dX (N, C, H, W) (zeros on entry) from
@@ -408,7 +408,7 @@ def _grad_wide(kind, dA, Z, A, dz, db, alpha, r0, rows, OW):
 def _wide_forward(KIND, KEEP_Z):
     """``forward_kernel``'s build for wide tiles (stride 1)."""
 
-    @kernel(parallel=PRANGE_ONLY, build=(KIND, KEEP_Z))
+    @kernel(parallel=True, build=(KIND, KEEP_Z))
     def wide_forward(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows):
         """``forward`` for stride 1 with wide tiles of ``rows`` output rows."""
         N, C, H, W = X.shape
@@ -438,7 +438,7 @@ def _wide_forward(KIND, KEEP_Z):
 def _wide_backward(KIND, NEED_DX):
     """``backward_kernel``'s build for wide tiles (stride 1)."""
 
-    @kernel(parallel=PRANGE_ONLY, build=(KIND, NEED_DX))
+    @kernel(parallel=True, build=(KIND, NEED_DX))
     def wide_backward(address, ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, kh, kw, top, left,
                       rows, chunk):
         """``backward`` for stride 1 with wide tiles: the same chunks, the same order of

@@ -94,18 +94,9 @@ if CACHE_DIR not in (None, NUMBA_DEFAULT):
 OPTIONS = {"cache": CACHE_DIR is not None, "error_model": "numpy", "fastmath": {"contract"},
            "no_cfunc_wrapper": True}
 
-# ``parallel`` for kernels whose only parallel loops are their ``prange`` loops: with
-# ``parallel=True`` Numba also turns every array expression and ``np.zeros`` into a
-# parallel region of its own, each compiled as a threaded function (in the conv
-# backward, its chunk sums' zeros and ``dW += dWs[c]``: 1.6 of its 5 s cold compile,
-# and a region started per chunk for arrays of a few KiB). These stay plain loops.
-PRANGE_ONLY = {"prange": True, "comprehension": False, "setitem": False, "reduction": False,
-               "numpy": False, "stencil": False, "fusion": False, "inplace_binop": False}
-
 
 def kernel(function=None, *, parallel=False, reassociate=False, inline=False, build=None):
-    """``numba.njit`` with fastnn's options; ``parallel=True`` (or ``PRANGE_ONLY``) for
-    prange kernels,
+    """``numba.njit`` with fastnn's options; ``parallel=True`` for prange kernels,
     ``reassociate=True`` to let sums split into partial sums (reductions only).
 
     ``inline=True`` for helpers called from other kernels: Numba pastes their code

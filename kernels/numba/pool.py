@@ -12,14 +12,14 @@ import functools
 import numpy as np
 from numba import prange
 
-from .jit import PRANGE_ONLY, kernel
+from .jit import kernel
 
 
 @functools.cache
 def max_forward(kh, kw, sh, sw):
     """The forward kernel for windows of kh x kw moving by (sh, sw)."""
 
-    @kernel(parallel=PRANGE_ONLY, build=(kh, kw, sh, sw))
+    @kernel(parallel=True, build=(kh, kw, sh, sw))
     def forward(X, out, where):
         """out (P, OH, OW) = window maxima of X (P, H, W); where = the flat index in the
         plane of the input each came from. One output at a time, its running maximum and
@@ -55,7 +55,7 @@ def max_forward(kh, kw, sh, sw):
     return forward
 
 
-@kernel(parallel=PRANGE_ONLY)
+@kernel(parallel=True)
 def max_backward(dA, where, dX):
     """dX (P, H, W), zeros on entry: each dA (P, OH, OW) added at its chosen input, in
     row-major order of the windows (overlapping windows add up)."""
