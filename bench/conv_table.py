@@ -108,6 +108,8 @@ def run(threads_list, rounds, log, steps=True, epoch_samples=0):
     import torch
 
     results = {"environment": environment.describe(torch), "rows": [], "epochs": []}
+    backends.load("numba")  # imports Numba before ``limit_threads``, which sets only the
+    # pools already loaded: without it the 1-thread rows ran Numba's kernels on every core
     for threads in threads_list:
         limit_threads(threads, torch)
         if epoch_samples:

@@ -371,7 +371,7 @@ def conv2d_backward(X, W, dA, Z, A, work, activation, stride, padding, need_dx):
     W2 = np.ascontiguousarray(W).reshape(F, -1)
     window, _, rows, is_wide = _geometry(X, W, stride, padding)
     dW, db = np.zeros(W2.shape, X.dtype), np.zeros(F, X.dtype)
-    dX = np.zeros(X.shape, X.dtype) if need_dx else np.empty((0, 0, 0, 0), X.dtype)
+    dX = np.empty(X.shape if need_dx else (0, 0, 0, 0), X.dtype)  # the kernel zeroes it
     backward = conv.backward_kernel(*stride, is_wide, kind, need_dx)
     gemm = _gemm()
     with gemm_threads():
@@ -402,7 +402,7 @@ def maxpool2d_forward(X, size, stride):
 def maxpool2d_backward(dA, X, out, work, size, stride):
     if X.dtype not in _EMPTY:
         return conv_ops.maxpool2d_backward(np, dA, X, out, work, size, stride)
-    dX = np.zeros(X.shape, dA.dtype)
+    dX = np.empty(X.shape, dA.dtype)  # zeroed by the kernel
     pool.max_backward(_planes(dA), work, dX.reshape(-1, *X.shape[2:]))
     return dX
 

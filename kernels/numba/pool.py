@@ -57,11 +57,16 @@ def max_forward(kh, kw, sh, sw):
 
 @kernel(parallel=True)
 def max_backward(dA, where, dX):
-    """dX (P, H, W), zeros on entry: each dA (P, OH, OW) added at its chosen input, in
-    row-major order of the windows (overlapping windows add up)."""
+    """dX (P, H, W), overwritten: each plane zeroed, then each dA (P, OH, OW) added at its
+    chosen input, in row-major order of the windows (overlapping windows add up). The
+    zeros are written here, plane by plane, while the plane is in cache: a separate
+    ``np.zeros`` ran over the whole array first, on one thread (LeNet-5's first pooling
+    backward: 0.23 -> 0.17 ms at one thread, 0.14 -> 0.10 at two, AMD EPYC Zen 4, loaded)."""
     P, OH, OW = dA.shape
     for q in prange(P):
         flat, grads, at = dX[q].reshape(-1), dA[q], where[q]
+        for p in range(flat.size):
+            flat[p] = 0
         for y in range(OH):
             for x in range(OW):
                 flat[at[y, x]] += grads[y, x]
