@@ -131,7 +131,7 @@ class MPIComm(Communicator):
         into buffers kept for the ordered sum, added in place), started at each call: no
         message to describe, request or array to allocate, or copy. In the fused steps'
         hook, between two steps of a kernel, the per-call path (``sum``) took 18-26 us a
-        step on one rank against 4 for this: what Python touches there is out of the
+        step on one rank against 5-9 for this: what Python touches there is out of the
         caches. Other arrays, or an MPI library without persistent collectives, take
         ``sum``."""
         host = isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable
