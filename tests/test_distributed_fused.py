@@ -5,6 +5,7 @@ parameters, gradients and history of one process (NumPy's, to rounding), the sam
 run after run and under MPI as in ``simulate``, on both epoch kernels (the loop kernel
 and the BLAS one)."""
 
+import contextlib
 import json
 import sys
 
@@ -124,16 +125,22 @@ def test_an_error_in_the_sum_stops_the_epoch_on_every_rank(monkeypatch):
     """The sum runs in Python between steps of one kernel call: an error there (here
     rank 1's third sum) ends that rank's epoch after the step's gradients, without its
     update, and is raised; the other rank, released from the collective, stops too."""
-    calls, sum_gradients = [], Shards.sum_gradients
+    calls, summing = [], Shards.summing
 
+    @contextlib.contextmanager
     def failing(self, flat):
-        if self.comm.rank == 1:
-            calls.append(1)
-            if len(calls) == 3:
-                raise RuntimeError("the sum failed")
-        return sum_gradients(self, flat)
+        with summing(self, flat) as sum_in_place:
 
-    monkeypatch.setattr(Shards, "sum_gradients", failing)
+            def sum_or_fail():
+                if self.comm.rank == 1:
+                    calls.append(1)
+                    if len(calls) == 3:
+                        raise RuntimeError("the sum failed")
+                sum_in_place()
+
+            yield sum_or_fail
+
+    monkeypatch.setattr(Shards, "summing", failing)
     model = mlp()
     with pytest.raises(RuntimeError, match="the sum failed"):
         simulate(2, model, X, Y, optimizer="momentum", **OPTIONS)
@@ -154,15 +161,19 @@ open(sys.argv[1] + f"/rank{dp.rank}.json", "w").write(json.dumps(history))
 """
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
 @pytest.mark.parametrize("mpi", MPIS)
-def test_mpi_ranks_on_the_fused_steps_give_the_reference_bits(tmp_path, mpi):
-    """Under MPICH and Open MPI: the sum is the same Python hook called from the kernel."""
+def test_mpi_ranks_on_the_fused_steps_give_the_reference_bits(tmp_path, mpi, ranks):
+    """Under MPICH and Open MPI: the sum is the same Python hook called from the kernel,
+    through MPI's persistent requests (at 2 ranks the Allreduce, at 3 the gather of every
+    rank's buffer for the ordered sum, added in place)."""
     reference = mlp()
-    expected = simulate(2, reference, X, Y, optimizer="adam", **OPTIONS)
-    run = launch(2, sys.executable, "-c", WORKER, str(tmp_path), backend="numba", timeout=300,
-                 mpi=mpi)
+    expected = simulate(ranks, reference, X, Y, optimizer="adam", **OPTIONS)
+    run = launch(ranks, sys.executable, "-c", WORKER, str(tmp_path), backend="numba",
+                 timeout=300, mpi=mpi)
     assert run.returncode == 0, run.stdout + run.stderr
-    for rank in (0, 1):
+    assert "persistent" not in run.stderr  # every request freed (MPICH warns otherwise)
+    for rank in range(ranks):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == expected
         saved = np.load(tmp_path / f"rank{rank}.npz")
         for i, a in enumerate(arrays(reference)):

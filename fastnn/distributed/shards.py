@@ -19,6 +19,7 @@ the rank's share of the global batch, so that the summed gradients are the globa
 batch's mean gradient, however unequal the parts.
 """
 
+import contextlib
 import itertools
 import math
 import time
@@ -198,6 +199,23 @@ class Shards(Batches):
         self.reductions.count += 1
         self.reductions.bytes += total.size * self.xp.finfo(total.dtype).bits // 8
         return total
+
+    @contextlib.contextmanager
+    def summing(self, flat):
+        """``with batches.summing(flat) as sum_in_place:`` each call sums ``flat`` over the
+        ranks in place, as ``sum_gradients`` does (one collective, counted in
+        ``reductions``), prepared once for the steps of an epoch (``Communicator.summing``)."""
+        reductions, nbytes, clock = self.reductions, flat.nbytes, time.perf_counter
+        with self.comm.summing(flat, self.model.backend) as sum_in_place:
+
+            def counted():
+                begin = clock()
+                sum_in_place()
+                reductions.seconds += clock() - begin
+                reductions.count += 1
+                reductions.bytes += nbytes
+
+            yield counted
 
     def total(self, sums):
         return self.comm.sum(sums, self.model.backend)

@@ -267,11 +267,12 @@ class FusedSteps(FusedEpoch):
     ``fastnn.distributed``): an epoch is one kernel call (``train_rank``) that, per
     step, computes this rank's gradients for its rows of the global batch (the loss
     gradient scaled by its share of it) into one flat buffer, in the parameters'
-    order, calls back into Python for the batches' hook to sum that buffer over the
-    ranks in place (one collective), and updates every parameter from the sum. Each
-    parameter's ``grad`` is a view of the buffer, so after the epoch it holds the last
-    step's summed gradients. An error in the hook (a rank that left, an interrupt)
-    stops the epoch after that step's gradients, and ``run`` raises it."""
+    order, calls back into Python to sum that buffer over the ranks in place (one
+    collective, prepared once an epoch by the batches' ``summing``), and updates every
+    parameter from the sum. Each parameter's ``grad`` is a view of the buffer, so after
+    the epoch it holds the last step's summed gradients. An error in the hook (a rank
+    that left, an interrupt) stops the epoch after that step's gradients, and ``run``
+    raises it."""
 
     chunk = 1
     HOOK = ctypes.CFUNCTYPE(ctypes.c_int)  # the sum's C signature: int hook(void)
@@ -282,6 +283,7 @@ class FusedSteps(FusedEpoch):
         self.hook = self.HOOK(self._sum)  # kept alive as long as the runner
         self.hook_address = ctypes.cast(self.hook, ctypes.c_void_p).value
         self.failure = None  # what the hook raised, for ``run`` to raise again
+        self.sum_in_place = None  # the epoch's sum of ``flat`` over the ranks (``run``)
 
     def _bind(self):
         """The gradients as views of one flat buffer, then ``FusedEpoch._bind``."""
@@ -296,9 +298,7 @@ class FusedSteps(FusedEpoch):
         """The hook: the flat buffer summed over the ranks, in place; 0, or 1 after an
         error (kept for ``run``: an exception cannot cross the kernel)."""
         try:
-            summed = self.batches.sum_gradients(self.flat)
-            if summed is not self.flat:
-                self.flat[...] = summed
+            self.sum_in_place()
             return 0
         except BaseException as error:  # raised again by ``run``
             self.failure = error
@@ -317,8 +317,11 @@ class FusedSteps(FusedEpoch):
             scales.append(1.0 if batches.scale is None else batches.scale)
         sums = np.zeros((1, 2), self.kernel.X.dtype)
         self.failure = None
-        optimizer.t += self.kernel.rank_run(self.hook_address, taken, self.arrays, self.hp,
-                                            optimizer.t, starts, stops, scales, sums)
+        with batches.summing(self.flat) as self.sum_in_place:
+            optimizer.t += self.kernel.rank_run(self.hook_address, taken, self.arrays,
+                                                self.hp, optimizer.t, starts, stops, scales,
+                                                sums)
+        self.sum_in_place = None
         if self.failure is not None:
             failure, self.failure = self.failure, None
             raise failure
