@@ -203,6 +203,16 @@ def test_each_variant_is_a_build_of_its_own_name():
         assert len({k.py_func.__qualname__ for k in built}) == len(built) == len(forms) * count
 
 
+def test_a_build_key_packs_its_constants_and_rejects_what_does_not_fit():
+    """The serial bodies are built by one int key (``jit.by_constant``): packed and
+    unpacked without loss, and a number too large for it is an error, not a wrong build."""
+    for numbers in ((1, 1, RELU, 0), (2, 3, 0, 1), (numba_conv.KEY_BASE - 1, 1, 2, 1)):
+        assert numba_conv.unpack(numba_conv.pack(*numbers), 4) == numbers
+    with pytest.raises(ValueError, match="conv kernels are built for numbers"):
+        numba_conv.pack(numba_conv.KEY_BASE, 1, RELU, 0)
+    assert len({numba_conv.pack(*f) for f in ((1, 2, 0, 0), (2, 1, 0, 0), (1, 1, 0, 1))}) == 3
+
+
 def test_a_numba_cnn_step_matches_the_numpy_backend():
     X = RNG.normal(size=(10, 1, 28, 28))
     y = RNG.integers(0, 10, size=10)

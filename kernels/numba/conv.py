@@ -25,7 +25,12 @@ any other one with its own xp code on the kernel's Z (see ``ops.conv2d_forward``
 Each kernel is built for one variant (``forward_kernel``, ``backward_kernel``): the
 stride, the tile form, the activation, and whether Z is written or dX computed are
 constants of the build, so a fit compiles only the code it runs (Numba drops the
-branches not taken before typing them).
+branches not taken before typing them). A parallel kernel is only a ``prange`` loop
+calling a serial build for one image or chunk (``_forward_image``, ``_backward_chunk``
+and their wide forms, keyed by ``pack`` of those constants and linked in as subroutines,
+``jit.by_constant``): Numba's parfor passes, and the threaded function they outline and
+compile again, then see one call instead of the whole body (the digits CNN's conv
+backward compiled in ~3.8 s instead of ~5.6 s of CPU, docs/backends/numba.md).
 """
 
 import functools
@@ -36,13 +41,14 @@ from numba import prange
 from ..activation_codes import IDENTITY, LEAKY_RELU, RELU
 from .activations import scalars
 from .blas import gemm
-from .jit import kernel
+from .jit import by_constant, kernel
 
 FUSED = (IDENTITY, RELU, LEAKY_RELU)
 relu, relu_grad = scalars(RELU)  # the specs' scalar functions (fastnn/activations/)
 leaky_relu, leaky_relu_grad = scalars(LEAKY_RELU)
 TILE = 1 << 15  # numbers in one im2col tile
 CHUNK = 4  # images whose dW and db one partial sum holds (fixed: thread-count free)
+KEY_BASE = 1 << 12  # a build key's base (``pack``): strides and codes below it
 
 
 def tile_rows(K, OH, width):
@@ -229,6 +235,94 @@ def _grad(kind, dA, Z, A, dz, db, alpha, start, stride):
         db[f] = _total(out, P, db[f])
 
 
+def pack(*numbers):
+    """One int for a build's constants (each below ``KEY_BASE``): what ``by_constant``
+    keys a serial build by, unpacked by ``unpack``."""
+    key = 0
+    for number in numbers:
+        if not 0 <= number < KEY_BASE:
+            raise ValueError(f"conv kernels are built for numbers 0..{KEY_BASE - 1}, not {number}")
+        key = key * KEY_BASE + int(number)
+    return key
+
+
+def unpack(key, count):
+    """The ``count`` numbers ``pack`` made ``key`` of."""
+    numbers = []
+    for _ in range(count):
+        key, number = divmod(key, KEY_BASE)
+        numbers.append(number)
+    return tuple(reversed(numbers))
+
+
+def _forward_image(key):
+    """The serial body of ``forward`` for one image, built for ``pack(SH, SW, KIND,
+    KEEP_Z)``: the parallel kernel is a loop over images calling it, so Numba's parfor
+    passes (and the outlined body compiled again) see a one-line loop, not this code."""
+    SH, SW, KIND, KEEP_Z = unpack(key, 4)
+
+    @kernel(build=(SH, SW, KIND, KEEP_Z))
+    def forward_image(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows, n):
+        """Z[n] = conv(X[n], W) + b and A[n] = f(Z[n]), ``rows`` output rows per tile."""
+        F, K = W2.shape
+        OH, OW = Z.shape[2], Z.shape[3]
+        buffer = np.empty(K * rows * OW, X.dtype)
+        product = np.empty(F * rows * OW, X.dtype)
+        for r0 in range(0, OH, rows):
+            count = min(rows, OH - r0)
+            width = count * OW
+            tile = buffer[:K * width].reshape((K, width))
+            out = product[:F * width].reshape((F, width))
+            fill_tile(X[n], tile, kh, kw, SH, SW, top, left, r0, count, OW)
+            gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
+            _write(KIND, out, b, Z[n].reshape(F * OH * OW), A[n].reshape(F * OH * OW), alpha,
+                   KEEP_Z, r0 * OW, OH * OW)
+
+    return forward_image
+
+
+def _backward_chunk(key):
+    """The serial body of ``backward`` for one chunk of images, built for ``pack(SH, SW,
+    KIND, NEED_DX)`` (as ``_forward_image``)."""
+    SH, SW, KIND, NEED_DX = unpack(key, 4)
+
+    @kernel(build=(SH, SW, KIND, NEED_DX))
+    def backward_chunk(address, ilp64, X, W2, dA, Z, A, dWc, dbc, dX, alpha, kh, kw, top, left,
+                       rows, lo, hi):
+        """dWc (K, F) = the images lo..hi-1's dW, transposed, and dbc (F,) their db, summed
+        in image order (both overwritten); with ``NEED_DX`` their dX (overwritten)."""
+        F, K = W2.shape
+        OH, OW = dA.shape[2], dA.shape[3]
+        _zero(dWc)
+        _zero(dbc)
+        buffer = np.empty(K * rows * OW, X.dtype)
+        grads = np.empty(F * rows * OW, X.dtype)
+        back = np.empty(K * rows * OW if NEED_DX else 0, X.dtype)
+        for n in range(lo, hi):
+            if NEED_DX:
+                _zero(dX[n])
+            for r0 in range(0, OH, rows):
+                count = min(rows, OH - r0)
+                width = count * OW
+                tile = buffer[:K * width].reshape((K, width))
+                dz = grads[:F * width].reshape((F, width))
+                size = F * OH * OW
+                _grad(KIND, dA[n].reshape(size), Z[n].reshape(size), A[n].reshape(size), dz,
+                      dbc, alpha, r0 * OW, OH * OW)
+                fill_tile(X[n], tile, kh, kw, SH, SW, top, left, r0, count, OW)
+                gemm(address, ilp64, tile, dz, dWc, 1.0, 1.0, False, True)
+                if NEED_DX:
+                    dcols = back[:K * width].reshape((K, width))
+                    gemm(address, ilp64, W2, dz, dcols, 1.0, 0.0, True, False)
+                    add_tile(dX[n], dcols, kh, kw, SH, SW, top, left, r0, count, OW)
+
+    return backward_chunk
+
+
+_forward_image_for = by_constant(_forward_image)  # _forward_image_for(KEY, *its arguments)
+_backward_chunk_for = by_constant(_backward_chunk)
+
+
 @functools.cache
 def forward_kernel(SH, SW, is_wide, kind, keep_z):
     """The forward kernel built for one variant, and nothing else compiled: the stride
@@ -236,36 +330,24 @@ def forward_kernel(SH, SW, is_wide, kind, keep_z):
     arithmetic and vectorize its copies; as an argument, SimpleConvNet's tiles took
     3.5x as long), the wide tiles (stride 1, ``wide_forward``) or not, the activation
     and whether Z is written (never for the identity, whose Z is its A). The choices are
-    closure constants: Numba prunes the
-    branches not taken before it types the code, so a fit compiles only the paths it
+    constants of the build (``KEY``, which the serial body is built for): Numba prunes
+    the branches not taken before it types the code, so a fit compiles only the paths it
     runs (see docs/backends/numba.md for the compile times)."""
     if kind not in FUSED:
         raise ValueError(f"conv kernels fuse the activation codes {FUSED}, not {kind}")
     if kind == IDENTITY and keep_z:
         return forward_kernel(SH, SW, is_wide, kind, 0)  # one build, under one name
+    KEY = pack(SH, SW, kind, int(keep_z))
     if is_wide:
-        return _wide_forward(kind, int(keep_z))
-    KIND, KEEP_Z = kind, int(keep_z)
+        return _wide_forward(KEY)
 
-    @kernel(parallel=True, build=(SH, SW, KIND, KEEP_Z))
+    @kernel(parallel=True, build=(KEY,))
     def forward(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows):
         """Z (N, F, OH, OW) = conv(X, W) + b and A = f(Z), image by image across threads,
         ``rows`` output rows per tile. Without ``KEEP_Z`` Z is not written (it may be A)."""
-        N = X.shape[0]
-        F, K = W2.shape
-        OH, OW = Z.shape[2], Z.shape[3]
-        for n in prange(N):
-            buffer = np.empty(K * rows * OW, X.dtype)
-            product = np.empty(F * rows * OW, X.dtype)
-            for r0 in range(0, OH, rows):
-                count = min(rows, OH - r0)
-                width = count * OW
-                tile = buffer[:K * width].reshape((K, width))
-                out = product[:F * width].reshape((F, width))
-                fill_tile(X[n], tile, kh, kw, SH, SW, top, left, r0, count, OW)
-                gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
-                _write(KIND, out, b, Z[n].reshape(F * OH * OW), A[n].reshape(F * OH * OW), alpha,
-                       KEEP_Z, r0 * OW, OH * OW)
+        for n in prange(X.shape[0]):
+            _forward_image_for(KEY, address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left,
+                               rows, n)
 
     return forward
 
@@ -277,11 +359,11 @@ def backward_kernel(SH, SW, is_wide, kind, need_dx):
     needs none: its build has no column-gradient GEMM and no col2im at all)."""
     if kind not in FUSED:
         raise ValueError(f"conv kernels fuse the activation codes {FUSED}, not {kind}")
+    KEY = pack(SH, SW, kind, int(need_dx))
     if is_wide:
-        return _wide_backward(kind, int(need_dx))
-    KIND, NEED_DX = kind, int(need_dx)
+        return _wide_backward(KEY)
 
-    @kernel(parallel=True, build=(SH, SW, KIND, NEED_DX))
+    @kernel(parallel=True, build=(KEY,))
     def backward(address, ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, kh, kw, top, left, rows,
                  chunk):
         """dW (F, K), db (F,) and, with ``NEED_DX``, dX (N, C, H, W) (overwritten) from
@@ -289,31 +371,12 @@ def backward_kernel(SH, SW, is_wide, kind, need_dx):
         its images' dW and db in order, then the chunks' sums are added in order."""
         N = X.shape[0]
         F, K = W2.shape
-        OH, OW = dA.shape[2], dA.shape[3]
         chunks = (N + chunk - 1) // chunk
-        dWs = np.zeros((chunks, K, F), dW.dtype)  # each chunk's dW, transposed
-        dbs = np.zeros((chunks, F), db.dtype)
+        dWs = np.empty((chunks, K, F), dW.dtype)  # each chunk's dW, transposed
+        dbs = np.empty((chunks, F), db.dtype)  # (zeroed by the chunk: no parallel np.zeros)
         for c in prange(chunks):
-            buffer = np.empty(K * rows * OW, X.dtype)
-            grads = np.empty(F * rows * OW, X.dtype)
-            back = np.empty(K * rows * OW if NEED_DX else 0, X.dtype)
-            for n in range(c * chunk, min(N, (c + 1) * chunk)):
-                if NEED_DX:
-                    _zero(dX[n])
-                for r0 in range(0, OH, rows):
-                    count = min(rows, OH - r0)
-                    width = count * OW
-                    tile = buffer[:K * width].reshape((K, width))
-                    dz = grads[:F * width].reshape((F, width))
-                    size = F * OH * OW
-                    _grad(KIND, dA[n].reshape(size), Z[n].reshape(size), A[n].reshape(size), dz,
-                          dbs[c], alpha, r0 * OW, OH * OW)
-                    fill_tile(X[n], tile, kh, kw, SH, SW, top, left, r0, count, OW)
-                    gemm(address, ilp64, tile, dz, dWs[c], 1.0, 1.0, False, True)
-                    if NEED_DX:
-                        dcols = back[:K * width].reshape((K, width))
-                        gemm(address, ilp64, W2, dz, dcols, 1.0, 0.0, True, False)
-                        add_tile(dX[n], dcols, kh, kw, SH, SW, top, left, r0, count, OW)
+            _backward_chunk_for(KEY, address, ilp64, X, W2, dA, Z, A, dWs[c], dbs[c], dX, alpha,
+                                kh, kw, top, left, rows, c * chunk, min(N, (c + 1) * chunk))
         _add_chunks(dWs, dbs, dW, db)
 
     return backward
@@ -415,82 +478,117 @@ def _grad_wide(kind, dA, Z, A, dz, db, alpha, r0, rows, OW):
         db[f] = _total(dz[f], rows * Wp, db[f])  # the junk columns add zeros
 
 
-@functools.cache
-def _wide_forward(KIND, KEEP_Z):
-    """``forward_kernel``'s build for wide tiles (stride 1)."""
+def _wide_image(key):
+    """``_forward_image`` for wide tiles (stride 1), built for ``pack(1, 1, KIND, KEEP_Z)``."""
+    _, _, KIND, KEEP_Z = unpack(key, 4)
 
-    @kernel(parallel=True, build=(KIND, KEEP_Z))
-    def wide_forward(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows):
-        """``forward`` for stride 1 with wide tiles of ``rows`` output rows."""
+    @kernel(build=(KIND, KEEP_Z))
+    def wide_image(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows, n):
+        """``forward_image`` for stride 1 with wide tiles of ``rows`` output rows."""
         N, C, H, W = X.shape
         F, K = W2.shape
         OH, OW = Z.shape[2], Z.shape[3]
         Hp, Wp = OH + kh - 1, OW + kw - 1
-        padded = top != 0 or left != 0 or Hp != H or Wp != W
-        for n in prange(N):
-            buffer = np.empty(K * rows * Wp, X.dtype)
-            product = np.empty(F * rows * Wp, X.dtype)
-            xp = X[n]
-            if padded:
-                xp = np.zeros((C, Hp, Wp), X.dtype)
-                _pad(X[n], xp, top, left)
-            for r0 in range(0, OH, rows):
-                count = min(rows, OH - r0)
-                tile = buffer[:K * count * Wp].reshape((K, count * Wp))
-                out = product[:F * count * Wp].reshape((F, count * Wp))
-                fill_wide(xp, tile, kh, kw, r0, count, OW)
-                gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
-                _write_wide(KIND, out, b, Z[n], A[n], alpha, KEEP_Z, r0, count, OW)
+        buffer = np.empty(K * rows * Wp, X.dtype)
+        product = np.empty(F * rows * Wp, X.dtype)
+        xp = X[n]
+        if top != 0 or left != 0 or Hp != H or Wp != W:
+            xp = np.zeros((C, Hp, Wp), X.dtype)
+            _pad(X[n], xp, top, left)
+        for r0 in range(0, OH, rows):
+            count = min(rows, OH - r0)
+            tile = buffer[:K * count * Wp].reshape((K, count * Wp))
+            out = product[:F * count * Wp].reshape((F, count * Wp))
+            fill_wide(xp, tile, kh, kw, r0, count, OW)
+            gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
+            _write_wide(KIND, out, b, Z[n], A[n], alpha, KEEP_Z, r0, count, OW)
 
-    return wide_forward
+    return wide_image
 
 
-@functools.cache
-def _wide_backward(KIND, NEED_DX):
-    """``backward_kernel``'s build for wide tiles (stride 1)."""
+def _wide_chunk(key):
+    """``_backward_chunk`` for wide tiles (stride 1), built for ``pack(1, 1, KIND,
+    NEED_DX)``."""
+    _, _, KIND, NEED_DX = unpack(key, 4)
 
-    @kernel(parallel=True, build=(KIND, NEED_DX))
-    def wide_backward(address, ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, kh, kw, top, left,
-                      rows, chunk):
-        """``backward`` for stride 1 with wide tiles: the same chunks, the same order of
-        sums."""
+    @kernel(build=(KIND, NEED_DX))
+    def wide_chunk(address, ilp64, X, W2, dA, Z, A, dWc, dbc, dX, alpha, kh, kw, top, left,
+                   rows, lo, hi):
+        """``backward_chunk`` for stride 1 with wide tiles: the same sums, in the same
+        order."""
         N, C, H, W = X.shape
         F, K = W2.shape
         OH, OW = dA.shape[2], dA.shape[3]
         Hp, Wp = OH + kh - 1, OW + kw - 1
         padded = top != 0 or left != 0 or Hp != H or Wp != W
+        _zero(dWc)
+        _zero(dbc)
+        buffer = np.empty(K * rows * Wp, X.dtype)
+        grads = np.empty(F * rows * Wp, X.dtype)
+        back = np.empty(K * rows * Wp if NEED_DX else 0, X.dtype)
+        xp = np.zeros((C, Hp, Wp), X.dtype)
+        dxp = np.zeros((C, Hp, Wp), X.dtype)
+        for n in range(lo, hi):
+            image, dimage = X[n], dX[n] if NEED_DX else dxp
+            if padded:
+                _pad(X[n], xp, top, left)
+                image = xp
+                if NEED_DX:
+                    _zero(dxp)
+                    dimage = dxp
+            elif NEED_DX:
+                _zero(dimage)
+            for r0 in range(0, OH, rows):
+                count = min(rows, OH - r0)
+                tile = buffer[:K * count * Wp].reshape((K, count * Wp))
+                dz = grads[:F * count * Wp].reshape((F, count * Wp))
+                _grad_wide(KIND, dA[n], Z[n], A[n], dz, dbc, alpha, r0, count, OW)
+                fill_wide(image, tile, kh, kw, r0, count, OW)
+                gemm(address, ilp64, tile, dz, dWc, 1.0, 1.0, False, True)
+                if NEED_DX:
+                    dcols = back[:K * count * Wp].reshape((K, count * Wp))
+                    gemm(address, ilp64, W2, dz, dcols, 1.0, 0.0, True, False)
+                    add_wide(dimage, dcols, kh, kw, r0, count, OW)
+            if NEED_DX and padded:
+                _unpad(dxp, dX[n], top, left)
+
+    return wide_chunk
+
+
+_wide_image_for, _wide_chunk_for = by_constant(_wide_image), by_constant(_wide_chunk)
+
+
+@functools.cache
+def _wide_forward(KEY):
+    """``forward_kernel``'s build for wide tiles (stride 1), for ``KEY`` as there."""
+
+    @kernel(parallel=True, build=(KEY,))
+    def wide_forward(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows):
+        """``forward`` for stride 1 with wide tiles of ``rows`` output rows."""
+        for n in prange(X.shape[0]):
+            _wide_image_for(KEY, address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows,
+                            n)
+
+    return wide_forward
+
+
+@functools.cache
+def _wide_backward(KEY):
+    """``backward_kernel``'s build for wide tiles (stride 1), for ``KEY`` as there."""
+
+    @kernel(parallel=True, build=(KEY,))
+    def wide_backward(address, ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, kh, kw, top, left,
+                      rows, chunk):
+        """``backward`` for stride 1 with wide tiles: the same chunks, the same order of
+        sums."""
+        N = X.shape[0]
+        F, K = W2.shape
         chunks = (N + chunk - 1) // chunk
-        dWs = np.zeros((chunks, K, F), dW.dtype)  # each chunk's dW, transposed
-        dbs = np.zeros((chunks, F), db.dtype)
+        dWs = np.empty((chunks, K, F), dW.dtype)  # each chunk's dW, transposed (zeroed there)
+        dbs = np.empty((chunks, F), db.dtype)
         for c in prange(chunks):
-            buffer = np.empty(K * rows * Wp, X.dtype)
-            grads = np.empty(F * rows * Wp, X.dtype)
-            back = np.empty(K * rows * Wp if NEED_DX else 0, X.dtype)
-            xp = np.zeros((C, Hp, Wp), X.dtype)
-            dxp = np.zeros((C, Hp, Wp), X.dtype)
-            for n in range(c * chunk, min(N, (c + 1) * chunk)):
-                image, dimage = X[n], dX[n] if NEED_DX else dxp
-                if padded:
-                    _pad(X[n], xp, top, left)
-                    image = xp
-                    if NEED_DX:
-                        _zero(dxp)
-                        dimage = dxp
-                elif NEED_DX:
-                    _zero(dimage)
-                for r0 in range(0, OH, rows):
-                    count = min(rows, OH - r0)
-                    tile = buffer[:K * count * Wp].reshape((K, count * Wp))
-                    dz = grads[:F * count * Wp].reshape((F, count * Wp))
-                    _grad_wide(KIND, dA[n], Z[n], A[n], dz, dbs[c], alpha, r0, count, OW)
-                    fill_wide(image, tile, kh, kw, r0, count, OW)
-                    gemm(address, ilp64, tile, dz, dWs[c], 1.0, 1.0, False, True)
-                    if NEED_DX:
-                        dcols = back[:K * count * Wp].reshape((K, count * Wp))
-                        gemm(address, ilp64, W2, dz, dcols, 1.0, 0.0, True, False)
-                        add_wide(dimage, dcols, kh, kw, r0, count, OW)
-                if NEED_DX and padded:
-                    _unpad(dxp, dX[n], top, left)
+            _wide_chunk_for(KEY, address, ilp64, X, W2, dA, Z, A, dWs[c], dbs[c], dX, alpha, kh,
+                            kw, top, left, rows, c * chunk, min(N, (c + 1) * chunk))
         _add_chunks(dWs, dbs, dW, db)
 
     return wide_backward
