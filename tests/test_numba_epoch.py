@@ -368,20 +368,22 @@ def _epoch_build(module, model, optimizer):
 
 @pytest.mark.parametrize("optimizer", [None, "adam"])
 def test_warmup_of_a_model_compiles_its_fused_epoch_and_leaves_it_untouched(optimizer):
+    from numba import types
+
     from fastnn.kernels.numba import train as numba_train
 
-    # depths no other test uses: a new specialization either way
+    # one build serves every depth: other tests may have compiled it already
     model = _binary(("tanh", "relu") * (3 if optimizer is None else 4), dtype="float32")
     build = _epoch_build(numba_train, model, optimizer or "sgd")
     before = [np.array(p.value) for p in model.parameters()]
-    compiled = len(build.signatures)
     fastnn.warmup(model, optimizer=optimizer)
-    assert len(build.signatures) == compiled + 1
+    assert any(types.float32[:, ::1] in signature for signature in build.signatures)
+    compiled = len(build.signatures)
     assert all(np.array_equal(b, p.value) for b, p in zip(before, model.parameters()))
     assert model.optimizer is None and all(p.grad is None for p in model.parameters())
     X, y = datasets.planar()
     model.fit(X, y, epochs=2, lr=0.5, optimizer=optimizer)
-    assert len(build.signatures) == compiled + 1  # nothing new to compile
+    assert len(build.signatures) == compiled  # nothing new to compile
 
 
 def test_warmup_names_an_unknown_optimizer_and_needs_a_model_for_one():
@@ -405,8 +407,8 @@ def test_warmup_of_a_wide_model_compiles_the_blas_epoch():
     build = _epoch_build(numba_train_blas, model, "sgd")
     before = [np.array(p.value) for p in model.parameters()]
     fastnn.warmup(model)
-    weights = types.UniTuple(types.float32[:, ::1], 4)  # the specialization for this model
-    assert any(weights in signature for signature in build.signatures)
+    # the build for this model's float32 data (one build serves every depth)
+    assert any(types.float32[:, ::1] in signature for signature in build.signatures)
     assert all(np.array_equal(b, p.value) for b, p in zip(before, model.parameters()))
     compiled = len(build.signatures)
     rng = np.random.default_rng(0)
