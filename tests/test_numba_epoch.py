@@ -414,3 +414,35 @@ def test_warmup_of_a_wide_model_compiles_the_blas_epoch():
     rng = np.random.default_rng(0)
     model.fit(rng.standard_normal((64, 300)), rng.integers(0, 2, 64), epochs=1, batch_size=32)
     assert len(build.signatures) == compiled  # nothing new to compile
+
+
+def test_the_layer_table_views_are_the_callers_arrays_and_bad_arrays_are_refused():
+    """The epoch kernels reach every layer's arrays through one table of addresses
+    (``stack``): a view made from it reads and writes the caller's array itself."""
+    from fastnn.kernels.numba import stack
+    from fastnn.kernels.numba.jit import kernel
+
+    @kernel
+    def scale_layer(layers, li, like):
+        W = stack.matrix(layers, li, stack.W, layers[li, stack.N_IN], layers[li, stack.N_OUT],
+                         like)
+        b = stack.vector(layers, li, stack.B, layers[li, stack.N_OUT], like)
+        for i in range(W.shape[0]):
+            for j in range(W.shape[1]):
+                W[i, j] *= 2
+        b[0] = W.sum()
+        return W.shape[0] * 10 + W.shape[1]
+
+    for dtype in (np.float32, np.float64):
+        Ws = (np.arange(6, dtype=dtype).reshape(2, 3), np.arange(12, dtype=dtype).reshape(3, 4))
+        bs = tuple(np.zeros(W.shape[1], dtype) for W in Ws)
+        others = [tuple(np.empty_like(a) for a in group) for group in (Ws, bs) * 5]
+        layers = stack.table(Ws, bs, *others)
+        assert layers.shape == (2, 2 + len(stack.ARRAYS))
+        assert scale_layer(layers, 1, Ws[0]) == 34
+        assert np.array_equal(Ws[1], 2 * np.arange(12).reshape(3, 4))
+        assert bs[1][0] == 2 * sum(range(12)) and np.array_equal(Ws[0], np.arange(6).reshape(2, 3))
+    with pytest.raises(ValueError, match="one array per layer"):
+        stack.table(Ws, bs[:1], *others)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        stack.table((Ws[0].T, Ws[1]), bs, *others)
