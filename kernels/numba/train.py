@@ -243,7 +243,8 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, UPDATE=True):
         for epoch in range(sums.shape[0]):
             for start in range(0, m, batch):
                 rows = min(batch, m - start)
-                zeros = _zeros(rows, XT)
+                zeros = _zeros(rows, XT)  # the forward's bias of 0 (z + b is already in ZT)
+                unread = _zeros(rows, XT)  # grad_block's bias-gradient sums: _backward has db
                 XTb = _columns(XT, order, start, rows, XTbuf)
                 YTb = _columns(YT, order, start, rows, YTbuf)
                 for li in range(depth):  # layer li reads XTb or the AT of layer li - 1
@@ -276,7 +277,7 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, UPDATE=True):
                         dZTb = matrix(layers, li - 1, DZ, n_in, rows, XT)
                         for j in range(n_in):
                             grad_block_for(BACKWARD, kinds[li - 1], dInT[j], ZTb[j], inT[j],
-                                           dZTb[j], zeros.copy(), alphas[li - 1])
+                                           dZTb[j], unread, alphas[li - 1])
                 steps += 1
                 if UPDATE:  # step t + steps's update of every layer from its gradients
                     hw, hb = hpW, hpb
@@ -301,7 +302,7 @@ def buffers(XT, YT, Ws, batch):
     """The step buffers for ``train_epoch``, flat: a gathered batch of XT and of YT, and
     per layer Z, A, dZ and its input gradient (layer 0's is empty), for ``min(batch, m)``
     samples, as (XTbuf, YTbuf, Zs, As, dZs, dAs). Allocated once by the caller, so a step
-    allocates nothing but its zeros."""
+    allocates nothing but two rows of zeros."""
     rows, dtype = min(batch, XT.shape[1]), XT.dtype
     outputs = [tuple(np.empty(rows * W.shape[1], dtype) for W in Ws) for _ in range(3)]
     inputs = tuple(np.empty(rows * W.shape[0] if i else 0, dtype) for i, W in enumerate(Ws))
