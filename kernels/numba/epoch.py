@@ -31,6 +31,7 @@ from .. import hyper
 from ..activation_codes import CODES, SOFTMAX, STEP
 from . import blas as blas
 from . import optimizers as rules
+from . import stack as stack
 from . import train as train
 from . import train_blas as train_blas
 from . import train_rank as train_rank
@@ -86,21 +87,22 @@ def _kernel(plan):
 
 class _Kernel:
     """The epoch kernel built for a plan, and the arrays it keeps between calls: the
-    data (transposed once for the loop kernel, which works feature-major) or the BLAS
+    data (transposed once for the loop kernel, which works feature-major) and the
     kernel's step buffers. ``run`` takes the parameters, gradients and optimizer state
-    as the kernel's tuples of arrays. Built with ``update=False``, it is a rank's:
-    ``rank_run`` takes an epoch, summing each step's gradients through the caller's
-    hook before the update."""
+    as the kernel's table of the layers (``table``). Built with ``update=False``, it is a
+    rank's: ``rank_run`` takes an epoch, summing each step's gradients through the
+    caller's hook before the update."""
 
     def __init__(self, plan, X, Y, gemm, update=True):
         self.plan, self.gemm, self.X, self.Y, self.batch = plan, gemm, X, Y, plan.batch
+        shapes = [np.empty((x.n_in, x.n_out), X.dtype) for x in plan.layers]
         if gemm is None:
             self.XT, self.YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)
             self.rows = np.arange(X.shape[0], dtype=np.int64)  # the data's own order
-            self.work, self.no_keeps = (), np.zeros(0, np.bool_)  # what rank_run passes
+            self.work = train.buffers(self.XT, self.YT, shapes, plan.batch)
+            self.keeps = np.zeros(0, np.bool_)  # what rank_run passes
         else:
-            self.work = train_blas.buffers(X, Y, [np.empty((x.n_in, x.n_out), X.dtype)
-                                                  for x in plan.layers], plan.batch)
+            self.work = train_blas.buffers(X, Y, shapes, plan.batch)
             self.keeps = np.array([not x.derivative_from_output for x in plan.layers[:-1]]
                                   + [True])
         self.kinds = np.array([CODES[x.activation] for x in plan.layers], np.int64)
@@ -119,10 +121,16 @@ class _Kernel:
         """Fetch the entry points again at the next call (the arrays were replaced)."""
         self.call = self.rank_call = None  # the kernels' entry points for the arguments
 
-    def run(self, count, order, arrays, hp_w, hp_b, t):
+    def table(self, arrays):
+        """The kernel's table of the layers (``stack.table``) from ``arrays``, (Ws, bs,
+        dWs, dbs, s1W, s1b, s2W, s2b), and the step buffers: valid while those arrays
+        live and are not replaced."""
+        return stack.table(*arrays, *self.work[2:])
+
+    def run(self, count, order, layers, hp_w, hp_b, t):
         """``count`` epochs, each in ``order`` (None: the data's own), from step ``t``:
         their (loss, metric) sums, (count, 2), and the number of steps taken.
-        ``arrays`` is (Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b)."""
+        ``layers`` is the table of the parameters, gradients and state (``table``)."""
         sums = np.zeros((count, 2), self.X.dtype)
         # the shuffle's order: a contiguous int64 array (or the empty one), one type always
         order = self.no_order if order is None else np.ascontiguousarray(order, np.int64)
@@ -130,9 +138,9 @@ class _Kernel:
             data = (self.XT, self.YT, order, self.batch)
         else:
             data = (self.X, self.Y, order, self.batch)
-        return sums, self._call(arrays, (hp_w, hp_b), t, data, 1.0, sums)
+        return sums, self._call(layers, (hp_w, hp_b), t, data, 1.0, sums)
 
-    def rank_run(self, hook, order, arrays, hp, t, starts, stops, scales, sums):
+    def rank_run(self, hook, order, layers, hp, t, starts, stops, scales, sums):
         """A data-parallel rank's epoch (``train_rank``; a kernel built with
         ``update=False``): the steps on rows ``starts[j]..stops[j]-1`` of the data, or
         on the rows ``order`` names there where it is not None, each step's loss gradient
@@ -142,26 +150,26 @@ class _Kernel:
         if self.gemm is None:  # the loop kernel takes its columns by index
             order = self.rows if order is None else np.ascontiguousarray(order, np.int64)
             data = (self.XT, self.YT, order)
-            blas = (0, False, self.no_keeps)
+            blas = (0, False, self.keeps)
         else:
             order = self.no_order if order is None else np.ascontiguousarray(order, np.int64)
             data = (self.X, self.Y, order)
             blas = (self.gemm.address(self.X.dtype), self.gemm.ilp64, self.keeps)
         steps = (np.array(starts, np.int64), np.array(stops, np.int64),
                  np.array(scales, np.float64))
-        args = (int(hook), *blas, self.kinds, self.alphas, *arrays, *hp, int(t), *data, *steps,
-                sums, self.work)
+        args = (int(hook), *blas, self.kinds, self.alphas, layers, *hp, int(t), *data, *steps,
+                sums, *self.work[:2])
         if self.rank_call is None:  # every argument keeps its type (as in ``_call``)
             build = self.build[:4] + (int(self.gemm is not None),)
             self.rank_call = entry_point(train_rank.rank_epoch_kernel(*build), args)
         return self.rank_call(*args)
 
-    def _call(self, arrays, hp, t, data, scale, sums):
+    def _call(self, layers, hp, t, data, scale, sums):
         """The kernel on these arguments (``data``: X, Y, order, batch); steps taken."""
-        args = (self.kinds, self.alphas, *arrays, *hp, int(t), *data, float(scale), sums)
+        args = (self.kinds, self.alphas, layers, *hp, int(t), *data, float(scale), sums,
+                *self.work[:2])
         if self.gemm is not None:
-            args = (self.gemm.address(self.X.dtype), self.gemm.ilp64, self.keeps, *args,
-                    self.work)
+            args = (self.gemm.address(self.X.dtype), self.gemm.ilp64, self.keeps, *args)
         if self.call is None:  # every argument keeps its type (callers keep their arrays')
             module = train if self.gemm is None else train_blas
             self.call = entry_point(module.epoch_kernel(*self.build), args)
@@ -199,8 +207,8 @@ class FusedEpoch(EpochRunner):
         return self.kernel.gemm
 
     def _bind(self):
-        """Gather the parameters, gradients and optimizer state into the kernel's
-        tuples; again whenever one of their arrays was replaced (by a callback)."""
+        """Gather the parameters, gradients and optimizer state into the kernel's table
+        of the layers; again whenever one of their arrays was replaced (by a callback)."""
         optimizer, params = self.optimizer, self.params
         optimizer.ensure_state(params, self.backend)
         for p in params:  # the kernel writes each step's gradients here
@@ -213,6 +221,7 @@ class FusedEpoch(EpochRunner):
         self.arrays = (Ws, bs, dWs, tuple(p.grad for p, _ in biases), *(
             tuple(_state(p, s, k) for p, s in group)
             for k in (0, 1) for group in (weights, biases)))
+        self.layers = self.kernel.table(self.arrays)  # valid while self.arrays holds them
         self.kernel.forget()  # the entry points are fetched again for the new arrays
 
     def _binding(self):
@@ -241,7 +250,7 @@ class FusedEpoch(EpochRunner):
         """``count`` epochs in one kernel call, each in ``order``: their sums, (count, 2)."""
         self._ready()
         optimizer = self.optimizer
-        sums, taken = self.kernel.run(count, order, self.arrays, *self.hp, optimizer.t)
+        sums, taken = self.kernel.run(count, order, self.layers, *self.hp, optimizer.t)
         optimizer.t += taken
         if self.kernel.fold:
             self.unformed, self.in_order = True, order is None
@@ -318,7 +327,7 @@ class FusedSteps(FusedEpoch):
         sums = np.zeros((1, 2), self.kernel.X.dtype)
         self.failure = None
         with batches.summing(self.flat) as self.sum_in_place:
-            optimizer.t += self.kernel.rank_run(self.hook_address, taken, self.arrays,
+            optimizer.t += self.kernel.rank_run(self.hook_address, taken, self.layers,
                                                 self.hp, optimizer.t, starts, stops, scales,
                                                 sums)
         self.sum_in_place = None
@@ -364,5 +373,7 @@ def warmup(plan):
         shapes = [(x.n_in, x.n_out) for x in plan.layers], [(x.n_out,) for x in plan.layers]
         Ws, bs = (tuple(np.zeros(s, dtype) for s in group) for group in shapes)
         zeros = [tuple(np.zeros_like(a) for a in group) for group in (Ws, bs) * 3]
-        kernel.run(1, None, (Ws, bs, *zeros), *_hypers(plan.optimizer, dict(plan.settings)), 0)
+        arrays = (Ws, bs, *zeros)  # alive while the kernel runs on their table
+        kernel.run(1, None, kernel.table(arrays), *_hypers(plan.optimizer, dict(plan.settings)),
+                   0)
     return time.perf_counter() - start

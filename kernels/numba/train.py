@@ -13,14 +13,16 @@ order as the op-by-op kernels (over inputs, then the bias added), activations an
 the sigmoid + BCE loss use the same element functions, and only the weight and bias
 gradients' sums over the batch are reassociated (``_dot``).
 
-Layers arrive as tuples of arrays (one entry per layer), their activations as
-``kinds``/``alphas`` arrays, and the optimizer's ``hp`` tuples as ``kernels/hyper.py``
-lays them out; the caller adds the returned step count to its t.
+Layers arrive as one table of their sizes and arrays' addresses (``stack``), with step
+buffers the caller allocates once (``buffers``), their activations as ``kinds``/``alphas``
+arrays, and the optimizer's ``hp`` tuples as ``kernels/hyper.py`` lays them out; the
+caller adds the returned step count to its t.
 
 The kernel is built per model configuration (``epoch_kernel``): the masks of the
 forward and backward kinds, the optimizer rule and the loss are constants of the
 build, so Numba prunes every other kind's, rule's and loss's code before typing it
-(compile times in docs/backends/numba.md).
+(compile times in docs/backends/numba.md). The depth is not a constant: one build
+serves every depth, its layers a loop at run time.
 """
 
 import functools
@@ -32,10 +34,29 @@ from .. import hyper
 from ..activation_codes import SOFTMAX
 from .activations import forward_block_for, grad_block_for, in_blocks
 from .dense import _zeros
-from .jit import by_constant, flat, kernel, mask, members, sole
+from .jit import by_constant, kernel, mask, members, sole
 from .losses import sigmoid_bce
 from .math import typed_as, vexp
 from .optimizers import ADAM, update_for
+from .stack import (
+    DA,
+    DB,
+    DW,
+    DZ,
+    N_IN,
+    N_OUT,
+    S1B,
+    S1W,
+    S2B,
+    S2W,
+    A,
+    B,
+    W,
+    Z,
+    matrix,
+    shaped,
+    vector,
+)
 
 BCE, XENT = 0, 1  # output losses: sigmoid + binary cross-entropy, softmax + cross-entropy
 
@@ -59,12 +80,14 @@ def _sum(a):
 
 
 @kernel(inline=True)
-def _columns(source, order, start, rows):
+def _columns(source, order, start, rows, out):
     """Columns start..start+rows-1 of a (features, samples) array, or the columns
-    ``order[start:start+rows]`` when ``order`` is not empty; contiguous."""
+    ``order[start:start+rows]`` when ``order`` is not empty: ``source`` itself where
+    that is all of it, else copied into ``out`` (a 1-D buffer of at least features *
+    rows elements) seen as (features, rows); contiguous either way."""
     if order.shape[0] == 0 and start == 0 and rows == source.shape[1]:
         return source
-    out = np.empty((source.shape[0], rows), source.dtype)
+    out = shaped(out, source.shape[0], rows)
     for k in range(source.shape[0]):
         row, column = out[k], source[k]
         if order.shape[0] == 0:  # a loop, not row[:] = ...: see numba_train_blas._rows
@@ -193,82 +216,95 @@ def _adam_hp(hp, t):
 
 
 @functools.cache
-def update_kernel(RULE):
-    """``update_layers`` built for one optimizer rule: step t's update of every layer from
-    its gradients. The loop kernel calls it after each step; a data-parallel rank calls it
-    itself, with the gradients summed over the ranks after a step of an ``UPDATE=False``
-    epoch kernel (of either module)."""
-    RULES = mask(RULE)
-
-    @kernel(build=(RULE,))
-    def update_layers(Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW, hpb, t):
-        hw, hb = hpW, hpb
-        if RULE == ADAM:
-            hw, hb = _adam_hp(hpW, t), _adam_hp(hpb, t)
-        for li in range(len(Ws)):
-            update_for(RULES, RULE, flat(Ws[li]), flat(dWs[li]), flat(s1W[li]),
-                       flat(s2W[li]), hw)
-            update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
-
-    return update_layers
-
-
-update_layers_for = by_constant(update_kernel)  # update_layers_for(RULE, ...) in kernels
-
-
-@functools.cache
 def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, UPDATE=True):
     """``train_epoch`` built for one configuration: the masks of the forward kinds (every
     layer's) and the backward kinds (the hidden layers'), the optimizer rule and the loss
     kind, all constants of the build. ``UPDATE=False`` builds it without the optimizer:
     each step's gradients are left in ``dWs`` and ``dbs`` for the caller to combine and
-    apply (data-parallel ranks, one step per call, then ``update_kernel``)."""
+    apply (data-parallel ranks, one step per call, then their update: ``train_rank``)."""
+
+    RULES = mask(RULE)
 
     @kernel(build=(FORWARD, BACKWARD, RULE, LOSS) + (() if UPDATE else (0,)))
-    def train_epoch(kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW, hpb, t, XT, YT,
-                    order, batch, scale, sums):
+    def train_epoch(kinds, alphas, layers, hpW, hpb, t, XT, YT, order, batch, scale, sums,
+                    XTbuf, YTbuf):
         """``len(sums)`` epochs of mini-batch steps over the (features, samples) arrays XT
         and YT (each over the samples ``order`` names, if not empty), with the optimizer
         at step ``t`` before them; adds epoch e's loss and metric sums to ``sums[e]`` and
         returns the number of steps taken. The loss gradient is multiplied by ``scale``
-        (a data-parallel rank's share of the global batch; 1 otherwise)."""
-        m, layers = XT.shape[1] if order.shape[0] == 0 else order.shape[0], len(Ws)
+        (a data-parallel rank's share of the global batch; 1 otherwise). ``layers`` is
+        the stack's table (``stack``), its step buffers seen feature-major, (units,
+        rows), as are ``XTbuf`` and ``YTbuf``, which a batch is gathered into unless it
+        is all of XT and YT (see ``buffers``)."""
+        m, depth = XT.shape[1] if order.shape[0] == 0 else order.shape[0], layers.shape[0]
+        last = depth - 1
+        n_last = layers[last, N_OUT]
         steps = 0
         for epoch in range(sums.shape[0]):
             for start in range(0, m, batch):
                 rows = min(batch, m - start)
-                zeros = _zeros(rows, XT)
-                # layer i reads ins[i] and writes ins[i + 1]
-                ins, Zs = [_columns(XT, order, start, rows)], []
-                YTb = _columns(YT, order, start, rows)
-                for li in range(layers):
-                    ZT = np.empty((Ws[li].shape[1], rows), XT.dtype)
-                    AT = np.empty_like(ZT)
-                    _forward(FORWARD, kinds[li], ins[li], Ws[li], bs[li], ZT, AT, alphas[li],
-                             zeros)
-                    Zs.append(ZT)
-                    ins.append(AT)
-                ZT, AT = Zs[layers - 1], ins[layers]
-                dZT = np.empty_like(ZT)
+                zeros = _zeros(rows, XT)  # the forward's bias of 0 (z + b is already in ZT)
+                unread = _zeros(rows, XT)  # grad_block's bias-gradient sums: _backward has db
+                XTb = _columns(XT, order, start, rows, XTbuf)
+                YTb = _columns(YT, order, start, rows, YTbuf)
+                for li in range(depth):  # layer li reads XTb or the AT of layer li - 1
+                    n_in, n_out = layers[li, N_IN], layers[li, N_OUT]
+                    inT = XTb if li == 0 else matrix(layers, li - 1, A, n_in, rows, XT)
+                    _forward(FORWARD, kinds[li], inT, matrix(layers, li, W, n_in, n_out, XT),
+                             vector(layers, li, B, n_out, XT),
+                             matrix(layers, li, Z, n_out, rows, XT),
+                             matrix(layers, li, A, n_out, rows, XT), alphas[li], zeros)
+                ZT, AT = (matrix(layers, last, Z, n_last, rows, XT),
+                          matrix(layers, last, A, n_last, rows, XT))
+                dZT = matrix(layers, last, DZ, n_last, rows, XT)
                 if LOSS == BCE:
                     loss = sigmoid_bce(ZT, AT, YTb, dZT, scale / max(ZT.size, 1), True)
                 else:
                     loss = _softmax_xent(ZT, AT, YTb, dZT, scale)
                 sums[epoch, 0] += typed_as(sums, loss) * rows
                 sums[epoch, 1] += _score(LOSS, AT, YTb)
-                for li in range(layers - 1, -1, -1):
+                for li in range(last, -1, -1):
+                    n_in, n_out = layers[li, N_IN], layers[li, N_OUT]
                     need_dx = li > 0
-                    dInT = np.empty_like(ins[li]) if need_dx else ins[li][:0]
-                    _backward(ins[li], Ws[li], dZT, dWs[li], dbs[li], dInT, need_dx)
+                    inT = XTb if li == 0 else matrix(layers, li - 1, A, n_in, rows, XT)
+                    dInT = matrix(layers, li, DA, n_in if need_dx else 0, rows, XT)
+                    dZT = matrix(layers, li, DZ, n_out, rows, XT)
+                    _backward(inT, matrix(layers, li, W, n_in, n_out, XT), dZT,
+                              matrix(layers, li, DW, n_in, n_out, XT),
+                              vector(layers, li, DB, n_out, XT), dInT, need_dx)
                     if need_dx:  # through the activation of the layer below
-                        dZT = np.empty_like(dInT)
-                        for j in range(dInT.shape[0]):
-                            grad_block_for(BACKWARD, kinds[li - 1], dInT[j], Zs[li - 1][j],
-                                           ins[li][j], dZT[j], zeros.copy(), alphas[li - 1])
+                        ZTb = matrix(layers, li - 1, Z, n_in, rows, XT)
+                        dZTb = matrix(layers, li - 1, DZ, n_in, rows, XT)
+                        for j in range(n_in):
+                            grad_block_for(BACKWARD, kinds[li - 1], dInT[j], ZTb[j], inT[j],
+                                           dZTb[j], unread, alphas[li - 1])
                 steps += 1
-                if UPDATE:
-                    update_layers_for(RULE, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW, hpb,
-                                      t + steps)
+                if UPDATE:  # step t + steps's update of every layer from its gradients
+                    hw, hb = hpW, hpb
+                    if RULE == ADAM:
+                        hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
+                    for li in range(depth):
+                        size, n_out = layers[li, N_IN] * layers[li, N_OUT], layers[li, N_OUT]
+                        update_for(RULES, RULE, vector(layers, li, W, size, XT),
+                                   vector(layers, li, DW, size, XT),
+                                   vector(layers, li, S1W, size, XT),
+                                   vector(layers, li, S2W, size, XT), hw)
+                        update_for(RULES, RULE, vector(layers, li, B, n_out, XT),
+                                   vector(layers, li, DB, n_out, XT),
+                                   vector(layers, li, S1B, n_out, XT),
+                                   vector(layers, li, S2B, n_out, XT), hb)
         return steps
 
     return train_epoch
+
+
+def buffers(XT, YT, Ws, batch):
+    """The step buffers for ``train_epoch``, flat: a gathered batch of XT and of YT, and
+    per layer Z, A, dZ and its input gradient (layer 0's is empty), for ``min(batch, m)``
+    samples, as (XTbuf, YTbuf, Zs, As, dZs, dAs). Allocated once by the caller, so a step
+    allocates nothing but two rows of zeros."""
+    rows, dtype = min(batch, XT.shape[1]), XT.dtype
+    outputs = [tuple(np.empty(rows * W.shape[1], dtype) for W in Ws) for _ in range(3)]
+    inputs = tuple(np.empty(rows * W.shape[0] if i else 0, dtype) for i, W in enumerate(Ws))
+    return (np.empty(rows * XT.shape[0], dtype), np.empty(rows * YT.shape[0], dtype),
+            *outputs, inputs)

@@ -18,11 +18,12 @@ written and the update costs no pass of its own; the caller forms the last step'
 weight gradients afterwards, when they are read, from the step buffers (``work``),
 which still hold that step's inputs and dZ.
 
-Layers arrive as tuples of arrays, activations as ``kinds``/``alphas``, the optimizer's
-``hp`` tuples as ``kernels/hyper.py`` lays them out; the caller adds the returned step
-count to its t. The kernel is built per model configuration (``epoch_kernel``): the
-forward and backward kinds, the optimizer rule and the loss are closure constants, so a
-build compiles only the loops its model runs (see ``train.epoch_kernel``).
+Layers arrive as one table of their sizes and arrays' addresses (``stack``), activations
+as ``kinds``/``alphas``, the optimizer's ``hp`` tuples as ``kernels/hyper.py`` lays them
+out; the caller adds the returned step count to its t. The kernel is built per model
+configuration (``epoch_kernel``): the forward and backward kinds, the optimizer rule and
+the loss are closure constants, so a build compiles only the loops its model runs (see
+``train.epoch_kernel``); the depth is not, so one build serves every depth.
 """
 
 import functools
@@ -31,10 +32,11 @@ import numpy as np
 
 from .blas import gemm
 from .dense import _sum_rows, activation_grad_for, bias_activation_for
-from .jit import flat, kernel, mask
+from .jit import kernel, mask
 from .losses import sigmoid_bce, softmax_xent
 from .math import typed_as
 from .optimizers import ADAM, SGD, update_for
+from .stack import DA, DB, DW, DZ, N_IN, N_OUT, S1B, S1W, S2B, S2W, A, B, W, Z, matrix, vector
 from .train import BCE, _adam_hp, _score
 
 
@@ -66,75 +68,93 @@ def epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, UPDATE=True):
     RULES, FOLD = mask(RULE), RULE == SGD and UPDATE
 
     @kernel(build=(FORWARD, BACKWARD, RULE, LOSS) + (() if UPDATE else (0,)))
-    def train_epoch(address, ilp64, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b,
-                    s2W, s2b, hpW, hpb, t, X, Y, order, batch, scale, sums, work):
+    def train_epoch(address, ilp64, keeps, kinds, alphas, layers, hpW, hpb, t, X, Y, order,
+                    batch, scale, sums, Xbuf, Ybuf):
         """``len(sums)`` epochs of mini-batch steps over the batch-first arrays X and Y
         (each over the rows ``order`` names, if not empty), with the GEMM at ``address``
         and the optimizer at step ``t`` before them; adds epoch e's loss and metric sums
         to ``sums[e]`` and returns the number of steps taken. The loss gradient is
         multiplied by ``scale`` (a data-parallel rank's share of the global batch; 1
-        otherwise). ``work`` holds the step's buffers, each with ``min(batch, m)`` rows
-        (see ``buffers``). Layer li keeps Z + b only if ``keeps[li]`` (the output layer,
-        and hidden activations whose derivative needs z): the others' derivatives read
-        A in its place."""
-        Xbuf, Ybuf, Zs, As, dZs, dAs = work
-        m, layers = X.shape[0] if order.shape[0] == 0 else order.shape[0], len(Ws)
+        otherwise). ``layers`` is the stack's table (``stack``), its step buffers of
+        ``min(batch, m)`` rows, as are ``Xbuf`` and ``Ybuf``, which a shuffled batch is
+        gathered into (see ``buffers``). Layer li keeps Z + b only if ``keeps[li]`` (the
+        output layer, and hidden activations whose derivative needs z): the others'
+        derivatives read A in its place."""
+        m, depth = X.shape[0] if order.shape[0] == 0 else order.shape[0], layers.shape[0]
+        last = depth - 1
+        n_last = layers[last, N_OUT]
         steps = 0
         for epoch in range(sums.shape[0]):
             for start in range(0, m, batch):
                 rows = min(batch, m - start)
-                ins = [_rows(X, order, start, rows, Xbuf)]  # layer li reads ins[li]
+                Xb = _rows(X, order, start, rows, Xbuf)
                 Yb = _rows(Y, order, start, rows, Ybuf)
-                for li in range(layers):
-                    Z, A = Zs[li][:rows], As[li][:rows]
-                    gemm(address, ilp64, ins[li], Ws[li], Z, 1.0, 0.0, False, False)
-                    bias_activation_for(FORWARD, kinds[li], Z, bs[li], Z, A, alphas[li], 0,
-                                        rows, keeps[li])
-                    ins.append(A)
-                Z, A, dZ = Zs[layers - 1][:rows], ins[layers], dZs[layers - 1][:rows]
+                for li in range(depth):  # layer li reads Xb or the A of layer li - 1
+                    n_in, n_out = layers[li, N_IN], layers[li, N_OUT]
+                    In = Xb if li == 0 else matrix(layers, li - 1, A, rows, n_in, X)
+                    Z_, A_ = (matrix(layers, li, Z, rows, n_out, X),
+                              matrix(layers, li, A, rows, n_out, X))
+                    gemm(address, ilp64, In, matrix(layers, li, W, n_in, n_out, X), Z_, 1.0,
+                         0.0, False, False)
+                    bias_activation_for(FORWARD, kinds[li], Z_, vector(layers, li, B, n_out, X),
+                                        Z_, A_, alphas[li], 0, rows, keeps[li])
+                Z_, A_ = (matrix(layers, last, Z, rows, n_last, X),
+                          matrix(layers, last, A, rows, n_last, X))
+                dZ = matrix(layers, last, DZ, rows, n_last, X)
                 if LOSS == BCE:
-                    loss = sigmoid_bce(Z, A, Yb, dZ, scale / max(Z.size, 1), True)
+                    loss = sigmoid_bce(Z_, A_, Yb, dZ, scale / max(Z_.size, 1), True)
                 else:
-                    loss = softmax_xent(Z, A, Yb, dZ, scale / max(rows, 1), True)
+                    loss = softmax_xent(Z_, A_, Yb, dZ, scale / max(rows, 1), True)
                 sums[epoch, 0] += typed_as(sums, loss) * rows
-                sums[epoch, 1] += _score(LOSS, A.T, Yb.T)
+                sums[epoch, 1] += _score(LOSS, A_.T, Yb.T)
                 steps += 1
                 hw, hb = hpW, hpb
                 if UPDATE and RULE == ADAM:
                     hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
-                _sum_rows(dZ, dbs[layers - 1])
-                for li in range(layers - 1, -1, -1):
-                    dZ = dZs[li][:rows]
+                _sum_rows(dZ, vector(layers, last, DB, n_last, X))
+                for li in range(last, -1, -1):
+                    n_in, n_out = layers[li, N_IN], layers[li, N_OUT]
+                    size = n_in * n_out
+                    dZ = matrix(layers, li, DZ, rows, n_out, X)
+                    Wl = matrix(layers, li, W, n_in, n_out, X)
+                    In = Xb if li == 0 else matrix(layers, li - 1, A, rows, n_in, X)
                     if li > 0:  # the input gradient, with this step's weights
-                        dA = dAs[li][:rows]
-                        gemm(address, ilp64, dZ, Ws[li], dA, 1.0, 0.0, False, True)
+                        dA = matrix(layers, li, DA, rows, n_in, X)
+                        gemm(address, ilp64, dZ, Wl, dA, 1.0, 0.0, False, True)
                     if FOLD:
-                        gemm(address, ilp64, ins[li], dZ, Ws[li], -hw[0], 1.0 - hw[0] * hw[1],
-                             True, False)
+                        gemm(address, ilp64, In, dZ, Wl, -hw[0], 1.0 - hw[0] * hw[1], True,
+                             False)
                     else:  # without the optimizer: added to the caller's zeroed dWs
-                        gemm(address, ilp64, ins[li], dZ, dWs[li], 1.0, 0.0 if UPDATE else 1.0,
-                             True, False)
+                        gemm(address, ilp64, In, dZ, matrix(layers, li, DW, n_in, n_out, X),
+                             1.0, 0.0 if UPDATE else 1.0, True, False)
                     if UPDATE and not FOLD:
-                        update_for(RULES, RULE, flat(Ws[li]), flat(dWs[li]),
-                                   flat(s1W[li]), flat(s2W[li]), hw)
+                        update_for(RULES, RULE, vector(layers, li, W, size, X),
+                                   vector(layers, li, DW, size, X),
+                                   vector(layers, li, S1W, size, X),
+                                   vector(layers, li, S2W, size, X), hw)
                     if UPDATE:
-                        update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
+                        update_for(RULES, RULE, vector(layers, li, B, n_out, X),
+                                   vector(layers, li, DB, n_out, X),
+                                   vector(layers, li, S1B, n_out, X),
+                                   vector(layers, li, S2B, n_out, X), hb)
                     if li > 0:  # through the activation below: its dZ and db
-                        below = As[li - 1][:rows]
-                        dbs[li - 1][:] = 0
-                        Zb = Zs[li - 1][:rows] if keeps[li - 1] else below
+                        below = matrix(layers, li - 1, A, rows, n_in, X)
+                        db = vector(layers, li - 1, DB, n_in, X)
+                        db[:] = 0
+                        Zb = matrix(layers, li - 1, Z if keeps[li - 1] else A, rows, n_in, X)
                         activation_grad_for(BACKWARD, kinds[li - 1], dA, Zb, below,
-                                            dZs[li - 1][:rows], dbs[li - 1], alphas[li - 1], 0,
-                                            rows)
+                                            matrix(layers, li - 1, DZ, rows, n_in, X), db,
+                                            alphas[li - 1], 0, rows)
         return steps
 
     return train_epoch
 
 
 def buffers(X, Y, Ws, batch):
-    """The ``work`` tuple for ``train_epoch``: the gathered batch (X, Y), and per layer
-    Z, A, dZ and its input gradient (layer 0's is empty), each ``min(batch, m)`` rows.
-    Allocated once by the caller, so a step allocates nothing."""
+    """The step buffers for ``train_epoch``: the gathered batch (X, Y), and per layer
+    Z, A, dZ and its input gradient (layer 0's is empty), each ``min(batch, m)`` rows, as
+    (Xbuf, Ybuf, Zs, As, dZs, dAs). Allocated once by the caller, so a step allocates
+    nothing."""
     rows, dtype = min(batch, X.shape[0]), X.dtype
     outputs = [tuple(np.empty((rows, W.shape[1]), dtype) for W in Ws) for _ in range(3)]
     inputs = tuple(np.empty((rows if i else 0, W.shape[0]), dtype) for i, W in enumerate(Ws))

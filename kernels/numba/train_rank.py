@@ -6,7 +6,7 @@ of ``train_blas`` or of ``train``, as a subroutine) on this rank's rows of the g
 batch, its loss gradient scaled by the rank's share of that batch; then the C function
 at ``hook`` (the caller's, ``ctypes``), which sums the gradients over the ranks in
 place and returns 0, or non-zero to stop the epoch there; then the optimizer's rule
-(``update_for``, as ``train.update_kernel`` applies it) on every parameter from the sum,
+(``update_for``, as the epoch kernels apply it) on every parameter from the sum,
 at step ``t + steps``. The same arithmetic in the same order as a kernel call per step
 and an update call after the sum, so the same bits, without the Python of those two
 calls a step (their arguments' types, the slicing of the step's rows).
@@ -17,7 +17,8 @@ step's update but the last, block by block within the update's pass, while they 
 in the cache, where OpenBLAS would zero them before each product in a pass of its own.
 
 The steps arrive as arrays (``starts``, ``stops``: each step's rows of this rank,
-``scales``: its share of the global batch), worked out once per epoch by the caller.
+``scales``: its share of the global batch), worked out once per epoch by the caller; the
+layers as the epoch kernels' table (``stack``).
 """
 
 import functools
@@ -28,8 +29,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import train, train_blas
-from .jit import call_subroutine, flat, kernel, mask
+from .jit import call_subroutine, kernel, mask
 from .optimizers import ADAM, update_for
+from .stack import DB, DW, N_IN, N_OUT, S1B, S1W, S2B, S2W, B, W, vector
 from .train import _adam_hp
 
 BLOCK = 4096  # elements a block of the update and clear pass (16 KiB of float32)
@@ -95,35 +97,34 @@ def rank_epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, BLAS):
     RULES = mask(RULE)
 
     @kernel(build=(FORWARD, BACKWARD, RULE, LOSS, BLAS))
-    def rank_epoch(hook, address, ilp64, keeps, kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b,
-                   s2W, s2b, hpW, hpb, t, X, Y, order, starts, stops, scales, sums, work):
+    def rank_epoch(hook, address, ilp64, keeps, kinds, alphas, layers, hpW, hpb, t, X, Y,
+                   order, starts, stops, scales, sums, Xbuf, Ybuf):
         """The steps ``starts[j]..stops[j]-1`` of the data (rows of the batch-first X and
         Y for the BLAS kernel, else columns of the feature-major ones), or of ``order``
         where it is not empty, from the optimizer's step ``t``; adds the loss and metric
         sums to ``sums[0]`` and returns the steps taken (fewer than ``len(starts)`` if
-        the hook stopped the epoch). The BLAS kernel alone reads ``address``, ``ilp64``,
-        ``keeps`` and ``work``."""
+        the hook stopped the epoch). The BLAS kernel alone reads ``address``, ``ilp64``
+        and ``keeps``."""
         steps = 0
         if BLAS:  # the BLAS kernel adds the weights' gradients to dWs
-            for li in range(len(dWs)):
-                _clear(flat(dWs[li]))
+            for li in range(layers.shape[0]):
+                _clear(vector(layers, li, DW, layers[li, N_IN] * layers[li, N_OUT], X))
         for j in range(starts.shape[0]):
             start, stop = starts[j], stops[j]
             rows = stop - start
             if BLAS:
                 if order.shape[0] == 0:
                     gradients_for(FORWARD, BACKWARD, RULE, LOSS, BLAS, address, ilp64, keeps,
-                                  kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW,
-                                  hpb, 0, X[start:stop], Y[start:stop], order, rows, scales[j],
-                                  sums, work)
+                                  kinds, alphas, layers, hpW, hpb, 0, X[start:stop],
+                                  Y[start:stop], order, rows, scales[j], sums, Xbuf, Ybuf)
                 else:
                     gradients_for(FORWARD, BACKWARD, RULE, LOSS, BLAS, address, ilp64, keeps,
-                                  kinds, alphas, Ws, bs, dWs, dbs, s1W, s1b, s2W, s2b, hpW,
-                                  hpb, 0, X, Y, order[start:stop], rows, scales[j], sums, work)
+                                  kinds, alphas, layers, hpW, hpb, 0, X, Y, order[start:stop],
+                                  rows, scales[j], sums, Xbuf, Ybuf)
             else:
-                gradients_for(FORWARD, BACKWARD, RULE, LOSS, BLAS, kinds, alphas, Ws, bs,
-                              dWs, dbs, s1W, s1b, s2W, s2b, hpW, hpb, 0, X, Y,
-                              order[start:stop], rows, scales[j], sums)
+                gradients_for(FORWARD, BACKWARD, RULE, LOSS, BLAS, kinds, alphas, layers, hpW,
+                              hpb, 0, X, Y, order[start:stop], rows, scales[j], sums, Xbuf,
+                              Ybuf)
             if call_hook(hook) != 0:
                 return steps
             steps += 1
@@ -131,10 +132,14 @@ def rank_epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, BLAS):
             if RULE == ADAM:
                 hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
             clear = BLAS != 0 and j < starts.shape[0] - 1  # the last step's sum stays in dWs
-            for li in range(len(Ws)):
-                _update(RULES, RULE, flat(Ws[li]), flat(dWs[li]), flat(s1W[li]),
-                        flat(s2W[li]), hw, clear)
-                update_for(RULES, RULE, bs[li], dbs[li], s1b[li], s2b[li], hb)
+            for li in range(layers.shape[0]):
+                size, n_out = layers[li, N_IN] * layers[li, N_OUT], layers[li, N_OUT]
+                _update(RULES, RULE, vector(layers, li, W, size, X),
+                        vector(layers, li, DW, size, X), vector(layers, li, S1W, size, X),
+                        vector(layers, li, S2W, size, X), hw, clear)
+                update_for(RULES, RULE, vector(layers, li, B, n_out, X),
+                           vector(layers, li, DB, n_out, X), vector(layers, li, S1B, n_out, X),
+                           vector(layers, li, S2B, n_out, X), hb)
         return steps
 
     return rank_epoch
