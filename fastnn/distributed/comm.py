@@ -34,9 +34,15 @@ from fastnn.errors import BackendUnavailable
 INSTALL_HINT = "pip install 'fastnn[mpi]' (mpi4py and the mpich wheel)"
 
 
-def ordered_sum(parts):
-    """parts[0] + parts[1] + ... + parts[n-1], left to right, one array per rank."""
-    return functools.reduce(operator.add, parts)
+def ordered_sum(parts, out=None):
+    """parts[0] + parts[1] + ... + parts[n-1], left to right, one array per rank; into
+    ``out`` (NumPy arrays, at least 2 parts) where given, with the same bits."""
+    if out is None:
+        return functools.reduce(operator.add, parts)
+    np.add(parts[0], parts[1], out=out)
+    for part in parts[2:]:
+        np.add(out, part, out=out)
+    return out
 
 
 def import_mpi():
@@ -148,10 +154,8 @@ class MPIComm(Communicator):
             if not request.Test():
                 wait(request)
             guard.done(members)
-            if parts is not None:  # parts[0] + parts[1] + ..., as ordered_sum adds them
-                np.add(parts[0], parts[1], out=x)
-                for part in parts[2:]:
-                    np.add(x, part, out=x)
+            if parts is not None:
+                ordered_sum(parts, out=x)
 
         try:
             yield sum_in_place
