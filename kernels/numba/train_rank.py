@@ -30,11 +30,9 @@ from numba.extending import intrinsic
 
 from . import train, train_blas
 from .jit import call_subroutine, kernel, mask
-from .optimizers import ADAM, update_for
-from .stack import DB, DW, N_IN, N_OUT, S1B, S1W, S2B, S2W, B, W, vector
-from .train import _adam_hp
-
-BLOCK = 4096  # elements a block of the update and clear pass (16 KiB of float32)
+from .optimizers import ADAM
+from .stack import DW, N_IN, N_OUT, vector
+from .train import _adam_hp, _clear, update_layers
 
 
 @intrinsic
@@ -65,28 +63,6 @@ def gradients_for(typingctx, FORWARD, BACKWARD, RULE, LOSS, BLAS, *args):
         return call_subroutine(context, builder, build, types.intp(*arg_types), values, args)
 
     return types.intp(*keys, types.StarArgTuple.from_types(args)), codegen
-
-
-@kernel(inline=True)
-def _clear(a):
-    """a[:] = 0, as a loop from 0 (a slice assignment compiles Numba's shape checks; a
-    loop from another start keeps its negative-index checks and does not vectorize:
-    12 times slower)."""
-    for i in range(a.shape[0]):
-        a[i] = 0
-
-
-@kernel(inline=True)
-def _update(RULES, RULE, p, g, s1, s2, hp, clear):
-    """``update_for`` over the flat arrays, and, if ``clear``, g zeroed for the BLAS
-    kernel's next step: block by block, so the zeros are written while g is in the
-    cache (a pass of its own over the MLP's 1.08 MB took about as long as the update).
-    The rule is elementwise: the same bits as one call over the whole arrays."""
-    for lo in range(0, p.shape[0], BLOCK):
-        hi = min(lo + BLOCK, p.shape[0])
-        update_for(RULES, RULE, p[lo:hi], g[lo:hi], s1[lo:hi], s2[lo:hi], hp)
-        if clear:
-            _clear(g[lo:hi])
 
 
 @functools.cache
@@ -132,14 +108,7 @@ def rank_epoch_kernel(FORWARD, BACKWARD, RULE, LOSS, BLAS):
             if RULE == ADAM:
                 hw, hb = _adam_hp(hpW, t + steps), _adam_hp(hpb, t + steps)
             clear = BLAS != 0 and j < starts.shape[0] - 1  # the last step's sum stays in dWs
-            for li in range(layers.shape[0]):
-                size, n_out = layers[li, N_IN] * layers[li, N_OUT], layers[li, N_OUT]
-                _update(RULES, RULE, vector(layers, li, W, size, X),
-                        vector(layers, li, DW, size, X), vector(layers, li, S1W, size, X),
-                        vector(layers, li, S2W, size, X), hw, clear)
-                update_for(RULES, RULE, vector(layers, li, B, n_out, X),
-                           vector(layers, li, DB, n_out, X), vector(layers, li, S1B, n_out, X),
-                           vector(layers, li, S2B, n_out, X), hb)
+            update_layers(RULES, RULE, layers, hw, hb, clear, X)
         return steps
 
     return rank_epoch
