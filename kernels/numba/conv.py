@@ -17,7 +17,7 @@ number. The layer that needs no input gradient (the model's first) skips that GE
 and col2im.
 
 With stride 1, where the tile has more rows than the product (K > F, as LeNet-5's
-convs), the tiles are "wide" (see ``wide_forward``): one contiguous copy per tile row.
+convs), the tiles are "wide" (see ``_wide_image``): one contiguous copy per tile row.
 
 Activations: identity, relu and leaky relu are fused here (``FUSED``); the ops run
 any other one with its own xp code on the kernel's Z (see ``ops.conv2d_forward``).
@@ -26,9 +26,9 @@ Each kernel is built for one variant (``forward_kernel``, ``backward_kernel``): 
 stride, the tile form, the activation, and whether Z is written or dX computed are
 constants of the build, so a fit compiles only the code it runs (Numba drops the
 branches not taken before typing them). A parallel kernel is only a ``prange`` loop
-calling a serial build for one image or chunk (``_forward_image``, ``_backward_chunk``
-and their wide forms, keyed by ``pack`` of those constants and linked in as subroutines,
-``jit.by_constant``): Numba's parfor passes, and the threaded function they outline and
+calling a serial build for one image or chunk (``_image``, ``_chunk``: the tile form's
+``_forward_image``, ``_backward_chunk`` or the wide form's, keyed by ``pack`` of those
+constants and linked in as subroutines, ``jit.by_constant``): Numba's parfor passes, and the threaded function they outline and
 compile again, then see one call instead of the whole body (the digits CNN's conv
 backward compiled in ~3.8 s instead of ~5.6 s of CPU, docs/backends/numba.md).
 """
@@ -319,16 +319,13 @@ def _backward_chunk(key):
     return backward_chunk
 
 
-_forward_image_for = by_constant(_forward_image)  # _forward_image_for(KEY, *its arguments)
-_backward_chunk_for = by_constant(_backward_chunk)
-
 
 @functools.cache
 def forward_kernel(SH, SW, is_wide, kind, keep_z):
     """The forward kernel built for one variant, and nothing else compiled: the stride
     (a stride known when the kernel compiles lets LLVM simplify the tile's index
     arithmetic and vectorize its copies; as an argument, SimpleConvNet's tiles took
-    3.5x as long), the wide tiles (stride 1, ``wide_forward``) or not, the activation
+    3.5x as long), the wide tiles (stride 1, ``_wide_image``) or not, the activation
     and whether Z is written (never for the identity, whose Z is its A). The choices are
     constants of the build (``KEY``, which the serial body is built for): Numba prunes
     the branches not taken before it types the code, so a fit compiles only the paths it
@@ -337,17 +334,15 @@ def forward_kernel(SH, SW, is_wide, kind, keep_z):
         raise ValueError(f"conv kernels fuse the activation codes {FUSED}, not {kind}")
     if kind == IDENTITY and keep_z:
         return forward_kernel(SH, SW, is_wide, kind, 0)  # one build, under one name
-    KEY = pack(SH, SW, kind, int(keep_z))
-    if is_wide:
-        return _wide_forward(KEY)
+    KEY = pack(int(is_wide), SH, SW, kind, int(keep_z))
 
     @kernel(parallel=True, build=(KEY,))
     def forward(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows):
         """Z (N, F, OH, OW) = conv(X, W) + b and A = f(Z), image by image across threads,
-        ``rows`` output rows per tile. Without ``KEEP_Z`` Z is not written (it may be A)."""
+        ``rows`` output rows per tile (wide tiles: rows of the padded width). Without
+        ``KEEP_Z`` Z is not written (it may be A)."""
         for n in prange(X.shape[0]):
-            _forward_image_for(KEY, address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left,
-                               rows, n)
+            _image_for(KEY, address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows, n)
 
     return forward
 
@@ -359,9 +354,7 @@ def backward_kernel(SH, SW, is_wide, kind, need_dx):
     needs none: its build has no column-gradient GEMM and no col2im at all)."""
     if kind not in FUSED:
         raise ValueError(f"conv kernels fuse the activation codes {FUSED}, not {kind}")
-    KEY = pack(SH, SW, kind, int(need_dx))
-    if is_wide:
-        return _wide_backward(KEY)
+    KEY = pack(int(is_wide), SH, SW, kind, int(need_dx))
 
     @kernel(parallel=True, build=(KEY,))
     def backward(address, ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, kh, kw, top, left, rows,
@@ -375,8 +368,8 @@ def backward_kernel(SH, SW, is_wide, kind, need_dx):
         dWs = np.empty((chunks, K, F), dW.dtype)  # each chunk's dW, transposed
         dbs = np.empty((chunks, F), db.dtype)  # (zeroed by the chunk: no parallel np.zeros)
         for c in prange(chunks):
-            _backward_chunk_for(KEY, address, ilp64, X, W2, dA, Z, A, dWs[c], dbs[c], dX, alpha,
-                                kh, kw, top, left, rows, c * chunk, min(N, (c + 1) * chunk))
+            _chunk_for(KEY, address, ilp64, X, W2, dA, Z, A, dWs[c], dbs[c], dX, alpha, kh, kw,
+                       top, left, rows, c * chunk, min(N, (c + 1) * chunk))
         _add_chunks(dWs, dbs, dW, db)
 
     return backward
@@ -555,40 +548,18 @@ def _wide_chunk(key):
     return wide_chunk
 
 
-_wide_image_for, _wide_chunk_for = by_constant(_wide_image), by_constant(_wide_chunk)
+def _image(key):
+    """The serial per-image forward for ``pack(WIDE, SH, SW, KIND, KEEP_Z)``: the wide
+    tiles' (``_wide_image``) where ``WIDE``, else ``_forward_image``."""
+    is_wide, rest = divmod(key, KEY_BASE**4)
+    return (_wide_image if is_wide else _forward_image)(rest)
 
 
-@functools.cache
-def _wide_forward(KEY):
-    """``forward_kernel``'s build for wide tiles (stride 1), for ``KEY`` as there."""
-
-    @kernel(parallel=True, build=(KEY,))
-    def wide_forward(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows):
-        """``forward`` for stride 1 with wide tiles of ``rows`` output rows."""
-        for n in prange(X.shape[0]):
-            _wide_image_for(KEY, address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows,
-                            n)
-
-    return wide_forward
+def _chunk(key):
+    """The serial backward of a chunk for ``pack(WIDE, SH, SW, KIND, NEED_DX)``, as
+    ``_image``: ``_wide_chunk`` or ``_backward_chunk``."""
+    is_wide, rest = divmod(key, KEY_BASE**4)
+    return (_wide_chunk if is_wide else _backward_chunk)(rest)
 
 
-@functools.cache
-def _wide_backward(KEY):
-    """``backward_kernel``'s build for wide tiles (stride 1), for ``KEY`` as there."""
-
-    @kernel(parallel=True, build=(KEY,))
-    def wide_backward(address, ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, kh, kw, top, left,
-                      rows, chunk):
-        """``backward`` for stride 1 with wide tiles: the same chunks, the same order of
-        sums."""
-        N = X.shape[0]
-        F, K = W2.shape
-        chunks = (N + chunk - 1) // chunk
-        dWs = np.empty((chunks, K, F), dW.dtype)  # each chunk's dW, transposed (zeroed there)
-        dbs = np.empty((chunks, F), db.dtype)
-        for c in prange(chunks):
-            _wide_chunk_for(KEY, address, ilp64, X, W2, dA, Z, A, dWs[c], dbs[c], dX, alpha, kh,
-                            kw, top, left, rows, c * chunk, min(N, (c + 1) * chunk))
-        _add_chunks(dWs, dbs, dW, db)
-
-    return wide_backward
+_image_for, _chunk_for = by_constant(_image), by_constant(_chunk)  # f(KEY, *its arguments)
