@@ -28,9 +28,10 @@ constants of the build, so a fit compiles only the code it runs (Numba drops the
 branches not taken before typing them). A parallel kernel is only a ``prange`` loop
 calling a serial build for one image or chunk (``_image``, ``_chunk``: the tile form's
 ``_forward_image``, ``_backward_chunk`` or the wide form's, keyed by ``pack`` of those
-constants and linked in as subroutines, ``jit.by_constant``): Numba's parfor passes, and the threaded function they outline and
-compile again, then see one call instead of the whole body (the digits CNN's conv
-backward compiled in ~3.8 s instead of ~5.6 s of CPU, docs/backends/numba.md).
+constants and linked in as subroutines, ``jit.by_constant``): Numba's parfor passes,
+and the threaded function they outline and compile again, then see one call instead of
+the whole body (the digits CNN's conv backward compiled in ~3.8 s instead of ~5.6 s of
+CPU, docs/backends/numba.md).
 """
 
 import functools
