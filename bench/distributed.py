@@ -10,6 +10,13 @@ contributes per step. Configurations alternate pass by pass, and the CPU time ot
 processes used meanwhile is recorded; as for the other workloads, a launch measured
 while others used more than --max-other-load cores is repeated (--retries times),
 keeping the quietest attempt.
+
+Separate launches of one configuration vary by 3-5% on a shared VM (where the arrays
+land, what the host does meanwhile), more than a rank's own cost over one process. So
+a world of 1 is also measured against one process **paired**: one process under
+``mpiexec -n 1`` trains two copies of the model an epoch at a time, one with ``fit``'s
+own path and one data-parallel, in the order ABBA, and the row gives the median of
+each pair's throughput ratio (process epoch over rank epoch).
 """
 
 import importlib.util
@@ -19,6 +26,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 from bench import environment
@@ -72,6 +80,37 @@ if dp is None or dp.rank == 0:
 """
 
 
+PAIRED = """
+import json, sys, time
+import fastnn
+from bench import workloads
+from fastnn.distributed import DataParallel
+
+n, batch, pairs = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+backend = fastnn.get_backend()
+X, y = workloads.classification_data(n, "float32", seed=7)
+X, y = backend.asarray(X), backend.asarray(y)
+models = {"process": workloads.mlp_model(backend, "float32"),
+          "rank": workloads.mlp_model(backend, "float32")}
+dp = DataParallel()
+seconds, losses = {"process": [], "rank": []}, {"process": [], "rank": []}
+
+def epoch(name):
+    start = time.perf_counter()
+    loss = models[name].fit(X, y, epochs=1, batch_size=batch, lr=0.05, seed=0,
+                            distributed=dp if name == "rank" else None)["loss"][0]
+    return time.perf_counter() - start, loss
+
+epoch("process"), epoch("rank")
+for i in range(pairs):
+    for name in ("process", "rank") if i % 2 == 0 else ("rank", "process"):
+        took, loss = epoch(name)
+        seconds[name].append(took)
+        losses[name].append(loss)
+print(json.dumps({"seconds": seconds, "losses": losses}))
+"""
+
+
 def missing():
     """Why the distributed rows cannot run here, or None."""
     if importlib.util.find_spec("mpi4py") is None or mpiexec() is None:
@@ -99,37 +138,71 @@ def launch(backend, ranks, threads, distributed, n, batch, rounds, timeout=900):
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
+def launch_paired(backend, n, batch, pairs, timeout=900):
+    """One process under ``mpiexec -n 1``, one thread, training the model an epoch at a
+    time with ``fit``'s own path and data-parallel alternately (see the module
+    docstring); returns its report: ``seconds`` and ``losses``, each a list per path."""
+    env = dict(os.environ, FASTNN_BACKEND=backend, **{v: "1" for v in THREAD_VARIABLES})
+    command = [mpiexec(), "-n", "1", sys.executable, "-c", PAIRED, str(n), str(batch),
+               str(pairs)]
+    run = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout)
+    if run.returncode != 0:
+        raise RuntimeError(f"the paired run ({backend}) failed:\n{run.stderr.strip()}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def paired_ratio(report):
+    """The median over pairs of one process's epoch time over the rank's: the rank's
+    throughput as a share of one process's."""
+    return statistics.median(p / r for p, r in zip(report["seconds"]["process"],
+                                                   report["seconds"]["rank"], strict=True))
+
+
+def quietest(start, what, retries, max_other_load, log):
+    """``start()`` (a launch), repeated up to ``retries`` times while other processes
+    used more than ``max_other_load`` cores; (their cores, its report) of the quietest."""
+    attempts = []
+    while len(attempts) <= retries:
+        log(f"distributed: {what}")
+        with environment.OtherLoad(children=True) as other:
+            got = start()
+        attempts.append((other.cores or 0.0, got))
+        if (other.cores or 0.0) <= max_other_load:
+            break
+        log(f"  busy: other processes used {other.cores:.2f} cores; again")
+    return min(attempts, key=lambda attempt: attempt[0])
+
+
 def measure(backends, quick=False, log=print, max_other_load=0.25, retries=None):
     """One row per backend and configuration (see the module docstring). A launch
     during which other processes used more than ``max_other_load`` cores is repeated,
     up to ``retries`` times (default 2; quick 0), keeping the quietest attempt."""
-    n, passes, rounds = (2048, 1, 2) if quick else (60_000, 2, 3)
+    n, passes, rounds, pairs = (2048, 1, 2, 2) if quick else (60_000, 2, 3, 6)
     retries = (0 if quick else 2) if retries is None else retries
     batch = 128
     reports = {}
     for _ in range(passes):
         for backend in backends:
             for label, ranks, threads, distributed in CONFIGS:
-                attempts = []
-                while len(attempts) <= retries:
-                    log(f"distributed: {backend}, {label}")
-                    with environment.OtherLoad(children=True) as other:
-                        got = launch(backend, ranks, threads, distributed, n, batch, rounds)
-                    attempts.append((other.cores or 0.0, got))
-                    if (other.cores or 0.0) <= max_other_load:
-                        break
-                    log(f"  busy: other processes used {other.cores:.2f} cores; again")
-                load, got = min(attempts, key=lambda attempt: attempt[0])
+                load, got = quietest(
+                    partial(launch, backend, ranks, threads, distributed, n, batch, rounds),
+                    f"{backend}, {label}", retries, max_other_load, log)
                 kept = reports.setdefault((backend, label), {**got, "other_load": []})
                 if kept is not got:
                     for key in ("seconds", "reduce_seconds", "losses"):
                         kept[key] += got[key]
                 kept["other_load"].append(load)
-    return rows(backends, reports, n, batch)
+    paired = {backend: quietest(partial(launch_paired, backend, n, batch, pairs),
+                                f"{backend}, 1 rank against 1 process, paired", retries,
+                                max_other_load, log)[1]
+              for backend in backends}
+    return rows(backends, reports, n, batch, paired)
 
 
-def rows(backends, reports, n, batch):
-    """The report's rows from the launches' reports."""
+def rows(backends, reports, n, batch, paired=None):
+    """The report's rows from the launches' reports (and the paired launches' per
+    backend, if given: the 1-rank row's ``vs_process_paired``)."""
     out = []
     for backend in backends:
         rate = {}
@@ -145,7 +218,8 @@ def rows(backends, reports, n, batch):
                                      default=None),
                    "loss": statistics.median(got["losses"]),
                    "reduce_ms_per_step": None, "reduce_share": None, "bytes_per_step": None,
-                   "vs_2_threads": rate[label] / rate[CONFIGS[0][0]], "efficiency": None}
+                   "vs_2_threads": rate[label] / rate[CONFIGS[0][0]], "efficiency": None,
+                   "vs_process_paired": None}
             if distributed:
                 reduce = statistics.median(got["reduce_seconds"]) / got["steps"]
                 row.update(reduce_ms_per_step=1e3 * reduce,
@@ -153,12 +227,15 @@ def rows(backends, reports, n, batch):
                            bytes_per_step=got["bytes_per_step"])
                 # against the same per-step path on one rank, times the ranks
                 row["efficiency"] = rate[label] / (ranks * rate["1 rank, 1 thread"])
+                if ranks == 1 and paired and backend in paired:
+                    row["vs_process_paired"] = paired_ratio(paired[backend])
             out.append(row)
     return out
 
 
 COLUMNS = ("backend", "configuration", "path", "epoch", "samples/s", "vs 2 threads",
-           "efficiency", "gradient sum / step", "share of step", "bytes / step", "others")
+           "efficiency", "vs 1 process, paired", "gradient sum / step", "share of step",
+           "bytes / step", "others")
 
 
 def cells(row):
@@ -167,7 +244,7 @@ def cells(row):
 
     return (row["backend"], row["config"], row["path"], f"{row['epoch_s']:.3f} s",
             f"{row['samples_per_s']:,.0f}", f"{row['vs_2_threads']:.2f}x",
-            optional(row["efficiency"], ".0%"),
+            optional(row["efficiency"], ".0%"), optional(row.get("vs_process_paired"), ".3f"),
             "" if row["reduce_ms_per_step"] is None else f"{row['reduce_ms_per_step']:.3f} ms",
             optional(row["reduce_share"], ".0%"),
             "" if row["bytes_per_step"] is None else f"{row['bytes_per_step'] / 1e6:.2f} MB",

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import statistics
 import subprocess
 import sys
 import types
@@ -373,6 +374,19 @@ def test_a_distributed_launch_reports_its_epochs_and_gradient_sums():
     assert abs(plain["losses"][0] - got["losses"][0]) < 1e-4  # the same epoch, in float32
 
 
+@pytest.mark.skipif(distributed.missing() is not None, reason=str(distributed.missing()))
+def test_a_paired_launch_alternates_one_process_and_a_rank_on_the_same_epochs():
+    got = distributed.launch_paired("numpy", n=512, batch=128, pairs=3)
+    assert [len(got["seconds"][k]) for k in ("process", "rank")] == [3, 3]
+    # two copies of one model, each trained the same epochs: the same losses, in float32
+    for process, rank in zip(got["losses"]["process"], got["losses"]["rank"], strict=True):
+        assert abs(process - rank) < 1e-4
+    assert got["losses"]["process"][2] < got["losses"]["process"][0]  # they train
+    ratio = distributed.paired_ratio(got)
+    assert ratio == pytest.approx(statistics.median(
+        p / r for p, r in zip(got["seconds"]["process"], got["seconds"]["rank"], strict=True)))
+
+
 def test_distributed_rows_derive_rates_efficiency_and_shares():
     seconds = {"1 process, 2 threads": 2.0, "1 process, 1 thread": 4.0, "1 rank, 1 thread": 5.0,
                "2 ranks, 1 thread each": 3.0}
@@ -380,7 +394,9 @@ def test_distributed_rows_derive_rates_efficiency_and_shares():
                                   "losses": [1.0], "steps": 10, "bytes_per_step": 8,
                                   "other_load": [0.1, None]}
                for label, s in seconds.items()}
-    rows = {r["config"]: r for r in distributed.rows(["numpy"], reports, n=1000, batch=100)}
+    paired = {"numpy": {"seconds": {"process": [1.0, 2.0, 4.0], "rank": [2.0, 2.0, 5.0]}}}
+    rows = {r["config"]: r for r in distributed.rows(["numpy"], reports, n=1000, batch=100,
+                                                      paired=paired)}
     two = rows["2 ranks, 1 thread each"]
     assert two["samples_per_s"] == pytest.approx(1000 / 3.0)
     assert two["vs_2_threads"] == pytest.approx(2.0 / 3.0)
@@ -388,6 +404,8 @@ def test_distributed_rows_derive_rates_efficiency_and_shares():
     assert two["reduce_ms_per_step"] == pytest.approx(50.0)
     assert two["reduce_share"] == pytest.approx(0.05 / 0.3)
     assert rows["1 rank, 1 thread"]["efficiency"] == pytest.approx(1.0)
+    assert rows["1 rank, 1 thread"]["vs_process_paired"] == pytest.approx(0.8)  # of 0.5, 1, 0.8
+    assert two["vs_process_paired"] is None
     assert rows["1 process, 1 thread"]["efficiency"] is None and two["other_load"] == 0.1
     result = {"rows": [], "distributed": list(rows.values())}
     table = report.distributed_body(result)
