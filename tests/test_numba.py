@@ -25,6 +25,7 @@ try:
 except BackendUnavailable as error:
     pytest.skip(str(error), allow_module_level=True)
 
+import numba  # noqa: E402
 from llvmlite import binding  # noqa: E402
 from numba import njit  # noqa: E402  (only once the backend is known to load)
 
@@ -284,6 +285,32 @@ def test_activation_backward_matches_numpy(name, dtype, n_out, path):
     scale = _dz_scale(dA, Z, A, act)
     _close(dZ, dZ_r, dtype, scale)
     _close(db, db_r, dtype, scale.sum(axis=0))
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "softmax"])
+def test_the_parallel_bias_gradient_has_the_same_bits_at_one_and_two_threads(name):
+    """The parallel backward sums db over chunks of rows fixed by the shape, in a fixed
+    order: the thread count decides only which thread sums which chunk."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("this machine gives Numba one thread")
+    rng = np.random.default_rng(3)
+    m, n = 1031, 300  # 309,300 elements: the parallel kernels, the last chunk short
+    assert m * n >= numba_ops.PARALLEL_MIN
+    Z = rng.normal(size=(m, n)).astype("float32")
+    dA = rng.normal(size=(m, n)).astype("float32")
+    act = activations.get(name)
+    A = NUMPY.ops.activation_forward(Z, act)
+    before = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            results.append(NUMBA.ops.activation_backward(dA, Z, A, act))
+    finally:
+        numba.set_num_threads(before)
+    (dZ1, db1), (dZ2, db2) = results
+    np.testing.assert_array_equal(dZ1, dZ2)
+    np.testing.assert_array_equal(db1, db2)
 
 
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax"])

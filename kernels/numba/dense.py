@@ -188,8 +188,9 @@ def _sum_rows(partial, out):
 
 @kernel(parallel=True)
 def activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial):
-    """Rows split across threads, each summing its bias gradient into its own row of
-    ``partial`` (zeros on entry), added up at the end."""
+    """One chunk of rows per row of ``partial`` (zeros on entry), the chunks spread over
+    the threads, each summing its bias gradient into its row; added up in order at the
+    end, so the thread count does not change the bits."""
     m, chunks = Z.shape[0], partial.shape[0]
     for c in prange(chunks):
         lo, hi = c * m // chunks, (c + 1) * m // chunks

@@ -42,6 +42,8 @@ from .jit import mask
 PARALLEL_MIN = 1 << 18
 SMALL_LAYER_MAX = 1 << 13
 SPLIT_MIN = 1 << 21  # multiply-adds from which a dense product is split over threads
+SUM_CHUNK = 1 << 16  # elements a chunk of rows of a parallel bias gradient (see _partial_sums)
+SUM_CHUNKS = 64  # and the most chunks
 _EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32),
           np.dtype(np.float64): np.empty((0, 0), np.float64)}
 
@@ -71,6 +73,14 @@ def _small(X, W):
 
 def _threads():
     return numba.get_num_threads()
+
+
+def _partial_sums(Z):
+    """Zeroed rows for a parallel backward's bias gradient, one per chunk of Z's rows:
+    the chunks are fixed by Z's shape, not by the thread count, and summed in their
+    order, so db has the same bits on any number of threads."""
+    chunks = min(Z.shape[0], SUM_CHUNKS, max(1, Z.size // SUM_CHUNK))
+    return np.zeros((chunks, Z.shape[1]), Z.dtype)
 
 
 def dense_forward(X, W, b, activation, keep_z=True):
@@ -124,13 +134,12 @@ def activation_backward(dA, Z, A, activation):
     db = np.zeros(Z.shape[1], Z.dtype)
     if kind == SOFTMAX:  # the Jacobian-vector product, row by row
         if Z.size >= PARALLEL_MIN:
-            softmax.backward(dA, A, dZ, db, np.zeros((_threads(), Z.shape[1]), Z.dtype))
+            softmax.backward(dA, A, dZ, db, _partial_sums(Z))
         else:
             softmax.grad_rows(dA, A, dZ, db, 0, Z.shape[0])
         return dZ, db
     if Z.size >= PARALLEL_MIN:
-        partial = np.zeros((_threads(), Z.shape[1]), Z.dtype)
-        dense.activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, partial)
+        dense.activation_grad_parallel(kind, dA, Z, A, dZ, db, alpha, _partial_sums(Z))
     else:
         _, grad = dense.serial(mask(kind))
         grad(kind, dA, Z, A, dZ, db, alpha, 0, Z.shape[0])
