@@ -42,8 +42,7 @@ from .jit import mask
 PARALLEL_MIN = 1 << 18
 SMALL_LAYER_MAX = 1 << 13
 SPLIT_MIN = 1 << 21  # multiply-adds from which a dense product is split over threads
-SUM_CHUNK = 1 << 16  # elements a chunk of rows of a parallel bias gradient (see _partial_sums)
-SUM_CHUNKS = 64  # and the most chunks
+SUM_CHUNKS = (8, 1 << 19, 64)  # a parallel bias gradient's chunks: at least, elements each, most
 _EMPTY = {np.dtype(np.float32): np.empty((0, 0), np.float32),
           np.dtype(np.float64): np.empty((0, 0), np.float64)}
 
@@ -79,7 +78,8 @@ def _partial_sums(Z):
     """Zeroed rows for a parallel backward's bias gradient, one per chunk of Z's rows:
     the chunks are fixed by Z's shape, not by the thread count, and summed in their
     order, so db has the same bits on any number of threads."""
-    chunks = min(Z.shape[0], SUM_CHUNKS, max(1, Z.size // SUM_CHUNK))
+    least, size, most = SUM_CHUNKS  # 8 chunks cost 2 threads nothing measurable; 64 did
+    chunks = min(Z.shape[0], most, max(least, Z.size // size))
     return np.zeros((chunks, Z.shape[1]), Z.dtype)
 
 
