@@ -391,6 +391,9 @@ def test_divergence_exits_1_and_keeps_the_history(capsys, tmp_path):
     (["train", "--arch", "no_such.json"], "architecture file 'no_such.json' does not exist"),
     (["train", "--init", "normal:abc"], "--init normal:abc: the scale after ':' must be a"),
     (["train", "--init", "uniform"], "unknown initializer 'uniform'"),
+    (["train", "--out", ""], "argument --out: must name a folder; got '' \\(an unset shell "
+                             "variable\\?\\), which would write into the current folder"),
+    (["train", "--resume", " "], "argument --resume: must name a file; got ' '"),
     (["train", "--epochs", "0"], "argument --epochs: must be a positive int; got '0'"),
     (["train", "--epochs", "ten"], "argument --epochs: must be a positive int; got 'ten'"),
     (["train", "--batch-size", "-3"], "argument --batch-size: must be a positive int"),
