@@ -715,3 +715,25 @@ def test_other_programs_importing_fastnn_still_get_the_exception(tmp_path):
                          text=True, env=env, cwd=tmp_path, timeout=120)
     assert run.returncode == 1
     assert run.stderr.splitlines()[-1] == f"ValueError: {UNUSABLE['tensorflow']}"
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_train_under_mpiexec_without_distributed_is_refused(capsys, monkeypatch, tmp_path, rank):
+    """mpiexec -n 2 fastnn train ... without --distributed would train one copy per rank,
+    all writing the same --out: rank 0 says so in one line, the others end quietly, each
+    with status 2 and before loading anything. FASTNN_MPI_GUARD=0 (independent runs under
+    mpiexec, as docs/distributed.md has it) lets it run."""
+    monkeypatch.setenv("PMI_RANK", rank)
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.delenv("FASTNN_MPI_RANK_PID", raising=False)
+    argv = ("train", "--dataset", "xor", "--epochs", 1, "--quiet", "--no-plots")
+    status, out, err = run_cli(capsys, *argv, "--out", tmp_path / "run")
+    assert status == 2 and out == "" and not (tmp_path / "run").exists()
+    if rank == "0":
+        line = one_error_line(err)
+        assert "fastnn train is rank 0 of 2 of an MPI launch without --distributed" in line
+        assert "add --distributed" in line and "FASTNN_MPI_GUARD=0" in line
+    else:
+        assert err == ""
+    monkeypatch.setenv("FASTNN_MPI_GUARD", "0")
+    assert run_cli(capsys, *argv)[0] == 0

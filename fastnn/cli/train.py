@@ -22,7 +22,7 @@ import numpy as np
 import fastnn
 from fastnn import backends, datasets, optimizers, presets
 from fastnn.data import standardize, train_test_split
-from fastnn.distributed import DataParallel
+from fastnn.distributed import DataParallel, guard
 from fastnn.errors import TrainingDiverged
 from fastnn.names import lookup, normalize
 
@@ -106,6 +106,14 @@ def add_parser(commands):
 
 
 def run(args):
+    if not args.distributed and guard.launched():
+        rank, size = guard.place()
+        if str(rank) != "0":
+            return 2  # rank 0 says why, once
+        raise ValueError(
+            f"fastnn train is rank 0 of {size} of an MPI launch without --distributed: every "
+            f"rank would train a copy of its own and write the same outputs; add --distributed "
+            f"to train one model over the ranks, or set FASTNN_MPI_GUARD=0 to run them apart")
     world = DataParallel() if args.distributed else None
     try:
         split, data, scaling, model, description, optimizer, seed = prepare(args, world)
