@@ -737,3 +737,13 @@ def test_train_under_mpiexec_without_distributed_is_refused(capsys, monkeypatch,
         assert err == ""
     monkeypatch.setenv("FASTNN_MPI_GUARD", "0")
     assert run_cli(capsys, *argv)[0] == 0
+
+
+def test_train_in_a_launch_of_unknown_size_runs(capsys, monkeypatch):
+    """srun --mpi=pmix names the rank (PMIX_RANK) but not the size, which may be 1 (a
+    one-task job): fastnn train is not refused there."""
+    for name in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                 "MV2_COMM_WORLD_SIZE", "FASTNN_MPI_RANK_PID", "FASTNN_MPI_GUARD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PMIX_RANK", "0")
+    assert run_cli(capsys, "train", "--dataset", "xor", "--epochs", 1, "--quiet")[0] == 0

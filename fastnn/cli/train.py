@@ -106,8 +106,8 @@ def add_parser(commands):
 
 
 def run(args):
-    if not args.distributed and guard.launched():
-        rank, size = guard.place()
+    rank, size = guard.place() if not args.distributed and guard.launched() else (0, 1)
+    if str(size).strip() not in ("1", "?"):  # ("?": srun's PMIx names no size; let it run)
         if str(rank) != "0":
             return 2  # rank 0 says why, once
         raise ValueError(
