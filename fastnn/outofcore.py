@@ -55,6 +55,28 @@ def in_memory(data):
     return np.array(data) if streams(data) else data
 
 
+def refuse_npy_header(data, what):
+    """Refuse a memmap (or a view of one) that maps a .npy file from its first byte, as
+    ``np.memmap("X.npy", dtype=..., shape=...)`` does: its header would be read as rows,
+    silently, whatever the dtype."""
+    base = data
+    while base is not None and not isinstance(base, np.memmap):
+        base = getattr(base, "base", None)
+    if base is None or base.offset != 0 or not base.filename:
+        return
+    try:
+        with open(base.filename, "rb") as file:
+            magic = file.read(6)
+    except OSError:
+        return
+    if magic == b"\x93NUMPY":
+        name = str(base.filename)
+        raise ValueError(
+            f"{what} is a memmap of the .npy file {name!r} from its first byte, so "
+            f"its header is read as data; open it with np.load({name!r}, "
+            f"mmap_mode='r'), which skips the header and keeps the saved dtype and shape")
+
+
 def part(X, lo, hi):
     """Rows lo..hi-1 of a prepared X: a device array's slice, or ``Rows`` over them."""
     return X.part(lo, hi) if isinstance(X, Rows) else X[lo:hi, ...]
@@ -80,6 +102,7 @@ class Rows:
                 f"{what} (a {type(source).__name__} of shape {tuple(source.shape)}) cannot "
                 f"be sliced by rows; pass a NumPy array, a memmap (np.load(path, "
                 f"mmap_mode='r')) or an array-like whose {what}[start:stop] gives rows")
+        refuse_npy_header(source, what)
         stop = source.shape[0] if stop is None else stop
         self.lo, self.shape, self.dtype = lo, (stop - lo, *source.shape[1:]), source.dtype
         self.fancy = True  # whether source[indices] works (else one slice per row)

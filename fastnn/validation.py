@@ -90,9 +90,14 @@ def as_device_array(backend, data, what, limit=None, first_row=None):
                 f"NumPy array or list of lists"
             ) from None
         if host.dtype.kind not in "biuf":
+            fix = "convert it with np.asarray(..., dtype=float)"
+            if host.dtype.kind in "USO" and what.startswith("y"):  # labels as names
+                fix = (f"convert numbers held as text with np.asarray({what}, dtype=float); "
+                       f"number class names 0..k-1 with classes, {what} = np.unique({what}, "
+                       f"return_inverse=True) (fastnn.sklearn's estimators take any labels)")
             raise TypeError(
                 f"{what} must be numeric; got an array of dtype {host.dtype} "
-                f"({_kind_words(host.dtype)}); convert it with np.asarray(..., dtype=float)"
+                f"({_kind_words(host.dtype)}); {fix}"
             )
         data = backend.asarray(host)
     elif not xp.isdtype(data.dtype, ("bool", "integral", "real floating")):
@@ -127,7 +132,7 @@ def _bad_values(host, what, limit, first_row):
     at = f"{at} ({'; '.join(value)})" if value else f"{at}"
     if not too_large:
         return (f"{what} contains {count}NaN or infinite value(s), the first at index {at}; "
-                f"remove or impute them before training")
+                f"remove or impute them")
     return (f"{what} has {count}value(s) too large for the model's dtype (beyond "
             f"+-{limit:.3g}), the first at index {at}; scale the data "
             f"(fastnn.data.standardize) or use a float64 model (dtype='float64')")

@@ -92,8 +92,23 @@ def test_non_numeric_arrays(binary, X, message):
 
 
 def test_non_numeric_labels(binary):
-    with pytest.raises(TypeError, match="y must be numeric"):
+    """Class names as labels: the message says how to number them (np.asarray(y,
+    dtype=float), the fix for numbers held as text, fails on names)."""
+    with pytest.raises(TypeError, match=r"y must be numeric; got an array of dtype <U3 "
+                                        r"\(strings\); .*np.asarray\(y, dtype=float\).* class "
+                                        r"names .*np.unique\(y, return_inverse=True\)"):
         binary.fit(np.zeros((2, 2)), ["yes", "no"])
+
+
+def test_nan_message_fits_prediction_too(binary, data):
+    """NaN given to predict or evaluate: the message does not speak of training."""
+    X, y = data
+    binary.fit(X, y)
+    X = X.copy()
+    X[3, 0] = np.nan
+    for call in (lambda: binary.predict(X), lambda: binary.evaluate(X, y)):
+        with pytest.raises(ValueError, match=r"index \(3, 0\); remove or impute them$"):
+            call()
 
 
 def test_empty_data(binary):

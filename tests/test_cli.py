@@ -391,6 +391,9 @@ def test_divergence_exits_1_and_keeps_the_history(capsys, tmp_path):
     (["train", "--arch", "no_such.json"], "architecture file 'no_such.json' does not exist"),
     (["train", "--init", "normal:abc"], "--init normal:abc: the scale after ':' must be a"),
     (["train", "--init", "uniform"], "unknown initializer 'uniform'"),
+    (["train", "--out", ""], "argument --out: must name a folder; got '' \\(an unset shell "
+                             "variable\\?\\), which would write into the current folder"),
+    (["train", "--resume", " "], "argument --resume: must name a file; got ' '"),
     (["train", "--epochs", "0"], "argument --epochs: must be a positive int; got '0'"),
     (["train", "--epochs", "ten"], "argument --epochs: must be a positive int; got 'ten'"),
     (["train", "--batch-size", "-3"], "argument --batch-size: must be a positive int"),
@@ -712,3 +715,35 @@ def test_other_programs_importing_fastnn_still_get_the_exception(tmp_path):
                          text=True, env=env, cwd=tmp_path, timeout=120)
     assert run.returncode == 1
     assert run.stderr.splitlines()[-1] == f"ValueError: {UNUSABLE['tensorflow']}"
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_train_under_mpiexec_without_distributed_is_refused(capsys, monkeypatch, tmp_path, rank):
+    """mpiexec -n 2 fastnn train ... without --distributed would train one copy per rank,
+    all writing the same --out: rank 0 says so in one line, the others end quietly, each
+    with status 2 and before loading anything. FASTNN_MPI_GUARD=0 (independent runs under
+    mpiexec, as docs/distributed.md has it) lets it run."""
+    monkeypatch.setenv("PMI_RANK", rank)
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.delenv("FASTNN_MPI_RANK_PID", raising=False)
+    argv = ("train", "--dataset", "xor", "--epochs", 1, "--quiet", "--no-plots")
+    status, out, err = run_cli(capsys, *argv, "--out", tmp_path / "run")
+    assert status == 2 and out == "" and not (tmp_path / "run").exists()
+    if rank == "0":
+        line = one_error_line(err)
+        assert "fastnn train is rank 0 of 2 of an MPI launch without --distributed" in line
+        assert "add --distributed" in line and "FASTNN_MPI_GUARD=0" in line
+    else:
+        assert err == ""
+    monkeypatch.setenv("FASTNN_MPI_GUARD", "0")
+    assert run_cli(capsys, *argv)[0] == 0
+
+
+def test_train_in_a_launch_of_unknown_size_runs(capsys, monkeypatch):
+    """srun --mpi=pmix names the rank (PMIX_RANK) but not the size, which may be 1 (a
+    one-task job): fastnn train is not refused there."""
+    for name in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                 "MV2_COMM_WORLD_SIZE", "FASTNN_MPI_RANK_PID", "FASTNN_MPI_GUARD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PMIX_RANK", "0")
+    assert run_cli(capsys, "train", "--dataset", "xor", "--epochs", 1, "--quiet")[0] == 0

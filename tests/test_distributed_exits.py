@@ -5,11 +5,12 @@ guard.py). Under MPICH and under Open MPI (tests/mpi_launch.py); the timeout is 
 hang check."""
 
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
-from mpi_launch import MPIS, WORKER, launch
+from mpi_launch import BIN, MPIS, WORKER, launch
 
 from fastnn.distributed import guard
 
@@ -59,6 +60,19 @@ def test_a_rank_that_ends_after_training_lets_the_others_finish(tmp_path, mpi, s
     assert (tmp_path / "done").exists(), run.stderr
     assert "fastnn:" not in run.stderr
     assert run.returncode == status, run.stderr
+
+
+@pytest.mark.parametrize("mpi", MPIS)
+def test_fastnn_train_under_mpiexec_without_distributed_is_refused_once(tmp_path, mpi):
+    """mpiexec -n 2 fastnn train ... --out DIR without --distributed: one line from rank 0,
+    a non-zero exit, nothing trained or written (each rank would write DIR)."""
+    command = shutil.which("fastnn", path=str(BIN))
+    run = launch(2, command, "train", "--dataset", "digits", "--epochs", "3", "--no-plots",
+                 "--out", str(tmp_path / "run"), mpi=mpi, timeout=TIMEOUT)
+    assert run.returncode != 0 and run.stdout == ""
+    assert run.stderr.count("fastnn: error: fastnn train is rank 0 of 2 of an MPI launch "
+                            "without --distributed") == 1, run.stderr
+    assert "Traceback" not in run.stderr and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("variables, expected", [

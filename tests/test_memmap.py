@@ -277,3 +277,25 @@ def test_images_on_a_memmap(tmp_path):
     with pytest.raises(ValueError, match=r"X must have shape \(n_samples, channels, height, "
                                          r"width\) = \(n_samples, 1, 8, 8\).*reshape"):
         mapped.predict(_saved(tmp_path, "flat", X.reshape(120, 64)))
+
+
+def test_a_memmap_that_reads_a_npy_header_as_data_is_refused(tmp_path):
+    """np.memmap("X.npy", dtype=..., shape=...) maps the file from its first byte, so the
+    .npy header is read as rows (silently, with any dtype): named, with np.load's fix.
+    np.load(path, mmap_mode="r") and a raw file mapped from byte 0 are fine."""
+    X, y = fastnn.datasets.moons(20, noise=0.1, seed=0)
+    path = tmp_path / "X.npy"
+    np.save(path, X.astype(np.float32))
+    model = fastnn.from_layer_dims([2, 4, 1], "tanh", "sigmoid", seed=0)
+    wrong = np.memmap(path, dtype=np.float32, mode="r", shape=(20, 2))
+    for data in (wrong, wrong[5:], np.asarray(wrong)):
+        with pytest.raises(ValueError, match=r"X is a memmap of the .npy file .*X\.npy' from its "
+                                             r"first byte, so its header is read as data; open "
+                                             r"it with np\.load\(.*mmap_mode='r'\)"):
+            model.fit(data, y)
+    with pytest.raises(ValueError, match=r"X is a memmap of the .npy file"):
+        model.predict(wrong)
+    model.fit(np.load(path, mmap_mode="r"), y)
+    raw = tmp_path / "X.f32"
+    X.astype(np.float32).tofile(raw)
+    model.fit(np.memmap(raw, dtype=np.float32, mode="r", shape=(20, 2)), y)

@@ -22,7 +22,7 @@ import numpy as np
 import fastnn
 from fastnn import backends, datasets, optimizers, presets
 from fastnn.data import standardize, train_test_split
-from fastnn.distributed import DataParallel
+from fastnn.distributed import DataParallel, guard
 from fastnn.errors import TrainingDiverged
 from fastnn.names import lookup, normalize
 
@@ -88,7 +88,7 @@ def add_parser(commands):
     training.add_argument("--seed", type=int, default=0,
                           help="seeds the weights, the split and the shuffling (default 0)")
     training.add_argument("--backend", help="numpy, numba or cupy (overrides FASTNN_BACKEND)")
-    training.add_argument("--resume", type=Path, metavar="CHECKPOINT",
+    training.add_argument("--resume", type=_named("file"), metavar="CHECKPOINT",
                           help="continue a saved model.npz: its layers, optimizer state and "
                                "seed carry on exactly (on any backend)")
     training.add_argument("--distributed", action="store_true",
@@ -96,7 +96,7 @@ def add_parser(commands):
                                "train ... --distributed (needs fastnn[mpi]); every rank loads "
                                "the data, rank 0 prints and writes the outputs")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", type=Path, metavar="DIR",
+    output.add_argument("--out", type=_named("folder"), metavar="DIR",
                         help="write history.csv, history.json, metrics.json and plots here")
     output.add_argument("--no-plots", action="store_true", help="write no PNG files")
     output.add_argument("--log-every", type=_positive(int), metavar="K",
@@ -106,6 +106,14 @@ def add_parser(commands):
 
 
 def run(args):
+    rank, size = guard.place() if not args.distributed and guard.launched() else (0, 1)
+    if str(size).strip() not in ("1", "?"):  # ("?": srun's PMIx names no size; let it run)
+        if str(rank) != "0":
+            return 2  # rank 0 says why, once
+        raise ValueError(
+            f"fastnn train is rank 0 of {size} of an MPI launch without --distributed: every "
+            f"rank would train a copy of its own and write the same outputs; add --distributed "
+            f"to train one model over the ranks, or set FASTNN_MPI_GUARD=0 to run them apart")
     world = DataParallel() if args.distributed else None
     try:
         split, data, scaling, model, description, optimizer, seed = prepare(args, world)
@@ -492,6 +500,19 @@ def _numbers(result):
     for key, value in result.items():
         parts.append(f"{key} {value:.1%}" if key == "accuracy" else f"{key} {value:.4f}")
     return ", ".join(parts)
+
+
+def _named(what):
+    """An argparse type: a Path that names something. An empty one (an unset shell
+    variable, say) would be the current folder, which --out would then fill silently."""
+    def convert(text):
+        if not text.strip():
+            message = f"must name a {what}; got {text!r}"
+            if what == "folder":
+                message += " (an unset shell variable?), which would write into the current folder"
+            raise argparse.ArgumentTypeError(message)
+        return Path(text)
+    return convert
 
 
 def _positive(kind):

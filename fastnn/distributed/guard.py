@@ -75,7 +75,7 @@ def install():
     def uncaught(kind, value, trace):
         previous(kind, value, trace)  # the traceback, as without the hook
         if os.getpid() == _installed["pid"]:
-            rank, size = _place()
+            rank, size = place()
             end_job(f"fastnn: rank {rank} of {size} ended with an uncaught {kind.__name__}; "
                     f"aborting every rank\n")
 
@@ -182,7 +182,7 @@ def _running_mpi():
     return MPI
 
 
-def _place():
+def place():
     """(rank, size) of this process: MPI's if it has started, else the launcher's."""
     MPI = _running_mpi()
     if MPI is not None:
