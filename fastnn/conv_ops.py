@@ -110,6 +110,25 @@ def maxpool2d_backward(xp, dA, X, out, work, size, stride):
     return dX
 
 
+def conv2d_maxpool_forward(ops, X, W, b, activation, stride, padding, size, pool_stride):
+    """A conv layer and the max pool right after it as one op: (out, work), out the
+    pool's output (N, F, PH, PW). Composed of the table ``ops``'s own conv and pool ops
+    (every backend's version, unless it fuses the pair: the Numba backend writes the
+    pooled output from the conv's tiles). The conv's Z is never read (keep_z=False)."""
+    Z, A, conv_work = ops.conv2d_forward(X, W, b, activation, stride, padding, False)
+    out, pool_work = ops.maxpool2d_forward(A, size, pool_stride)
+    return out, (Z, A, conv_work, pool_work)
+
+
+def conv2d_maxpool_backward(ops, X, W, dP, out, work, activation, stride, padding, size,
+                            pool_stride, need_dx):
+    """``conv2d_maxpool_forward``'s backward from the pool's output gradient dP: (dW, db,
+    dX or None), as ``conv2d_backward``."""
+    Z, A, conv_work, pool_work = work
+    dA = ops.maxpool2d_backward(dP, A, out, pool_work, size, pool_stride)
+    return ops.conv2d_backward(X, W, dA, Z, A, conv_work, activation, stride, padding, need_dx)
+
+
 def avgpool2d_forward(xp, X, size, stride):
     """The mean of each kh x kw window (dividing by kh*kw), (N, C, OH, OW), no padding,
     floor mode."""

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from fastnn import backends, losses, metrics, outofcore
+from fastnn import backends, fusion, losses, metrics, outofcore
 from fastnn.errors import NotDifferentiable, NotFinite
 from fastnn.layers import TYPES, Dense, Layer
 from fastnn.validation import (
@@ -55,6 +55,11 @@ class Sequential:
         self.first = next(i for i, layer in enumerate(self.layers) if layer.params)
         self.layers[self.first].needs_input_grad = False
         self.output = self.layers[-1]
+        # what forward runs (a Conv2D and the MaxPool2D after it as one step), and the
+        # steps backprop runs: from the one holding the first layer with parameters
+        steps = fusion.steps(self.layers)
+        self.steps = [step for step, _ in steps]
+        self.backprop_steps = [step for step, i in steps[:-1] if i >= self.first]
         for layer in self.layers[:-1]:  # only the output layer's Z (the logits) is read later
             if hasattr(layer, "keep_z"):
                 layer.keep_z = False
@@ -103,8 +108,8 @@ class Sequential:
 
     def forward(self, X, training=False):
         """The output layer's activations for a backend array X."""
-        for layer in self.layers:
-            X = layer.forward(X, training)
+        for step in self.steps:
+            X = step.forward(X, training)
         return X
 
     def compute_gradients(self, X, Y, scale=None):
@@ -120,8 +125,8 @@ class Sequential:
         if scale is not None:
             dZ, db = dZ * scale, (None if db is None else db * scale)
         grad = self.output.backward_from_z(dZ, db)
-        for layer in reversed(self.layers[self.first : -1]):
-            grad = layer.backward(grad)
+        for step in reversed(self.backprop_steps):
+            grad = step.backward(grad)
         return loss, A
 
     def loss_value(self, X, Y, training=False):

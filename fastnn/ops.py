@@ -9,7 +9,9 @@ Shapes are batch-first: X (m, n_in), W (n_in, n_out), b (n_out,), Z and A (m, n_
 The convolution and pooling ops (NCHW images) are in ``fastnn.conv_ops``, whose
 docstring is their contract. Optimizer updates work in place on the parameter and its
 state arrays.
-``layer_backward`` is composed from the other ops unless a backend fuses it. Whole
+``layer_backward`` and ``conv2d_maxpool_forward``/``_backward`` (a conv layer and the max
+pool after it, ``fastnn.conv_ops``) are composed from the other ops unless a backend
+fuses them. Whole
 training epochs are not an op: a backend offers them for a plain-data plan of the
 training (``Backend.fused_epoch``, see ``fastnn.plan``), so no op needs the model.
 """
@@ -155,11 +157,13 @@ GENERIC = {
         conv_ops.avgpool2d_backward,
     )
 }
-COMPOSED = ("layer_backward",)  # built from the table's own ops unless overridden
+# built from the table's own ops unless overridden
+COMPOSED = ("layer_backward", "conv2d_maxpool_forward", "conv2d_maxpool_backward")
 NAMES = tuple(GENERIC) + COMPOSED
 # A forward hands its backward a private ``work`` value, so a backend overrides both
 # ops of a pair or neither (see ``fastnn.conv_ops``).
-PAIRS = (("conv2d_forward", "conv2d_backward"), ("maxpool2d_forward", "maxpool2d_backward"))
+PAIRS = (("conv2d_forward", "conv2d_backward"), ("maxpool2d_forward", "maxpool2d_backward"),
+         ("conv2d_maxpool_forward", "conv2d_maxpool_backward"))
 
 
 class Ops:
@@ -177,6 +181,9 @@ class Ops:
         for name, op in GENERIC.items():
             setattr(self, name, overrides.get(name) or functools.partial(op, xp))
         self.layer_backward = overrides.get("layer_backward") or self._layer_backward
+        for name in ("conv2d_maxpool_forward", "conv2d_maxpool_backward"):
+            setattr(self, name, overrides.get(name) or functools.partial(getattr(conv_ops, name),
+                                                                         self))
         self.overridden = tuple(sorted(overrides))
 
     def _layer_backward(self, X, W, dA, Z, A, activation, need_dx):

@@ -236,7 +236,7 @@ def test_a_nan_spreads_only_to_the_outputs_whose_windows_hold_it(backend):
 
 
 def test_conv_and_max_pool_overrides_come_in_pairs():
-    for name in ("conv2d_forward", "maxpool2d_backward"):
+    for name in ("conv2d_forward", "maxpool2d_backward", "conv2d_maxpool_forward"):
         with pytest.raises(ValueError, match="override both or neither"):
             ops.Ops(np, **{name: lambda *args: None})
     assert ops.Ops(np, avgpool2d_forward=lambda *args: None).overridden == (

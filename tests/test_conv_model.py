@@ -20,6 +20,7 @@ from fastnn import (
     MaxPool2D,
     Sequential,
     datasets,
+    fusion,
     plan,
     replay,
 )
@@ -140,6 +141,9 @@ CHECKED = {
     "same sigmoid even kernel": [Conv2D(2, 2, (2, 3), padding="same", activation="sigmoid")],
     "stride 2 pad 1 leaky": [Conv2D(2, 3, 3, stride=2, padding=1, activation="leaky_relu")],
     "softplus, then max pool": [Conv2D(2, 2, 2, activation="softplus"), MaxPool2D(2)],
+    "relu, then 2x2 max pool": [Conv2D(2, 3, 3, padding=1, activation="relu"), MaxPool2D(2)],
+    "two conv + pool pairs": [Conv2D(2, 3, 2, activation="relu"), MaxPool2D(2),
+                              Conv2D(3, 2, 2, padding=1), MaxPool2D(2)],
     "overlapping max pool": [MaxPool2D(3, stride=2), Conv2D(2, 2, 1, activation="tanh")],
     "avg pools": [Conv2D(2, 3, 3, padding=1), AvgPool2D(2, stride=1), AvgPool2D(2)],
     "global average": [Conv2D(2, 3, 2, stride=(1, 2), padding=((0, 1), (0, 1))),
@@ -163,6 +167,56 @@ def test_gradcheck_passes_for_every_conv_layer(backend, name):
     assert result, result
     convs = [i for i, layer in enumerate(model.layers) if isinstance(layer, Conv2D)]
     assert {f"layer {i} W" for i in convs} | {f"layer {i} b" for i in convs} <= set(result.errors)
+
+
+# ---- a conv and the max pool after it: one step ----
+
+class MyConv(Conv2D):
+    """A user's subclass: it keeps its own forward and backward."""
+
+
+def test_a_conv_and_the_max_pool_after_it_run_as_one_step():
+    layers = [Conv2D(1, 4, 3, padding=1, activation="relu"), MaxPool2D(2),
+              Conv2D(4, 4, 3, padding=1), AvgPool2D(2), MyConv(4, 4, 1), MaxPool2D(2),
+              MaxPool2D(1), Flatten(), Dense(4, 3, "softmax")]
+    model = Sequential(layers, input_shape=(1, 8, 8))
+    pair = model.steps[0]
+    assert isinstance(pair, fusion.ConvPool) and (pair.conv, pair.pool) == tuple(layers[:2])
+    assert model.steps[1:] == layers[2:]
+    assert model.backprop_steps == model.steps[:-1]
+    assert model.layers == layers  # what checkpoints and summaries see
+
+
+def test_a_pair_first_in_the_model_computes_no_input_gradient():
+    model = small_cnn()
+    assert model.backprop_steps[0] is model.steps[0] and not model.layers[0].needs_input_grad
+    X, y = digit_images(8)
+    model.compute_gradients(*model.prepare(X, y))
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_the_paired_step_gives_the_separate_layers_bits(backend, monkeypatch):
+    """One step, with the pairs and without: the same loss and gradients, bit for bit
+    (the Numba backend's pooled kernels against its conv and pool kernels; every other
+    backend composes the same ops either way)."""
+    X, y = digit_images(40)
+
+    def step():
+        lenet_like = [Conv2D(1, 6, 3, padding=1, activation="relu"), MaxPool2D(2),
+                      Conv2D(6, 8, 3, activation="relu"), MaxPool2D(2), Flatten(),
+                      Dense(8, 10, "softmax")]
+        model = Sequential(lenet_like, input_shape=(1, 8, 8), seed=5, backend=backend)
+        loss, _ = model.compute_gradients(*model.prepare(X, y))
+        return model, [host(model.backend, loss)] + [host(model.backend, p.grad)
+                                                     for p in model.parameters()]
+
+    paired, got = step()
+    assert isinstance(paired.steps[0], fusion.ConvPool)
+    monkeypatch.setattr(fusion, "pairs", lambda first, second: False)
+    separate, want = step()
+    assert separate.steps == separate.layers
+    for mine, theirs in zip(got, want):
+        np.testing.assert_array_equal(mine, theirs)
 
 
 # ---- training, checkpoints, backends ----

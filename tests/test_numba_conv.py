@@ -44,8 +44,8 @@ SHAPES = {
 }
 
 
-def _case(name, dtype):
-    N, C, H, W, F, kernel, stride, padding = SHAPES[name]
+def _case(name, dtype, shapes=SHAPES):
+    N, C, H, W, F, kernel, stride, padding = shapes[name]
     X = RNG.normal(size=(N, C, H, W)).astype(dtype)
     Wt = (RNG.normal(size=(F, C, *kernel)) / np.sqrt(C * kernel[0] * kernel[1])).astype(dtype)
     b = RNG.normal(size=F).astype(dtype)
@@ -145,6 +145,100 @@ def test_max_pool_matches_the_numpy_backend_with_ties_and_nans(size, stride, dty
     np.testing.assert_allclose(dX, want, rtol=tol, atol=tol * np.max(np.abs(G)))
 
 
+# conv shapes for the pooled kernels besides SHAPES': tiles of an odd number of rows
+# that the pooled kernels make even (wide and not), with an odd output height
+POOLED_SHAPES = dict(SHAPES, **{
+    "wide, odd rows a tile": (2, 8, 60, 60, 4, (3, 3), (1, 1), ((1, 1), (1, 1))),
+    "tiles, odd rows a tile, odd height": (2, 1, 61, 61, 12, (3, 3), (1, 1), ((1, 1), (1, 1))),
+})
+
+
+def test_the_pooled_shapes_have_tiles_of_an_odd_number_of_rows():
+    for name in ("wide, odd rows a tile", "tiles, odd rows a tile, odd height"):
+        X, Wt, _, stride, padding = _case(name, "float32", POOLED_SHAPES)
+        _, (OH, _), rows, _ = numba_ops._geometry(X, Wt, stride, padding)
+        _, _, even, _ = numba_ops._geometry(X, Wt, stride, padding, pooled=True)
+        assert rows % 2 == 1 and rows < OH and even == rows - 1
+
+
+def _separate(X, Wt, b, activation, stride, padding, G, need_dx):
+    """The conv op, then the max pool's: what the fused op must give."""
+    Z, A, work = NUMBA.ops.conv2d_forward(X, Wt, b, activation, stride, padding, False)
+    out, where = NUMBA.ops.maxpool2d_forward(A, (2, 2), (2, 2))
+    dA = NUMBA.ops.maxpool2d_backward(G, A, out, where, (2, 2), (2, 2))
+    return out, NUMBA.ops.conv2d_backward(X, Wt, dA, Z, A, work, activation, stride, padding,
+                                          need_dx)
+
+
+@pytest.mark.parametrize("name", POOLED_SHAPES)
+@pytest.mark.parametrize("act, dtype", [("relu", "float32"), ("relu", "float64"),
+                                        ("identity", "float64")])
+@pytest.mark.parametrize("ties", [False, True])
+def test_conv_with_max_pool_gives_the_separate_ops_bits(name, act, dtype, ties):
+    """The pooled kernels write the pool of the conv's output and route its gradient into
+    the conv's backward: the same output, choices and gradients, bit for bit, as the
+    conv then the pool (with ties: small integers everywhere, equal maxima in most
+    windows, relu's zeros among them; and NaN, which the pool picks first). Where the
+    pooled tiles hold a row less (an even number), the GEMMs are of another width and
+    sum in another order: there the results agree to rounding."""
+    X, Wt, b, stride, padding = _case(name, dtype, POOLED_SHAPES)
+    if ties:  # small integers: the forward's sums exact, equal maxima everywhere
+        X, Wt, b = (np.round(a * 2) for a in (X, Wt, b))
+        X[0, 0, 0, :3] = np.nan
+    same_tiles = (numba_ops._geometry(X, Wt, stride, padding)[2]
+                  == numba_ops._geometry(X, Wt, stride, padding, pooled=True)[2])
+    rtol, atol = TOL[dtype]
+
+    def check(mine, theirs):
+        if same_tiles:
+            np.testing.assert_array_equal(mine, theirs)
+        else:
+            scale = np.nanmax(np.abs(theirs), initial=1.0)  # NaNs where X has them
+            np.testing.assert_allclose(mine, theirs, rtol=rtol, atol=atol * scale)
+    activation = activations.get(act)
+    out, work = NUMBA.ops.conv2d_maxpool_forward(X, Wt, b, activation, stride, padding,
+                                                 (2, 2), (2, 2))
+    assert isinstance(work, np.ndarray) and work.dtype == np.int32  # the fused kernel ran
+    assert out.dtype == X.dtype and out.flags.c_contiguous
+    G = RNG.normal(size=out.shape).astype(dtype)
+    for need_dx in (True, False):
+        want_out, want = _separate(X, Wt, b, activation, stride, padding, G, need_dx)
+        check(out, want_out)
+        got = NUMBA.ops.conv2d_maxpool_backward(X, Wt, G, out, work, activation, stride,
+                                                padding, (2, 2), (2, 2), need_dx)
+        assert (got[2] is None) == (not need_dx)
+        for mine, theirs in zip(got, want):
+            if theirs is not None:
+                assert mine.dtype == X.dtype and mine.flags.c_contiguous
+                check(mine, theirs)
+
+
+@pytest.mark.parametrize("act, size, stride", [("tanh", (2, 2), (2, 2)),
+                                               ("relu", (3, 3), (2, 2)),
+                                               ("relu", (2, 2), (1, 1))])
+def test_conv_with_other_pools_runs_the_separate_ops(act, size, stride):
+    """Activations and pools the pooled kernels do not take: the conv op, then the pool's,
+    and the backward takes the work of either."""
+    X, Wt, b, conv_stride, padding = _case("LeNet's second conv", "float64")
+    activation = activations.get(act)
+    out, work = NUMBA.ops.conv2d_maxpool_forward(X, Wt, b, activation, conv_stride, padding,
+                                                 size, stride)
+    assert isinstance(work, tuple)
+    want = NUMPY.ops.conv2d_maxpool_forward(X, Wt, b, activation, conv_stride, padding, size,
+                                            stride)[0]
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+    G = RNG.normal(size=out.shape)
+    got = NUMBA.ops.conv2d_maxpool_backward(X, Wt, G, out, work, activation, conv_stride,
+                                            padding, size, stride, True)
+    Z, A, conv_work = NUMBA.ops.conv2d_forward(X, Wt, b, activation, conv_stride, padding, False)
+    pooled, where = NUMBA.ops.maxpool2d_forward(A, size, stride)
+    dA = NUMBA.ops.maxpool2d_backward(G, A, pooled, where, size, stride)
+    for mine, theirs in zip(got, NUMBA.ops.conv2d_backward(X, Wt, dA, Z, A, conv_work,
+                                                           activation, conv_stride, padding,
+                                                           True)):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def _lenet(seed=0, dtype="float64"):
     return fastnn.Sequential([
         Conv2D(1, 6, 5, padding=2, activation="relu"), MaxPool2D(2),
@@ -185,22 +279,28 @@ def test_a_fit_asks_for_the_variants_it_runs(monkeypatch):
                             lambda *v, real=real, name=name: asked.append((name, v)) or real(*v))
     X = RNG.normal(size=(4, 1, 28, 28))
     _lenet().fit(X, RNG.integers(0, 10, size=4), epochs=1, batch_size=4, seed=0)
-    # (SH, SW, is_wide, kind, keep_z or need_dx): both LeNet convs have wide tiles
-    assert sorted(asked) == [("backward_kernel", (1, 1, True, RELU, False)),
-                             ("backward_kernel", (1, 1, True, RELU, True)),
-                             ("forward_kernel", (1, 1, True, RELU, False)),
-                             ("forward_kernel", (1, 1, True, RELU, False))]
+    # (SH, SW, is_wide, kind, keep_z or need_dx, pooled): both LeNet convs have wide tiles
+    # and a 2x2 max pool after them, fused into their builds
+    assert sorted(asked) == [("backward_kernel", (1, 1, True, RELU, False, True)),
+                             ("backward_kernel", (1, 1, True, RELU, True, True)),
+                             ("forward_kernel", (1, 1, True, RELU, False, True)),
+                             ("forward_kernel", (1, 1, True, RELU, False, True))]
 
 
 def test_each_variant_is_a_build_of_its_own_name():
     """Two builds under one name could run each other's code from the cache (see
     ``jit.kernel``): every variant's kernel is named apart."""
     forms = ((1, 1, True), (1, 1, False), (2, 1, False))
-    for factory, count in ((numba_conv.forward_kernel, 2 * 2 + 1),  # the identity keeps no Z
-                           (numba_conv.backward_kernel, 3 * 2)):
-        built = {factory(*form, kind, flag) for form in forms for kind in numba_conv.FUSED
+    pooled = len(numba_conv.POOLED)
+    # the identity keeps no Z, nor does any pooled build
+    for factory, count in ((numba_conv.forward_kernel, 2 * 2 + 1 + pooled),
+                           (numba_conv.backward_kernel, 3 * 2 + pooled * 2)):
+        built = {factory(*form, kind, flag, pool) for form in forms for pool in (False, True)
+                 for kind in (numba_conv.POOLED if pool else numba_conv.FUSED)
                  for flag in (False, True)}
         assert len({k.py_func.__qualname__ for k in built}) == len(built) == len(forms) * count
+    with pytest.raises(ValueError, match="with a max pool"):
+        numba_conv.forward_kernel(1, 1, True, numba_conv.LEAKY_RELU, False, True)
 
 
 def test_a_build_key_packs_its_constants_and_rejects_what_does_not_fit():

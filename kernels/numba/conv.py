@@ -45,6 +45,7 @@ from .blas import gemm
 from .jit import by_constant, kernel
 
 FUSED = (IDENTITY, RELU, LEAKY_RELU)
+POOLED = (IDENTITY, RELU)  # the activations whose builds also fuse a 2x2 max pool
 relu, relu_grad = scalars(RELU)  # the specs' scalar functions (fastnn/activations/)
 leaky_relu, leaky_relu_grad = scalars(LEAKY_RELU)
 TILE = 1 << 15  # numbers in one im2col tile
@@ -236,6 +237,70 @@ def _grad(kind, dA, Z, A, dz, db, alpha, start, stride):
         db[f] = _total(out, P, db[f])
 
 
+@kernel(inline=True)
+def _write_pool(kind, out, b, P, where, alpha, r0, rows):
+    """The 2x2 max pool (stride 2) of z = out + b (one bias per row of out), through the
+    activation: P[f, (r0 + y) // 2, x] = f(max of the window) (relu(max z) = max(relu z):
+    relu never reorders), for the ``rows`` (even, or the image's last) output rows of
+    the tile, laid out ``width // rows`` apart in out's rows; where = the chosen input
+    as y * that width + x in the image (the index the backward's dz tile needs). The
+    pool's rule: the first maximum in row-major order, the first NaN if any
+    (``pool.max_forward``); the bias is added before comparing, so ties are z's. The
+    full-resolution activation is never written. Each pair of rows is read through a
+    slice of its own: indexing out's row at computed offsets ran 2x slower (0.80 against
+    0.40 ms for LeNet's first conv, 128 images, one thread, AMD EPYC)."""
+    F, width = out.shape
+    Wp = width // rows
+    PW = P.shape[2]
+    for f in range(F):
+        bias = b[f]
+        for py in range(rows // 2):
+            y = r0 // 2 + py
+            top = out[f, 2 * py * Wp:(2 * py + 1) * Wp]
+            bottom = out[f, (2 * py + 1) * Wp:(2 * py + 2) * Wp]
+            best, at = P[f, y], where[f, y]
+            base, down = np.int32(2 * y * Wp), np.int32(Wp)
+            for px in range(PW):
+                m, k = top[2 * px] + bias, np.int32(0)
+                v = top[2 * px + 1] + bias
+                take = (v > m) | ((v != v) & (m == m))
+                m = v if take else m
+                k = np.int32(1) if take else k
+                v = bottom[2 * px] + bias
+                take = (v > m) | ((v != v) & (m == m))
+                m = v if take else m
+                k = down if take else k
+                v = bottom[2 * px + 1] + bias
+                take = (v > m) | ((v != v) & (m == m))
+                m = v if take else m
+                k = down + np.int32(1) if take else k
+                best[px] = relu(m, alpha) if kind == RELU else m
+                at[px] = base + np.int32(2 * px) + k
+
+
+@kernel(inline=True)
+def _grad_pool(kind, dP, P, where, dz, db, alpha, r0, rows):
+    """dz (F, rows * width) for the tile from the pooled gradient dP (F, PH, PW): zero
+    but at each window's chosen input (``_write_pool``'s where), which gets dP times
+    the activation's derivative there (relu's from the pooled output: P > 0 iff the
+    chosen z > 0), the same dz the pool's backward then ``_grad`` would give; db[f] +=
+    its row sums (in ``_grad``'s order: the zeros add nothing)."""
+    F, width = dz.shape
+    Wp = width // rows
+    PW = P.shape[2]
+    shift = r0 * Wp
+    for f in range(F):
+        out = dz[f]
+        for t in range(width):
+            out[t] = 0
+        for y in range(r0 // 2, (r0 + rows) // 2):
+            d, a, at = dP[f, y], P[f, y], where[f, y]
+            for px in range(PW):
+                out[at[px] - shift] = relu_grad(d[px], a[px], a[px], alpha) if kind == RELU \
+                    else d[px]
+        db[f] = _total(out, width, db[f])
+
+
 def pack(*numbers):
     """One int for a build's constants (each below ``KEY_BASE``): what ``by_constant``
     keys a serial build by, unpacked by ``unpack``."""
@@ -257,16 +322,19 @@ def unpack(key, count):
 
 
 def _forward_image(key):
-    """The serial body of ``forward`` for one image, built for ``pack(SH, SW, KIND,
-    KEEP_Z)``: the parallel kernel is a loop over images calling it, so Numba's parfor
-    passes (and the outlined body compiled again) see a one-line loop, not this code."""
-    SH, SW, KIND, KEEP_Z = unpack(key, 4)
+    """The serial body of ``forward`` for one image, built for ``pack(FORM, SH, SW, KIND,
+    KEEP_Z)`` (``FORM``: 2 if a max pool is fused, ``pooled``): the parallel kernel is a
+    loop over images calling it, so Numba's parfor passes (and the outlined body compiled
+    again) see a one-line loop, not this code."""
+    FORM, SH, SW, KIND, KEEP_Z = unpack(key, 5)
+    POOL = FORM >> 1
 
-    @kernel(build=(SH, SW, KIND, KEEP_Z))
-    def forward_image(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows, n):
-        """Z[n] = conv(X[n], W) + b and A[n] = f(Z[n]), ``rows`` output rows per tile."""
+    @kernel(build=(FORM, SH, SW, KIND, KEEP_Z))
+    def forward_image(address, ilp64, X, W2, b, Z, A, where, alpha, kh, kw, top, left, rows,
+                      OH, OW, n):
+        """Z[n] = conv(X[n], W) + b and A[n] = f(Z[n]), ``rows`` output rows per tile;
+        with ``POOL``, A[n] = their 2x2 max pool and where[n] its choices instead."""
         F, K = W2.shape
-        OH, OW = Z.shape[2], Z.shape[3]
         buffer = np.empty(K * rows * OW, X.dtype)
         product = np.empty(F * rows * OW, X.dtype)
         for r0 in range(0, OH, rows):
@@ -276,24 +344,28 @@ def _forward_image(key):
             out = product[:F * width].reshape((F, width))
             fill_tile(X[n], tile, kh, kw, SH, SW, top, left, r0, count, OW)
             gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
-            _write(KIND, out, b, Z[n].reshape(F * OH * OW), A[n].reshape(F * OH * OW), alpha,
-                   KEEP_Z, r0 * OW, OH * OW)
+            if POOL:
+                _write_pool(KIND, out, b, A[n], where[n], alpha, r0, count)
+            else:
+                _write(KIND, out, b, Z[n].reshape(F * OH * OW), A[n].reshape(F * OH * OW),
+                       alpha, KEEP_Z, r0 * OW, OH * OW)
 
     return forward_image
 
 
 def _backward_chunk(key):
-    """The serial body of ``backward`` for one chunk of images, built for ``pack(SH, SW,
-    KIND, NEED_DX)`` (as ``_forward_image``)."""
-    SH, SW, KIND, NEED_DX = unpack(key, 4)
+    """The serial body of ``backward`` for one chunk of images, built for ``pack(FORM, SH,
+    SW, KIND, NEED_DX)`` (as ``_forward_image``)."""
+    FORM, SH, SW, KIND, NEED_DX = unpack(key, 5)
+    POOL = FORM >> 1
 
-    @kernel(build=(SH, SW, KIND, NEED_DX))
-    def backward_chunk(address, ilp64, X, W2, dA, Z, A, dWc, dbc, dX, alpha, kh, kw, top, left,
-                       rows, lo, hi):
+    @kernel(build=(FORM, SH, SW, KIND, NEED_DX))
+    def backward_chunk(address, ilp64, X, W2, dA, Z, A, where, dWc, dbc, dX, alpha, kh, kw,
+                       top, left, rows, OH, OW, lo, hi):
         """dWc (K, F) = the images lo..hi-1's dW, transposed, and dbc (F,) their db, summed
-        in image order (both overwritten); with ``NEED_DX`` their dX (overwritten)."""
+        in image order (both overwritten); with ``NEED_DX`` their dX (overwritten). With
+        ``POOL``, dA and A are the pooled gradient and output, where the pool's choices."""
         F, K = W2.shape
-        OH, OW = dA.shape[2], dA.shape[3]
         _zero(dWc)
         _zero(dbc)
         buffer = np.empty(K * rows * OW, X.dtype)
@@ -307,9 +379,12 @@ def _backward_chunk(key):
                 width = count * OW
                 tile = buffer[:K * width].reshape((K, width))
                 dz = grads[:F * width].reshape((F, width))
-                size = F * OH * OW
-                _grad(KIND, dA[n].reshape(size), Z[n].reshape(size), A[n].reshape(size), dz,
-                      dbc, alpha, r0 * OW, OH * OW)
+                if POOL:
+                    _grad_pool(KIND, dA[n], A[n], where[n], dz, dbc, alpha, r0, count)
+                else:
+                    size = F * OH * OW
+                    _grad(KIND, dA[n].reshape(size), Z[n].reshape(size), A[n].reshape(size), dz,
+                          dbc, alpha, r0 * OW, OH * OW)
                 fill_tile(X[n], tile, kh, kw, SH, SW, top, left, r0, count, OW)
                 gemm(address, ilp64, tile, dz, dWc, 1.0, 1.0, False, True)
                 if NEED_DX:
@@ -322,7 +397,7 @@ def _backward_chunk(key):
 
 
 @functools.cache
-def forward_kernel(SH, SW, is_wide, kind, keep_z):
+def forward_kernel(SH, SW, is_wide, kind, keep_z, pooled=False):
     """The forward kernel built for one variant, and nothing else compiled: the stride
     (a stride known when the kernel compiles lets LLVM simplify the tile's index
     arithmetic and vectorize its copies; as an argument, SimpleConvNet's tiles took
@@ -330,38 +405,47 @@ def forward_kernel(SH, SW, is_wide, kind, keep_z):
     and whether Z is written (never for the identity, whose Z is its A). The choices are
     constants of the build (``KEY``, which the serial body is built for): Numba prunes
     the branches not taken before it types the code, so a fit compiles only the paths it
-    runs (see docs/backends/numba.md for the compile times)."""
-    if kind not in FUSED:
-        raise ValueError(f"conv kernels fuse the activation codes {FUSED}, not {kind}")
-    if kind == IDENTITY and keep_z:
-        return forward_kernel(SH, SW, is_wide, kind, 0)  # one build, under one name
-    KEY = pack(int(is_wide), SH, SW, kind, int(keep_z))
+    runs (see docs/backends/numba.md for the compile times). ``pooled``: the build
+    that writes the 2x2 max pool (stride 2) of A instead of A (``_write_pool``), for
+    the activations in ``POOLED``; its tiles hold an even number of rows."""
+    if kind not in (POOLED if pooled else FUSED):
+        raise ValueError(f"conv kernels fuse the activation codes {FUSED} ({POOLED} with a "
+                         f"max pool), not {kind}")
+    if (kind == IDENTITY or pooled) and keep_z:
+        return forward_kernel(SH, SW, is_wide, kind, 0, pooled)  # one build, under one name
+    KEY = pack(_form(is_wide, pooled), SH, SW, kind, int(keep_z))
 
     @kernel(parallel=True, build=(KEY,))
-    def forward(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows):
+    def forward(address, ilp64, X, W2, b, Z, A, where, alpha, kh, kw, top, left, rows, OH, OW):
         """Z (N, F, OH, OW) = conv(X, W) + b and A = f(Z), image by image across threads,
         ``rows`` output rows per tile (wide tiles: rows of the padded width). Without
-        ``KEEP_Z`` Z is not written (it may be A)."""
+        ``KEEP_Z`` Z is not written (it may be A). Pooled, A (N, F, OH // 2, OW // 2) is
+        f(Z)'s 2x2 max pool and where (int32, as A) the windows' choices; Z is not read."""
         for n in prange(X.shape[0]):
-            _image_for(KEY, address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows, n)
+            _image_for(KEY, address, ilp64, X, W2, b, Z, A, where, alpha, kh, kw, top, left,
+                       rows, OH, OW, n)
 
     return forward
 
 
 @functools.cache
-def backward_kernel(SH, SW, is_wide, kind, need_dx):
+def backward_kernel(SH, SW, is_wide, kind, need_dx, pooled=False):
     """The backward kernel built for one variant (as ``forward_kernel``): the stride,
-    the tile form, the activation and whether dX is computed (the model's first layer
-    needs none: its build has no column-gradient GEMM and no col2im at all)."""
-    if kind not in FUSED:
-        raise ValueError(f"conv kernels fuse the activation codes {FUSED}, not {kind}")
-    KEY = pack(int(is_wide), SH, SW, kind, int(need_dx))
+    the tile form, the activation, whether dX is computed (the model's first layer
+    needs none: its build has no column-gradient GEMM and no col2im at all) and whether
+    a 2x2 max pool is fused (its gradient goes straight into each tile's dz,
+    ``_grad_pool``)."""
+    if kind not in (POOLED if pooled else FUSED):
+        raise ValueError(f"conv kernels fuse the activation codes {FUSED} ({POOLED} with a "
+                         f"max pool), not {kind}")
+    KEY = pack(_form(is_wide, pooled), SH, SW, kind, int(need_dx))
 
     @kernel(parallel=True, build=(KEY,))
-    def backward(address, ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, kh, kw, top, left, rows,
-                 chunk):
+    def backward(address, ilp64, X, W2, dA, Z, A, where, dW, db, dX, alpha, kh, kw, top, left,
+                 rows, OH, OW, chunk):
         """dW (F, K), db (F,) and, with ``NEED_DX``, dX (N, C, H, W) (overwritten) from
-        dA, Z, A (N, F, OH, OW). Chunks of ``chunk`` images run across threads; each sums
+        dA, Z, A (N, F, OH, OW), or pooled from the pooled gradient dA, output A and the
+        choices where (Z unread). Chunks of ``chunk`` images run across threads; each sums
         its images' dW and db in order, then the chunks' sums are added in order."""
         N = X.shape[0]
         F, K = W2.shape
@@ -369,8 +453,8 @@ def backward_kernel(SH, SW, is_wide, kind, need_dx):
         dWs = np.empty((chunks, K, F), dW.dtype)  # each chunk's dW, transposed
         dbs = np.empty((chunks, F), db.dtype)  # (zeroed by the chunk: no parallel np.zeros)
         for c in prange(chunks):
-            _chunk_for(KEY, address, ilp64, X, W2, dA, Z, A, dWs[c], dbs[c], dX, alpha, kh, kw,
-                       top, left, rows, c * chunk, min(N, (c + 1) * chunk))
+            _chunk_for(KEY, address, ilp64, X, W2, dA, Z, A, where, dWs[c], dbs[c], dX, alpha,
+                       kh, kw, top, left, rows, OH, OW, c * chunk, min(N, (c + 1) * chunk))
         _add_chunks(dWs, dbs, dW, db)
 
     return backward
@@ -473,15 +557,17 @@ def _grad_wide(kind, dA, Z, A, dz, db, alpha, r0, rows, OW):
 
 
 def _wide_image(key):
-    """``_forward_image`` for wide tiles (stride 1), built for ``pack(1, 1, KIND, KEEP_Z)``."""
-    _, _, KIND, KEEP_Z = unpack(key, 4)
+    """``_forward_image`` for wide tiles (stride 1), built for ``pack(FORM, 1, 1, KIND,
+    KEEP_Z)``."""
+    FORM, _, _, KIND, KEEP_Z = unpack(key, 5)
+    POOL = FORM >> 1
 
-    @kernel(build=(KIND, KEEP_Z))
-    def wide_image(address, ilp64, X, W2, b, Z, A, alpha, kh, kw, top, left, rows, n):
+    @kernel(build=(FORM, KIND, KEEP_Z))
+    def wide_image(address, ilp64, X, W2, b, Z, A, where, alpha, kh, kw, top, left, rows, OH,
+                   OW, n):
         """``forward_image`` for stride 1 with wide tiles of ``rows`` output rows."""
         N, C, H, W = X.shape
         F, K = W2.shape
-        OH, OW = Z.shape[2], Z.shape[3]
         Hp, Wp = OH + kh - 1, OW + kw - 1
         buffer = np.empty(K * rows * Wp, X.dtype)
         product = np.empty(F * rows * Wp, X.dtype)
@@ -495,24 +581,27 @@ def _wide_image(key):
             out = product[:F * count * Wp].reshape((F, count * Wp))
             fill_wide(xp, tile, kh, kw, r0, count, OW)
             gemm(address, ilp64, W2, tile, out, 1.0, 0.0, False, False)
-            _write_wide(KIND, out, b, Z[n], A[n], alpha, KEEP_Z, r0, count, OW)
+            if POOL:
+                _write_pool(KIND, out, b, A[n], where[n], alpha, r0, count)
+            else:
+                _write_wide(KIND, out, b, Z[n], A[n], alpha, KEEP_Z, r0, count, OW)
 
     return wide_image
 
 
 def _wide_chunk(key):
-    """``_backward_chunk`` for wide tiles (stride 1), built for ``pack(1, 1, KIND,
+    """``_backward_chunk`` for wide tiles (stride 1), built for ``pack(FORM, 1, 1, KIND,
     NEED_DX)``."""
-    _, _, KIND, NEED_DX = unpack(key, 4)
+    FORM, _, _, KIND, NEED_DX = unpack(key, 5)
+    POOL = FORM >> 1
 
-    @kernel(build=(KIND, NEED_DX))
-    def wide_chunk(address, ilp64, X, W2, dA, Z, A, dWc, dbc, dX, alpha, kh, kw, top, left,
-                   rows, lo, hi):
+    @kernel(build=(FORM, KIND, NEED_DX))
+    def wide_chunk(address, ilp64, X, W2, dA, Z, A, where, dWc, dbc, dX, alpha, kh, kw, top,
+                   left, rows, OH, OW, lo, hi):
         """``backward_chunk`` for stride 1 with wide tiles: the same sums, in the same
         order."""
         N, C, H, W = X.shape
         F, K = W2.shape
-        OH, OW = dA.shape[2], dA.shape[3]
         Hp, Wp = OH + kh - 1, OW + kw - 1
         padded = top != 0 or left != 0 or Hp != H or Wp != W
         _zero(dWc)
@@ -536,7 +625,10 @@ def _wide_chunk(key):
                 count = min(rows, OH - r0)
                 tile = buffer[:K * count * Wp].reshape((K, count * Wp))
                 dz = grads[:F * count * Wp].reshape((F, count * Wp))
-                _grad_wide(KIND, dA[n], Z[n], A[n], dz, dbc, alpha, r0, count, OW)
+                if POOL:
+                    _grad_pool(KIND, dA[n], A[n], where[n], dz, dbc, alpha, r0, count)
+                else:
+                    _grad_wide(KIND, dA[n], Z[n], A[n], dz, dbc, alpha, r0, count, OW)
                 fill_wide(image, tile, kh, kw, r0, count, OW)
                 gemm(address, ilp64, tile, dz, dWc, 1.0, 1.0, False, True)
                 if NEED_DX:
@@ -549,18 +641,21 @@ def _wide_chunk(key):
     return wide_chunk
 
 
+def _form(is_wide, pooled):
+    """A build key's first number: 1 for the wide tiles, plus 2 with a fused max pool."""
+    return int(is_wide) + 2 * int(pooled)
+
+
 def _image(key):
-    """The serial per-image forward for ``pack(WIDE, SH, SW, KIND, KEEP_Z)``: the wide
-    tiles' (``_wide_image``) where ``WIDE``, else ``_forward_image``."""
-    is_wide, rest = divmod(key, KEY_BASE**4)
-    return (_wide_image if is_wide else _forward_image)(rest)
+    """The serial per-image forward for ``pack(FORM, SH, SW, KIND, KEEP_Z)``: the wide
+    tiles' (``_wide_image``) where ``FORM`` says wide, else ``_forward_image``."""
+    return (_wide_image if key // KEY_BASE**4 & 1 else _forward_image)(key)
 
 
 def _chunk(key):
-    """The serial backward of a chunk for ``pack(WIDE, SH, SW, KIND, NEED_DX)``, as
+    """The serial backward of a chunk for ``pack(FORM, SH, SW, KIND, NEED_DX)``, as
     ``_image``: ``_wide_chunk`` or ``_backward_chunk``."""
-    is_wide, rest = divmod(key, KEY_BASE**4)
-    return (_wide_chunk if is_wide else _backward_chunk)(rest)
+    return (_wide_chunk if key // KEY_BASE**4 & 1 else _backward_chunk)(key)
 
 
 _image_for, _chunk_for = by_constant(_image), by_constant(_chunk)  # f(KEY, *its arguments)

@@ -333,14 +333,17 @@ def _conv_kind(activation, dtype):
     return IDENTITY, dtype.type(0.0), False
 
 
-def _geometry(X, W, stride, padding):
+def _geometry(X, W, stride, padding, pooled=False):
     """The kernels' window arguments (kh, kw, top, left), (OH, OW), the output rows per
-    tile and whether the tiles are wide (``conv.wide``)."""
+    tile (even where a 2x2 pool is fused and a tile holds fewer than OH: its windows
+    must not straddle two tiles) and whether the tiles are wide (``conv.wide``)."""
     F, C, kh, kw = W.shape
     (top, _), (left, _) = padding
     OH, OW = output_hw(X.shape, (kh, kw), stride, padding)
     is_wide = conv.wide(C * kh * kw, F, stride)
     rows = conv.tile_rows(C * kh * kw, OH, conv.tile_width(OW, kw, is_wide))
+    if pooled and rows < OH:
+        rows = max(2, rows - rows % 2)
     return (kh, kw, top, left), (OH, OW), rows, is_wide
 
 
@@ -360,7 +363,8 @@ def conv2d_forward(X, W, b, activation, stride, padding, keep_z=True):
     forward = conv.forward_kernel(*stride, is_wide, kind, keep)
     gemm = _gemm()
     with gemm_threads():
-        forward(gemm.address(X.dtype), gemm.ilp64, X, W2, b, Z, A, alpha, *window, rows)
+        forward(gemm.address(X.dtype), gemm.ilp64, X, W2, b, Z, A, _NO_CHOICES, alpha, *window,
+                rows, OH, OW)
     if not fused:  # the kernel wrote Z alone
         A = activation.forward(np, Z)
     return Z, A, None
@@ -376,17 +380,72 @@ def conv2d_backward(X, W, dA, Z, A, work, activation, stride, padding, need_dx):
     if not fused:
         dA = activation.backward(np, dA, Z, A)
     X, dA, Z, A = (np.ascontiguousarray(a) for a in (X, dA, Z, A))
+    window, (OH, OW), rows, is_wide = _geometry(X, W, stride, padding)
+    backward = conv.backward_kernel(*stride, is_wide, kind, need_dx)
+    return _conv_backward(backward, X, W, dA, Z, A, _NO_CHOICES, alpha, window, rows, OH, OW,
+                          need_dx)
+
+
+def _conv_backward(backward, X, W, dA, Z, A, where, alpha, window, rows, OH, OW, need_dx):
+    """Run a conv backward build: (dW, db, dX or None)."""
     F = W.shape[0]
     W2 = np.ascontiguousarray(W).reshape(F, -1)
-    window, _, rows, is_wide = _geometry(X, W, stride, padding)
     dW, db = np.zeros(W2.shape, X.dtype), np.zeros(F, X.dtype)
     dX = np.empty(X.shape if need_dx else (0, 0, 0, 0), X.dtype)  # the kernel zeroes it
-    backward = conv.backward_kernel(*stride, is_wide, kind, need_dx)
     gemm = _gemm()
     with gemm_threads():
-        backward(gemm.address(X.dtype), gemm.ilp64, X, W2, dA, Z, A, dW, db, dX, alpha, *window,
-                 rows, conv.CHUNK)
+        backward(gemm.address(X.dtype), gemm.ilp64, X, W2, dA, Z, A, where, dW, db, dX, alpha,
+                 *window, rows, OH, OW, conv.CHUNK)
     return dW.reshape(W.shape), db, (dX if need_dx else None)
+
+
+_NO_CHOICES = np.empty((0, 0, 0, 0), np.int32)  # the where of the builds without a pool
+
+
+def _pools(X, W, b, activation, stride, size, pool_stride):
+    """True if the pooled conv kernels take this conv + max pool: a 2x2 pool moving by 2,
+    the conv's activation one of ``conv.POOLED``, layouts the conv kernels take."""
+    return (tuple(size) == (2, 2) and tuple(pool_stride) == (2, 2)
+            and _conv_takes(X, W, b) and _conv_kind(activation, X.dtype)[0] in conv.POOLED
+            and _conv_kind(activation, X.dtype)[2])
+
+
+def conv2d_maxpool_forward(X, W, b, activation, stride, padding, size, pool_stride):
+    """A conv and the 2x2 max pool after it in one kernel (``conv.forward_kernel``'s pooled
+    build): the pooled output written from each tile's product, never the conv's full
+    activation; ``work``: the windows' choices (int32, as the output). Other pools and
+    activations: this table's conv then pool ops (``conv_ops.conv2d_maxpool_forward``)."""
+    if not _pools(X, W, b, activation, stride, size, pool_stride):
+        return conv_ops.conv2d_maxpool_forward(_SEPARATE, X, W, b, activation, stride, padding,
+                                               size, pool_stride)
+    kind, alpha, _ = _conv_kind(activation, X.dtype)
+    X, b = np.ascontiguousarray(X), np.ascontiguousarray(b)
+    F = W.shape[0]
+    W2 = np.ascontiguousarray(W).reshape(F, -1)
+    window, (OH, OW), rows, is_wide = _geometry(X, W, stride, padding, pooled=True)
+    P = np.empty((X.shape[0], F, OH // 2, OW // 2), X.dtype)
+    where = np.empty(P.shape, np.int32)
+    forward = conv.forward_kernel(*stride, is_wide, kind, 0, True)
+    gemm = _gemm()
+    with gemm_threads():
+        forward(gemm.address(X.dtype), gemm.ilp64, X, W2, b, P, P, where, alpha, *window, rows,
+                OH, OW)
+    return P, where
+
+
+def conv2d_maxpool_backward(X, W, dP, P, work, activation, stride, padding, size, pool_stride,
+                            need_dx):
+    """The pooled gradient through the pool's choices and the activation's derivative
+    straight into each tile of the conv's backward (``conv.backward_kernel``'s pooled
+    build), never a full-resolution gradient; the composition where the forward was."""
+    if isinstance(work, tuple):  # the forward's composition
+        return conv_ops.conv2d_maxpool_backward(_SEPARATE, X, W, dP, P, work, activation,
+                                                stride, padding, size, pool_stride, need_dx)
+    kind, alpha, _ = _conv_kind(activation, X.dtype)
+    X, dP = np.ascontiguousarray(X), np.ascontiguousarray(dP, X.dtype)
+    window, (OH, OW), rows, is_wide = _geometry(X, W, stride, padding, pooled=True)
+    backward = conv.backward_kernel(*stride, is_wide, kind, need_dx, True)
+    return _conv_backward(backward, X, W, dP, P, P, work, alpha, window, rows, OH, OW, need_dx)
 
 
 def _planes(a):
@@ -416,6 +475,16 @@ def maxpool2d_backward(dA, X, out, work, size, stride):
     return dX
 
 
+class _SEPARATE:
+    """This backend's separate conv and pool ops, which the composed conv + pool op
+    (``conv_ops.conv2d_maxpool_forward``) calls where the pooled kernels do not fit."""
+
+    conv2d_forward = staticmethod(conv2d_forward)
+    conv2d_backward = staticmethod(conv2d_backward)
+    maxpool2d_forward = staticmethod(maxpool2d_forward)
+    maxpool2d_backward = staticmethod(maxpool2d_backward)
+
+
 OVERRIDES = {
     name: globals()[name]
     for name in (
@@ -423,6 +492,7 @@ OVERRIDES = {
         "layer_backward", "sigmoid_bce", "softmax_xent", "sgd_update", "momentum_update",
         "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update",
         "conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
+        "conv2d_maxpool_forward", "conv2d_maxpool_backward",
     )
 }
 
