@@ -11,9 +11,9 @@ docstring is their contract. Optimizer updates work in place on the parameter an
 state arrays.
 ``layer_backward`` and ``conv2d_maxpool_forward``/``_backward`` (a conv layer and the max
 pool after it, ``fastnn.conv_ops``) are composed from the other ops unless a backend
-fuses them. Whole
-training epochs are not an op: a backend offers them for a plain-data plan of the
-training (``Backend.fused_epoch``, see ``fastnn.plan``), so no op needs the model.
+fuses them. Whole training epochs are not an op: a backend offers them for a plain-data
+plan of the training (``Backend.fused_epoch``, see ``fastnn.plan``), so no op needs the
+model.
 """
 
 import functools
