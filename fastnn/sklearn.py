@@ -63,6 +63,77 @@ except ImportError:  # 1.4 and 1.5: the method that function replaced
 FLOATS = (np.float32, np.float64)  # X stays float32 if it is; anything else is float64
 
 
+def _checked(estimator, X, y="no_validation", *, reset, **options):
+    """scikit-learn's ``validate_data``, its ValueError completed with the fix where the
+    shape of X shows the mistake: images not flattened, or X transposed."""
+    try:
+        return validate_data(estimator, X, y, reset=reset, **options)
+    except ValueError as error:
+        fix = _shape_fix(estimator, X, y, reset)
+        if fix is None:
+            raise
+        raise ValueError(f"{error} {fix}") from None
+
+
+def _shape_fix(estimator, X, y, reset):
+    """What to do about X's shape, or None if its shape does not explain the error."""
+    try:
+        shape = np.shape(X)
+    except ValueError:  # a ragged list: scikit-learn's message says it
+        return None
+    if len(shape) > 2:
+        return (
+            f"X has shape {shape}: the estimators take 2-D rows (n_samples, n_features), "
+            f"so flatten images first with X.reshape(len(X), -1) (for a convolutional "
+            f"network, train a fastnn.Sequential with Conv2D layers on the images directly)"
+        )
+    if len(shape) != 2:
+        return None
+    rows, columns = shape
+    if reset:  # fit: a y with as many values as X has columns
+        samples = _length(y)
+        if samples is not None and rows != samples == columns:
+            return (f"X looks transposed: it has {rows} rows and {columns} columns, and y "
+                    f"has {samples} values; pass X.T (one row per sample)")
+        return None
+    expected = getattr(estimator, "n_features_in_", None)
+    if expected is not None and columns != expected == rows:
+        return (f"X looks transposed: it has {rows} rows of {columns} values, and the "
+                f"estimator was fitted to rows of {expected}; pass X.T (one row per sample)")
+    return None
+
+
+def _length(y):
+    if isinstance(y, str) or y is None:  # including "no_validation"
+        return None
+    try:
+        return len(y)
+    except TypeError:
+        return None
+
+
+def _refuse_mixed_labels(y):
+    """A classifier's labels must be all strings or all numbers: NumPy cannot sort a mix
+    (a raw TypeError deep in scikit-learn), and a list of both silently becomes strings."""
+    dtype = getattr(y, "dtype", None)
+    if dtype is not None and dtype != np.dtype(object):
+        return
+    try:
+        labels = np.asarray(y, dtype=object)
+    except ValueError:
+        return
+    if labels.ndim != 1:
+        return
+    strings = [label for label in labels if isinstance(label, str)]
+    others = [label for label in labels if not isinstance(label, str)]
+    if strings and others:
+        raise ValueError(
+            f"y mixes strings and other labels ({strings[0]!r} and {others[0]!r}): class "
+            f"labels must be all strings or all numbers; convert them first, e.g. "
+            f"y = np.asarray(y).astype(str)"
+        )
+
+
 class _NeuralNet(BaseEstimator):
     """What the classifier and the regressor share; the subclasses say how targets
     become the network's outputs and back."""
@@ -133,7 +204,7 @@ class _NeuralNet(BaseEstimator):
     def _outputs(self, X):
         """The network's outputs for X, as float64 NumPy."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=FLOATS, order="C")
+        X = _checked(self, X, reset=False, dtype=FLOATS, order="C")
         return self.model_.predict_proba(X).astype(np.float64)
 
     # ---- building and training ----
@@ -273,7 +344,8 @@ class NeuralNetClassifier(ClassifierMixin, _NeuralNet):
     """
 
     def _validate(self, X, y, reset):
-        X, y = validate_data(self, X, y, reset=reset, dtype=FLOATS, order="C")
+        _refuse_mixed_labels(y)
+        X, y = _checked(self, X, y, reset=reset, dtype=FLOATS, order="C")
         check_classification_targets(y)
         return X, y
 
@@ -371,8 +443,8 @@ class NeuralNetRegressor(RegressorMixin, _NeuralNet):
         return loss
 
     def _validate(self, X, y, reset):
-        return validate_data(self, X, y, reset=reset, dtype=FLOATS, order="C",
-                             multi_output=True, y_numeric=True)
+        return _checked(self, X, y, reset=reset, dtype=FLOATS, order="C",
+                        multi_output=True, y_numeric=True)
 
     def _learn_targets(self, y, classes=None):
         self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]

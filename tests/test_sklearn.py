@@ -411,6 +411,51 @@ def test_bad_data_gets_scikit_learns_or_fastnns_messages():
         fitted.predict(X * 1e39)  # finite in float64, beyond float32
 
 
+@pytest.mark.parametrize("labels", [np.array(["a", 1, "b", 1], dtype=object), ["a", 1, "b", 1]])
+def test_labels_mixing_strings_and_numbers_are_named_with_the_fix(labels):
+    """NumPy cannot sort such labels (a raw TypeError inside scikit-learn), and a list of
+    them would silently turn 1 into '1'."""
+    X = np.random.default_rng(0).random((4, 2))
+    with pytest.raises(ValueError, match=r"y mixes strings and other labels \('a' and 1\).*"
+                                         r"all strings or all numbers.*astype\(str\)"):
+        NeuralNetClassifier(epochs=1).fit(X, labels)
+    with pytest.raises(ValueError, match="y mixes strings"):
+        NeuralNetClassifier(epochs=1).partial_fit(X, labels, classes=["a", "b"])
+
+
+def test_transposed_x_is_named_with_the_fix():
+    X, y = blobs(2)
+    X = np.c_[X, X, X][:, :5]  # 5 features, so X.T differs in shape from X
+    for cls in (NeuralNetClassifier, NeuralNetRegressor):
+        fitted = cls(epochs=1).fit(X, y)
+        with pytest.raises(ValueError, match=r"X has \d+ features, but \w+ is expecting 5 "
+                                             r"features.*X looks transposed: it has 5 rows "
+                                             r"of \d+ values.*pass X.T"):
+            fitted.predict(X[:40].T)
+        with pytest.raises(ValueError, match="X looks transposed.*pass X.T"):
+            fitted.partial_fit(X[:40].T, y[:5])
+        with pytest.raises(ValueError, match=r"inconsistent numbers of samples.*X looks "
+                                             r"transposed: it has 5 rows and 40 columns, and "
+                                             r"y has 40 values; pass X.T"):
+            cls(epochs=1).fit(X[:40].T, y[:40])
+        with pytest.raises(ValueError, match=r"expecting 5 features as input\.$"):
+            fitted.predict(X[:40, :3])  # fewer features, not transposed: no guess
+
+
+@pytest.mark.parametrize("shape", [(40, 8, 8), (40, 1, 8, 8)])
+def test_images_are_named_with_the_fix(shape):
+    X = np.random.default_rng(0).random(shape)
+    y = np.arange(40) % 2
+    message = (rf"Found array with dim {len(shape)}.*X has shape \({shape[0]}, .*the "
+               r"estimators take 2-D rows.*X.reshape\(len\(X\), -1\).*Conv2D")
+    for cls in (NeuralNetClassifier, NeuralNetRegressor):
+        with pytest.raises(ValueError, match=message):
+            cls(epochs=1).fit(X, y)
+        fitted = cls(epochs=1).fit(X.reshape(len(X), -1), y)
+        with pytest.raises(ValueError, match=message):
+            fitted.predict(X)
+
+
 def test_without_scikit_learn_the_import_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "fastnn.sklearn")
     monkeypatch.setitem(sys.modules, "sklearn", None)  # importing it now fails
