@@ -273,15 +273,22 @@ def _every_rank_has_rows(plan, ranks):
         total, rank = sum(plan.rows_per_rank), counts.index(0)
         if plan.sharded:
             raise DistributedError(
-                f"rank {rank} holds {plan.rows_per_rank[rank]} samples, but an epoch has "
-                f"{len(plan.counts)} steps ({total} samples in global batches of "
-                f"{plan.batch}) and every rank needs at least one row in every step; give "
-                f"every rank at least {len(plan.counts)} samples or use a larger batch_size")
+                f"rank {rank} holds {_count(plan.rows_per_rank[rank], 'sample')}, but an "
+                f"epoch has {_count(len(plan.counts), 'step')} ({_count(total, 'sample')} in "
+                f"global batches of {plan.batch}) and every rank needs at least one row in "
+                f"every step; give every rank at least {_count(len(plan.counts), 'sample')} "
+                f"or use a larger batch_size")
         raise DistributedError(
             f"with {ranks} ranks every rank needs at least one row of every batch, but batch "
-            f"{step + 1} of an epoch has {sum(counts)} rows ({plan.rows_per_rank[0]} samples "
-            f"in batches of {plan.batch}); use a batch_size of at least {ranks} that leaves a "
-            f"last batch of 0 or at least {ranks} rows, or fewer ranks")
+            f"{step + 1} of an epoch has {_count(sum(counts), 'row')} "
+            f"({_count(plan.rows_per_rank[0], 'sample')} in batches of {plan.batch}); use a "
+            f"batch_size of at least {ranks} that leaves a last batch of 0 or at least "
+            f"{ranks} rows, or fewer ranks")
+
+
+def _count(n, noun):
+    """'1 row', '2 rows': a count and its noun, plural unless 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _broadcast_state(model, comm):
