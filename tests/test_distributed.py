@@ -551,7 +551,8 @@ def test_nccl_on_one_gpu_rank_is_one_process_without_host_copies(tmp_path):
 
 @needs_mpi
 def test_mpi_cli_a_rank_that_cannot_load_its_data_stops_every_rank(tmp_path):
-    """Rank 1's CSV file is missing (Hydra's PMI_RANK picks each rank's file)."""
+    """Rank 1's CSV file is missing (Hydra's PMI_RANK picks each rank's file): rank 0
+    reports it, naming rank 1 and its error, in the job's one line of error."""
     rows = np.c_[X[:40], Y[:40]]
     np.savetxt(tmp_path / "data0.csv", rows, delimiter=",", comments="",
                header="a,b,c,d,label")
@@ -560,8 +561,9 @@ def test_mpi_cli_a_rank_that_cannot_load_its_data_stops_every_rank(tmp_path):
                f"--distributed --epochs 2 --no-plots")
     run = launch(2, "sh", "-c", command, timeout=60)
     assert run.returncode == 2
-    assert "fastnn: error: rank 1 of 2 failed before training: FileNotFoundError" in run.stderr
-    assert run.stderr.count("fastnn: error:") == 2 and "Traceback" not in run.stderr
+    assert run.stderr == (f"fastnn: error: rank 1 of 2 failed before training: "
+                          f"FileNotFoundError: CSV file '{tmp_path}/data1.csv' does not exist; "
+                          f"every rank stops here\n"), run.stderr
 
 
 

@@ -75,6 +75,25 @@ def test_fastnn_train_under_mpiexec_without_distributed_is_refused_once(tmp_path
     assert "Traceback" not in run.stderr and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("mpi", MPIS)
+def test_fastnn_train_distributed_with_a_bad_out_says_so_once(tmp_path, mpi):
+    """mpiexec -n 2 fastnn train --distributed --out FILE: rank 0 finds --out unusable
+    before training; one line (not rank 0's error and rank 1's relay of it), a non-zero
+    exit, nothing trained and the file left as it was. (Open MPI's launcher adds its
+    own note of the non-zero exit.)"""
+    command = shutil.which("fastnn", path=str(BIN))
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    run = launch(2, command, "train", "--dataset", "digits", "--distributed", "--epochs", "3",
+                 "--no-plots", "--out", str(taken), mpi=mpi, timeout=TIMEOUT)
+    assert run.returncode != 0 and run.stdout == ""
+    assert run.stderr.count("fastnn: error:") == 1, run.stderr
+    assert run.stderr.count(f"fastnn: error: --out {taken} is a file; --out needs a folder "
+                            f"(created if missing), so give another path\n") == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    assert taken.read_text() == "not a folder"
+
+
 @pytest.mark.parametrize("variables, expected", [
     ({}, False),  # a plain process
     ({"PMI_RANK": "1", "PMI_SIZE": "2"}, True),  # MPICH's Hydra, Intel MPI

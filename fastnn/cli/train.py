@@ -23,7 +23,7 @@ import fastnn
 from fastnn import backends, datasets, optimizers, presets
 from fastnn.data import standardize, train_test_split
 from fastnn.distributed import DataParallel, guard
-from fastnn.errors import TrainingDiverged
+from fastnn.errors import DistributedError, TrainingDiverged
 from fastnn.names import lookup, normalize
 
 BUILTIN = {f.__name__: f for f in (*datasets.GENERATED, datasets.digits)}
@@ -115,12 +115,15 @@ def run(args):
             f"rank would train a copy of its own and write the same outputs; add --distributed "
             f"to train one model over the ranks, or set FASTNN_MPI_GUARD=0 to run them apart")
     world = DataParallel() if args.distributed else None
+    failure = None
     try:
         split, data, scaling, model, description, optimizer, seed = prepare(args, world)
     except Exception as error:
-        if world is not None:
-            world.check(error)  # the other ranks, waiting in fit, raise DistributedError
-        raise
+        if world is None:
+            raise
+        failure = error
+    if world is not None and _failed(world, failure):
+        return 2  # rank 0 says why, once
     X_train, X_test, y_train, y_test = data
     validation = None if X_test is None else (X_test, y_test)
     lead = world is None or world.rank == 0  # the rank that prints and writes
@@ -157,6 +160,20 @@ def run(args):
         written.append(args.out / "model.npz")
         say(f"wrote {', '.join(str(path) for path in written)}")
     return 0
+
+
+def _failed(world, error):
+    """Whether any rank failed before training (``error``: this rank's failure, or None),
+    which every rank learns here. Rank 0 raises the failure, to be reported once: its own
+    error, or the DistributedError naming the failed ranks and their errors; the other
+    ranks return True, to end with status 2 and print nothing."""
+    try:
+        world.check(error)
+    except DistributedError as relayed:
+        error = relayed
+    if error is not None and world.rank == 0:
+        raise error
+    return error is not None
 
 
 def prepare(args, world):
