@@ -8,7 +8,7 @@ Run it where a package index can be reached, after changing an extra or when a n
 CuPy comes out: pip fetches the wheels to read their dependencies (about 1.3 GB for
 each extra, kept in pip's cache), too much for every CI run, so the test suite checks
 offline only that pyproject.toml still asks for CuPy's [ctk] extra
-(tests/test_cuda_extras.py); docs/gpu-check.md records the last resolution.
+(bench/test_cuda_extras.py); docs/gpu-check.md records the last resolution.
 Exits 1 when a library is missing from a resolution, 2 when pip cannot resolve.
 """
 

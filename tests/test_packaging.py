@@ -127,3 +127,12 @@ def test_the_numba_range_is_written_once_and_everything_reads_it(monkeypatch):
                      rf"{re.escape(python_floor)}, numpy {re.escape(numpy_floor)}\.0 \|$",
                      table, re.M)
     assert re.search(rf"^\| newest tested \| {re.escape(newest)}\.\d+ \|", table, re.M)
+
+
+def test_no_test_in_tests_imports_bench():
+    """``pytest tests/test_x.py`` run alone puts tests/ on sys.path, not the project root
+    (bench/'s conftest does that when the whole suite runs), so a test of a bench module
+    lives in bench/, as bench/test_*.py do."""
+    importing = [path.name for path in sorted((ROOT / "tests").glob("*.py"))
+                 if re.search(r"^\s*(from|import)\s+bench\b", path.read_text(), re.M)]
+    assert importing == []
