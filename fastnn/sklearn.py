@@ -124,11 +124,11 @@ def _refuse_mixed_labels(y):
         return
     if labels.ndim != 1:
         return
-    strings = [label for label in labels if isinstance(label, str)]
-    others = [label for label in labels if not isinstance(label, str)]
-    if strings and others:
+    string = next((label for label in labels if isinstance(label, str)), None)
+    other = next((label for label in labels if not isinstance(label, str)), None)
+    if string is not None and other is not None:
         raise ValueError(
-            f"y mixes strings and other labels ({strings[0]!r} and {others[0]!r}): class "
+            f"y mixes strings and other labels ({string!r} and {other!r}): class "
             f"labels must be all strings or all numbers; convert them first, e.g. "
             f"y = np.asarray(y).astype(str)"
         )

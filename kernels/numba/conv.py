@@ -408,9 +408,7 @@ def forward_kernel(SH, SW, is_wide, kind, keep_z, pooled=False):
     runs (see docs/backends/numba.md for the compile times). ``pooled``: the build
     that writes the 2x2 max pool (stride 2) of A instead of A (``_write_pool``), for
     the activations in ``POOLED``; its tiles hold an even number of rows."""
-    if kind not in (POOLED if pooled else FUSED):
-        raise ValueError(f"conv kernels fuse the activation codes {FUSED} ({POOLED} with a "
-                         f"max pool), not {kind}")
+    _check_kind(kind, pooled)
     if (kind == IDENTITY or pooled) and keep_z:
         return forward_kernel(SH, SW, is_wide, kind, 0, pooled)  # one build, under one name
     KEY = pack(_form(is_wide, pooled), SH, SW, kind, int(keep_z))
@@ -435,9 +433,7 @@ def backward_kernel(SH, SW, is_wide, kind, need_dx, pooled=False):
     needs none: its build has no column-gradient GEMM and no col2im at all) and whether
     a 2x2 max pool is fused (its gradient goes straight into each tile's dz,
     ``_grad_pool``)."""
-    if kind not in (POOLED if pooled else FUSED):
-        raise ValueError(f"conv kernels fuse the activation codes {FUSED} ({POOLED} with a "
-                         f"max pool), not {kind}")
+    _check_kind(kind, pooled)
     KEY = pack(_form(is_wide, pooled), SH, SW, kind, int(need_dx))
 
     @kernel(parallel=True, build=(KEY,))
@@ -639,6 +635,13 @@ def _wide_chunk(key):
                 _unpad(dxp, dX[n], top, left)
 
     return wide_chunk
+
+
+def _check_kind(kind, pooled):
+    """Refuse an activation code the (pooled) builds do not fuse."""
+    if kind not in (POOLED if pooled else FUSED):
+        raise ValueError(f"conv kernels fuse the activation codes {FUSED} ({POOLED} with a "
+                         f"max pool), not {kind}")
 
 
 def _form(is_wide, pooled):

@@ -419,9 +419,9 @@ _NO_CHOICES = np.empty((0, 0, 0, 0), np.int32)  # the where of the builds withou
 def _pools(X, W, b, activation, stride, size, pool_stride):
     """True if the pooled conv kernels take this conv + max pool: a 2x2 pool moving by 2,
     the conv's activation one of ``conv.POOLED``, layouts the conv kernels take."""
+    kind, _, fused = _conv_kind(activation, X.dtype)
     return (tuple(size) == (2, 2) and tuple(pool_stride) == (2, 2)
-            and _conv_takes(X, W, b) and _conv_kind(activation, X.dtype)[0] in conv.POOLED
-            and _conv_kind(activation, X.dtype)[2])
+            and _conv_takes(X, W, b) and fused and kind in conv.POOLED)
 
 
 def conv2d_maxpool_forward(X, W, b, activation, stride, padding, size, pool_stride):
