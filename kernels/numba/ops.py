@@ -324,16 +324,20 @@ def _split(macs):
 
 def _matmul(a, b, trans_b=False):
     """a @ b (a @ b.T if ``trans_b``), C-contiguous, under ``gemm_threads``: one GEMM
-    call, or fixed row blocks across Numba's threads (``products.rows``) for a large
-    product; the same bits either way."""
+    call, or, for a large product, fixed blocks of the longer side of the result across
+    Numba's threads (``products.product``: the smaller operand is the one each block
+    packs again); the blocks, and so the bits, depend on the shapes alone."""
     gemm = _gemm()
     if gemm is None:
         return np.matmul(a, b.T if trans_b else b)
-    n = b.shape[0] if trans_b else b.shape[1]
-    c = np.empty((a.shape[0], n), a.dtype)
-    block = products.blocks(a.shape[0]) if _split(c.size * a.shape[1]) else max(1, c.shape[0])
+    m, n = a.shape[0], (b.shape[0] if trans_b else b.shape[1])
+    c = np.empty((m, n), a.dtype)
+    split = _split(c.size * a.shape[1])
+    by_columns = split and n > m
+    block = products.blocks(n if by_columns else m) if split else max(1, m)
     with gemm_threads():
-        products.rows(gemm.address(a.dtype), gemm.ilp64, a, b, c, trans_b, block)
+        products.product(gemm.address(a.dtype), gemm.ilp64, a, b, c, trans_b, block,
+                         by_columns)
     return c
 
 
