@@ -176,7 +176,7 @@ class Dense(WeightLayer):
         """Backward from the pre-activation gradient (the output layer's loss gives it)."""
         X = self.cache[0]
         if db is None:
-            db = self.backend.xp.sum(dZ, axis=0)
+            db = self.backend.ops.bias_grad(dZ)
         dW, dX = self.backend.ops.dense_backward(X, self.W.value, dZ, self.needs_input_grad)
         self.W.grad, self.b.grad = dW, db
         return dX

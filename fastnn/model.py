@@ -277,8 +277,7 @@ class Sequential:
         for rows in _chunks(X, batch_size):
             Xb, Yb = X[rows, ...], Y[rows, ...]
             loss, A = self.loss_value(Xb, Yb)
-            sums[0] += loss * Xb.shape[0]
-            sums[1] += metrics.batch_score(self.backend.xp, self.task, A, Yb)
+            self.backend.ops.tally(sums, loss, Xb.shape[0], self.task, A, Yb)
         return sums
 
     def scores(self, sums, m):

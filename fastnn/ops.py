@@ -3,7 +3,8 @@
 An ``Ops`` table holds one callable per op. The generic versions below run on any
 array-API namespace (NumPy, CuPy through array-api-compat, array-api-strict);
 an accelerating backend passes faster replacements for the ops it fuses, and
-inherits the rest. Layers, losses and optimizers call only these entries.
+inherits the rest. Layers, losses, optimizers and the training steps call only these
+entries (the steps add each batch's loss and metric to the epoch's sums with ``tally``).
 
 Shapes are batch-first: X (m, n_in), W (n_in, n_out), b (n_out,), Z and A (m, n_out).
 The convolution and pooling ops (NCHW images) are in ``fastnn.conv_ops``, whose
@@ -19,7 +20,7 @@ model.
 import functools
 import numbers
 
-from fastnn import conv_ops
+from fastnn import conv_ops, metrics
 
 
 def dense_forward(xp, X, W, b, activation, keep_z=True):
@@ -42,7 +43,13 @@ def activation_forward(xp, Z, activation):
 def activation_backward(xp, dA, Z, A, activation):
     """dZ = dA * f'(Z) and the bias gradient db = sum(dZ) over the batch."""
     dZ = activation.backward(xp, dA, Z, A)
-    return dZ, xp.sum(dZ, axis=0)
+    return dZ, bias_grad(xp, dZ)
+
+
+def bias_grad(xp, dZ):
+    """db = dZ summed over the batch: the bias gradient of a layer given its dZ (the
+    output layer, whose loss gives dZ)."""
+    return xp.sum(dZ, axis=0)
 
 
 def dense_backward(xp, X, W, dZ, need_dx):
@@ -75,6 +82,14 @@ def softmax_xent(xp, Z, A, Y, need_grad):
     if not need_grad:
         return loss, None
     return loss, (A - Y) / m
+
+
+def tally(xp, sums, loss, rows, task, A, Y):
+    """Add one batch to an epoch's running (loss sum, metric sum) device vector, in
+    place: its mean ``loss`` times its ``rows``, and ``metrics.batch_score`` of its
+    outputs A against its targets Y for the model's ``task``."""
+    sums[0] += loss * rows
+    sums[1] += metrics.batch_score(xp, task, A, Y)
 
 
 def _decayed(g, p, weight_decay):
@@ -141,8 +156,10 @@ GENERIC = {
         activation_forward,
         activation_backward,
         dense_backward,
+        bias_grad,
         sigmoid_bce,
         softmax_xent,
+        tally,
         sgd_update,
         momentum_update,
         nesterov_update,

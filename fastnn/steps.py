@@ -19,7 +19,6 @@ replay; a fused runner calls the same hooks between its steps.
 
 import functools
 
-from fastnn import metrics
 from fastnn.outofcore import take
 from fastnn.runner import EpochRunner
 
@@ -45,8 +44,7 @@ class Steps(EpochRunner):
             if clipping:
                 clip(xp, params, self.clip_norm, self.clip_value)
             model.optimizer.step(params, backend)
-            sums[0] += loss * Xb.shape[0]
-            sums[1] += metrics.batch_score(xp, model.task, A, Yb)
+            backend.ops.tally(sums, loss, Xb.shape[0], model.task, A, Yb)
         return batches.total(sums)
 
 

@@ -365,6 +365,42 @@ def test_fused_losses_match_numpy_including_extreme_logits(loss, output, dtype):
             assert dZ is None and dZ_r is None
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("task, n_out", [("multiclass", 7), ("binary", 1), ("binary", 3),
+                                         ("regression", 2)])
+def test_tally_adds_a_batch_with_the_generic_ops_bits(task, n_out, dtype):
+    """One kernel call adds a batch's loss and score (regression: the generic op) with
+    the NumPy op's bits, arg-max ties (the first wins) and NaN outputs included."""
+    rng = np.random.default_rng(5)
+    A = (rng.integers(0, 3, (50, n_out)) / 2).astype(dtype)  # many ties, and 0.5 itself
+    A[0, n_out // 2], A[0, -1], A[1, -1], A[2, 0] = np.nan, np.nan, np.nan, np.nan
+    if task == "multiclass":
+        Y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, 50)]
+        Y[:3] = np.eye(n_out, dtype=dtype)[[n_out // 2, -1, 0]]  # NumPy's arg-max: the NaN
+        Y[3] = Y[4] = 1.0 / n_out  # soft rows: a tie in Y too
+    else:
+        Y = (rng.integers(0, 3, A.shape) / 2).astype(dtype)
+    loss = np.dtype(dtype).type(1.0 / 3.0)
+    got, want = np.array([0.1, 7.0], dtype), np.array([0.1, 7.0], dtype)
+    for sums, backend in ((got, NUMBA), (want, NUMPY)):
+        backend.ops.tally(sums, loss, 50, task, A, Y)
+        backend.ops.tally(sums, loss, 50, task, A[::-1].copy(), Y)
+    np.testing.assert_array_equal(got, want)
+    assert got[1] != 7.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(128, 10), (3, 1), (0, 4)])
+def test_the_output_layers_bias_gradient_has_numpys_bits(shape, dtype):
+    dZ = np.random.default_rng(6).standard_normal(shape).astype(dtype)
+    got = NUMBA.ops.bias_grad(dZ)
+    assert got.dtype == np.dtype(dtype) and got.shape == (shape[1],)
+    np.testing.assert_array_equal(got, np.sum(dZ, axis=0))
+    view = np.zeros((shape[0], 2 * shape[1]), dtype)[:, ::2]  # not contiguous: generic
+    view[...] = dZ
+    np.testing.assert_array_equal(NUMBA.ops.bias_grad(view), np.sum(dZ, axis=0))
+
+
 UPDATES = {
     "sgd_update": (0, (0.1, 0.01)),
     "momentum_update": (1, (0.1, 0.9, 0.01)),

@@ -18,7 +18,10 @@ from fastnn.kernels.numba import ops as numba_ops  # noqa: E402
 from fastnn.kernels.numba import products  # noqa: E402
 
 needs_gemm = pytest.mark.skipif(numba_ops._gemm() is None, reason="no CBLAS GEMM found")
-SHAPES = [(100, 4320, 100), (128, 400, 120), (37, 53, 19), (1, 3, 2), (0, 4, 5), (5, 0, 3)]
+# (m, k, n) of a layer: split forward products (by rows, and by columns where n > m: the
+# last of the first four) and dX products by columns (n_in > batch)
+SHAPES = [(100, 4320, 100), (128, 400, 120), (37, 53, 19), (64, 300, 256), (1, 3, 2),
+          (0, 4, 5), (5, 0, 3)]
 
 
 def _arrays(m, k, n, dtype):
@@ -50,7 +53,7 @@ def test_the_three_products_match_float64(m, k, n, dtype):
 
 
 @needs_gemm
-@pytest.mark.parametrize("m, k, n", SHAPES[:3])
+@pytest.mark.parametrize("m, k, n", SHAPES[:4])
 def test_a_dense_layer_is_bit_identical_at_one_and_two_threads(m, k, n):
     X, W, dZ = _arrays(m, k, n, np.float32)
     b = np.linspace(-1, 1, n).astype(np.float32)
@@ -79,7 +82,7 @@ def test_large_dense_products_run_with_one_blas_thread(monkeypatch):
     if control is None:
         pytest.skip("no OpenBLAS thread setter in NumPy's BLAS")
     seen = []
-    for name in ("rows", "weight_rows"):
+    for name in ("product", "weight_rows"):
         real = getattr(products, name)
         monkeypatch.setattr(products, name, lambda *a, real=real: (seen.append(control.get()),
                                                                   real(*a))[1])
@@ -102,3 +105,19 @@ def test_weight_rows_rejects_mismatched_shapes():
     X, _, dZ = _arrays(4, 3, 2, np.float32)
     with pytest.raises(ValueError, match="do not match"):
         products.weight_rows(gemm.sgemm, gemm.ilp64, X, dZ, np.empty((2, 2), np.float32), 8)
+
+
+@needs_gemm
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m, k, n", [(6, 5, 40), (0, 5, 40), (6, 0, 40)])
+def test_a_product_by_column_blocks_is_the_product(m, k, n, trans_b):
+    """Blocks of c's columns (op(b)'s columns read in place), empty sides included."""
+    gemm = numba_ops._gemm()
+    a, b, _ = _arrays(m, k, n, np.float64)
+    b_arg = np.ascontiguousarray(b.T) if trans_b else b
+    c = np.full((m, n), np.nan)
+    products.product(gemm.dgemm, gemm.ilp64, a, b_arg, c, trans_b, 16, True)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="do not match"):
+        products.product(gemm.dgemm, gemm.ilp64, a, b_arg, np.empty((m, n + 1)), trans_b, 16,
+                         True)

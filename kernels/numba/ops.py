@@ -36,6 +36,7 @@ from . import optimizers as rules
 from . import pool as pool
 from . import products as products
 from . import softmax as softmax
+from . import tally as tallies
 from .activations import ANY
 from .jit import mask
 
@@ -179,6 +180,24 @@ def _loss(kernel, generic_op, Z, A, Y, need_grad, count):
     return Z.dtype.type(loss), (dZ if need_grad else None)
 
 
+def bias_grad(dZ):
+    if not fits(dZ) or dZ.ndim != 2:
+        return generic.bias_grad(np, dZ)
+    db = np.empty(dZ.shape[1], dZ.dtype)
+    tallies.column_sums(dZ, db)
+    return db
+
+
+def tally(sums, loss, rows, task, A, Y):
+    """One kernel call (``kernels/numba/tally.py``) for the classifiers' scores; the
+    generic op for regression and for arrays the kernel does not take."""
+    if (task not in ("multiclass", "binary") or not fits(sums, A, Y) or A.ndim != 2
+            or A.shape != Y.shape or getattr(loss, "dtype", None) != sums.dtype):
+        generic.tally(np, sums, loss, rows, task, A, Y)
+    else:
+        tallies.tally(sums, loss, rows, A, Y, task == "binary")
+
+
 def sigmoid_bce(Z, A, Y, need_grad):
     return _loss(losses.sigmoid_bce, generic.sigmoid_bce, Z, A, Y, need_grad, Z.size)
 
@@ -305,16 +324,20 @@ def _split(macs):
 
 def _matmul(a, b, trans_b=False):
     """a @ b (a @ b.T if ``trans_b``), C-contiguous, under ``gemm_threads``: one GEMM
-    call, or fixed row blocks across Numba's threads (``products.rows``) for a large
-    product; the same bits either way."""
+    call, or, for a large product, fixed blocks of the longer side of the result across
+    Numba's threads (``products.product``: the smaller operand is the one each block
+    packs again); the blocks, and so the bits, depend on the shapes alone."""
     gemm = _gemm()
     if gemm is None:
         return np.matmul(a, b.T if trans_b else b)
-    n = b.shape[0] if trans_b else b.shape[1]
-    c = np.empty((a.shape[0], n), a.dtype)
-    block = products.blocks(a.shape[0]) if _split(c.size * a.shape[1]) else max(1, c.shape[0])
+    m, n = a.shape[0], (b.shape[0] if trans_b else b.shape[1])
+    c = np.empty((m, n), a.dtype)
+    split = _split(c.size * a.shape[1])
+    by_columns = split and n > m
+    block = products.blocks(n if by_columns else m) if split else max(1, m)
     with gemm_threads():
-        products.rows(gemm.address(a.dtype), gemm.ilp64, a, b, c, trans_b, block)
+        products.product(gemm.address(a.dtype), gemm.ilp64, a, b, c, trans_b, block,
+                         by_columns)
     return c
 
 
@@ -503,8 +526,8 @@ OVERRIDES = {
     name: globals()[name]
     for name in (
         "dense_forward", "activation_forward", "activation_backward", "dense_backward",
-        "layer_backward", "sigmoid_bce", "softmax_xent", "sgd_update", "momentum_update",
-        "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update",
+        "bias_grad", "layer_backward", "sigmoid_bce", "softmax_xent", "tally", "sgd_update",
+        "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update",
         "conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
         "conv2d_maxpool_forward", "conv2d_maxpool_backward",
     )
@@ -541,6 +564,9 @@ def warmup(dtypes, activations=None, optimizers=None):
             softmax.grad_rows(A, A, dZ, b.copy(), 0, 2)
             softmax.forward(Z, b, Z, A, True, 1)
             softmax.backward(A, A, dZ, b.copy(), np.zeros((1, 2), dtype))
+        tallies.column_sums(Z, b.copy())
+        for binary in (False, True):
+            tallies.tally(np.zeros(2, dtype), one, 2, Z, A, binary)
         losses.sigmoid_bce(Z, A, A, dZ, 0.25, True)
         losses.softmax_xent(Z, A, A, dZ, 0.5, True)
         hp = (0.1, 0.0, 0.9, 0.1, 0.9, 0.1, 1e-8, 0.1, 0.1)
