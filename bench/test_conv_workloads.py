@@ -66,3 +66,55 @@ def test_the_conv_table_prints_epoch_rows():
     text = conv_table.markdown({"environment": env, "rows": [], "epochs": [row]})
     assert "load average 1.0, 0.5, 0.2" in text
     assert "| LeNet-5 B=128 | 2 | 60,000 | 9.0 | 3.0 | 6.0 | 2.00x | 20,000 |" in text
+
+
+class FakeLoad:
+    """``environment.OtherLoad`` reading the next of a list of loads."""
+
+    loads = []
+
+    def __enter__(self):
+        self.cores = FakeLoad.loads.pop(0)
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("loads, retries, expected", [
+    ([0.9, 0.5, 0.1], 2, (0.1, 3)),   # busy twice, then quiet: the quiet attempt
+    ([0.9, 0.2], 2, (0.2, 2)),        # quiet at the second attempt: stops there
+    ([0.9, 0.5, 0.7], 2, (0.5, 3)),   # never quiet: the least busy of all
+    ([0.9, 0.1], 0, (0.9, 1)),        # no retries: measured once, busy
+    ([None], 2, (None, 1)),           # no /proc/stat: measured once
+])
+def test_the_conv_table_measures_a_busy_net_again_and_keeps_the_quietest(
+        monkeypatch, loads, retries, expected):
+    from bench import conv_table
+
+    calls = []
+    monkeypatch.setattr(conv_table.environment, "OtherLoad", FakeLoad)
+    monkeypatch.setattr(conv_table, "measure", lambda targets, plan: calls.append(1) or len(calls))
+    FakeLoad.loads = list(loads)
+    logged = []
+    timings, load, attempts = conv_table.measure_quietest({}, None, retries, logged.append)
+    assert (load, attempts) == expected
+    assert timings == loads.index(load) + 1  # the measurement taken beside that load
+    assert len(logged) == attempts - 1 and all("busy" in line for line in logged)
+
+
+def test_the_conv_table_marks_busy_step_rows():
+    from bench import conv_table
+
+    env = {"date": "d", "git_commit": "c", "cpu": "cpu", "cpus_usable": 2, "numba": {},
+           "torch": {"version": "t"}, "load_average": [1.0, 0.5, 0.25]}
+    target = {"ms": 10.0, "gflops": 30.0, "pct_sgemm": 30.0, "traced_peak_mib": 3.0}
+    row = {"net": "LeNet-5", "batch": 128, "threads": 1, "sgemm_gflops": 100.0,
+           "numba_tiles_mib": 0.5, **{t: dict(target) for t in conv_table.TARGETS}}
+    row["numba"]["ms"] = 5.0
+    quiet = conv_table.markdown({"environment": env, "rows": [dict(row, other_load=0.05)]})
+    busy = conv_table.markdown({"environment": env, "rows": [dict(row, other_load=0.62)]})
+    assert "| 2.00x |" in quiet and quiet.rstrip().endswith("| 0.05 |")
+    assert busy.rstrip().endswith("| 0.62 (busy) |")
+    header = quiet.splitlines()[2]
+    assert header.count("|") == quiet.splitlines()[4].count("|")
