@@ -41,20 +41,10 @@ def sgemm_gflops(plan, n=2048):
 def measure_quietest(targets, plan, retries, log, max_other_load=MAX_OTHER_LOAD):
     """``measure(targets, plan)``, again up to ``retries`` times while other processes
     used more than ``max_other_load`` cores beside it (another session's tests make a
-    2-vCPU host's 2-thread rows meaningless); returns (timings, other load in cores,
-    attempts) of the attempt with the least other load (None where /proc/stat is not
-    readable: then it is measured once)."""
-    best = None
-    for attempt in range(1, retries + 2):
-        with environment.OtherLoad() as other:
-            timings = measure(targets, plan)
-        load = other.cores
-        if best is None or (load is not None and load < best[1]):
-            best = (timings, load)
-        if load is None or load <= max_other_load or attempt > retries:
-            break
-        log(f"  busy: other processes used {load:.2f} cores; measuring again")
-    return best[0], best[1], attempt
+    2-vCPU host's 2-thread rows meaningless): ``environment.quietest``'s (other load in
+    cores, timings, attempts) of the quietest attempt."""
+    return environment.quietest(lambda: measure(targets, plan), None, retries,
+                                max_other_load, log)
 
 
 def cases(net, batch, torch):
@@ -141,7 +131,7 @@ def run(threads_list, rounds, log, steps=True, epoch_samples=0, retries=2):
         log(f"{threads} thread(s): sgemm {ceiling:.0f} GFLOP/s")
         for net in cnn.NETS:
             made = cases(net, cnn.BATCH[net], torch)
-            timings, load, attempts = measure_quietest(
+            load, timings, attempts = measure_quietest(
                 {t: (WallTimer(), made[t].step) for t in TARGETS}, plan, retries, log)
             flops = conv_workloads.cnn_flops(net, cnn.BATCH[net])
             row = {"net": net, "batch": cnn.BATCH[net], "threads": threads,

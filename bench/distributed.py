@@ -159,21 +159,6 @@ def paired_ratio(report):
                                                    report["seconds"]["rank"], strict=True))
 
 
-def quietest(start, what, retries, max_other_load, log):
-    """``start()`` (a launch), repeated up to ``retries`` times while other processes
-    used more than ``max_other_load`` cores; (their cores, its report) of the quietest."""
-    attempts = []
-    while len(attempts) <= retries:
-        log(f"distributed: {what}")
-        with environment.OtherLoad(children=True) as other:
-            got = start()
-        attempts.append((other.cores or 0.0, got))
-        if (other.cores or 0.0) <= max_other_load:
-            break
-        log(f"  busy: other processes used {other.cores:.2f} cores; again")
-    return min(attempts, key=lambda attempt: attempt[0])
-
-
 def measure(backends, quick=False, log=print, max_other_load=0.25, retries=None):
     """One row per backend and configuration (see the module docstring). A launch
     during which other processes used more than ``max_other_load`` cores is repeated,
@@ -185,17 +170,19 @@ def measure(backends, quick=False, log=print, max_other_load=0.25, retries=None)
     for _ in range(passes):
         for backend in backends:
             for label, ranks, threads, distributed in CONFIGS:
-                load, got = quietest(
+                load, got, _ = environment.quietest(
                     partial(launch, backend, ranks, threads, distributed, n, batch, rounds),
-                    f"{backend}, {label}", retries, max_other_load, log)
+                    f"distributed: {backend}, {label}", retries, max_other_load, log,
+                    children=True)
                 kept = reports.setdefault((backend, label), {**got, "other_load": []})
                 if kept is not got:
                     for key in ("seconds", "reduce_seconds", "losses"):
                         kept[key] += got[key]
-                kept["other_load"].append(load)
-    paired = {backend: quietest(partial(launch_paired, backend, n, batch, pairs),
-                                f"{backend}, 1 rank against 1 process, paired", retries,
-                                max_other_load, log)[1]
+                kept["other_load"].append(load or 0.0)
+    paired = {backend: environment.quietest(
+                  partial(launch_paired, backend, n, batch, pairs),
+                  f"distributed: {backend}, 1 rank against 1 process, paired", retries,
+                  max_other_load, log, children=True)[1]
               for backend in backends}
     return rows(backends, reports, n, batch, paired)
 

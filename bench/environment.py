@@ -117,6 +117,26 @@ def _cupy(cupy):
     return {"version": cupy.__version__, "device": name}
 
 
+def quietest(start, what, retries, max_other_load, log, children=False):
+    """``start()``, repeated up to ``retries`` times while other processes used more than
+    ``max_other_load`` cores beside it (``children``: the CPU time of the child processes
+    it waits for counts as its own); (their cores, its result, attempts) of the quietest
+    attempt. ``what``, if given, is logged before each attempt. Where /proc/stat cannot
+    be read the cores are None and it runs once."""
+    attempts = []
+    while len(attempts) <= retries:
+        if what:
+            log(what)
+        with OtherLoad(children=children) as other:
+            got = start()
+        attempts.append((other.cores, got))
+        if other.cores is None or other.cores <= max_other_load or len(attempts) > retries:
+            break
+        log(f"  busy: other processes used {other.cores:.2f} cores; again")
+    cores, got = min(attempts, key=lambda attempt: attempt[0] or 0.0)
+    return cores, got, len(attempts)
+
+
 class OtherLoad:
     """CPU time that other processes used while a block ran, in cores (Linux only):
     the machine's busy time from /proc/stat minus this process's own CPU time, over the

@@ -73,6 +73,9 @@ class FakeLoad:
 
     loads = []
 
+    def __init__(self, children=False):
+        assert not children  # the nets run in this process
+
     def __enter__(self):
         self.cores = FakeLoad.loads.pop(0)
         return self
@@ -97,7 +100,7 @@ def test_the_conv_table_measures_a_busy_net_again_and_keeps_the_quietest(
     monkeypatch.setattr(conv_table, "measure", lambda targets, plan: calls.append(1) or len(calls))
     FakeLoad.loads = list(loads)
     logged = []
-    timings, load, attempts = conv_table.measure_quietest({}, None, retries, logged.append)
+    load, timings, attempts = conv_table.measure_quietest({}, None, retries, logged.append)
     assert (load, attempts) == expected
     assert timings == loads.index(load) + 1  # the measurement taken beside that load
     assert len(logged) == attempts - 1 and all("busy" in line for line in logged)
