@@ -1,5 +1,6 @@
 """BatchNorm: per-feature normalization of a batch-first input, then a learned scale
-``gamma`` and shift ``beta``.
+``gamma`` and shift ``beta``; BatchNorm2D: the same per channel of images (N, C, H, W),
+over the batch and every pixel, as PyTorch's BatchNorm2d.
 
 Training normalizes each feature with the batch's own mean and (biased) variance and
 updates running estimates, ``running = momentum * running + (1 - momentum) * batch``
@@ -15,19 +16,20 @@ import numpy as np
 
 from fastnn.layers import Layer, Parameter, check_flat, register
 from fastnn.validation import in_range, positive_int, positive_number
+from fastnn.windows import check_image
 
 
 @register
 class BatchNorm(Layer):
     """y = gamma * (x - mean) / sqrt(var + eps) + beta, per feature of X (m, n_features).
-    Flat features only: images (N, C, H, W) would need a per-channel BatchNorm, which
-    fastnn does not have; a BatchNorm after Flatten() normalizes each pixel."""
+    Flat features only: for images (N, C, H, W), BatchNorm2D normalizes each channel."""
 
     def __init__(self, n_features, momentum=0.9, eps=1e-5):
-        self.n_features = positive_int("BatchNorm n_features", n_features)
+        name = type(self).__name__
+        self.n_features = positive_int(f"{name} n_features", n_features)
         self.n_in = self.n_out = self.n_features
-        self.momentum = in_range("BatchNorm momentum", momentum, 0.0, 1.0)
-        self.eps = positive_number("BatchNorm eps", eps)
+        self.momentum = in_range(f"{name} momentum", momentum, 0.0, 1.0)
+        self.eps = positive_number(f"{name} eps", eps)
         self.needs_input_grad = True
         self.frozen = False  # gradcheck: keep the running statistics fixed across passes
         self.sync = None  # data-parallel training: sums over the global batch (see above)
@@ -41,8 +43,9 @@ class BatchNorm(Layer):
 
     def output_shape(self, input_shape, source="the layer before it"):
         check_flat(self.n_features, input_shape, source,
-                   "BatchNorm normalizes features (a per-channel BatchNorm for images is not "
-                   "in fastnn): put it after Flatten()",
+                   f"BatchNorm normalizes flat features: for images use "
+                   f"BatchNorm2D({input_shape[0] if len(input_shape) == 3 else 'channels'}) "
+                   f"(per channel), or put it after Flatten()",
                    f"make n_features {input_shape[-1]}")
         return (self.n_features,)
 
@@ -81,17 +84,29 @@ class BatchNorm(Layer):
         xp = self.backend.xp
         if training:
             mean = self._batch_mean(X)
-            centered = X - mean
+            centered = X - self._shaped(mean)
             var = self._batch_mean(centered * centered)
             if not self.frozen:
                 self._update_running(mean, var)
         else:
             mean, var = self.running_mean.value, self.running_var.value
-            centered = X - mean
+            centered = X - self._shaped(mean)
         inv_std = 1.0 / xp.sqrt(var + self.eps)
-        X_hat = centered * inv_std
+        X_hat = centered * self._shaped(inv_std)
         self.cache = (X_hat, inv_std, training)
-        return X_hat * self.gamma.value + self.beta.value
+        return X_hat * self._shaped(self.gamma.value) + self._shaped(self.beta.value)
+
+    def _shaped(self, vector):
+        """A per-feature vector as it broadcasts against the input: as it is here."""
+        return vector
+
+    def _sums(self, A):
+        """The per-feature sums of A over the batch."""
+        return self.backend.xp.sum(A, axis=0)
+
+    def _per_row(self, A):
+        """How many numbers of one feature a row (sample) of A holds: 1 here."""
+        return 1
 
     def _batch_mean(self, A):
         """The column means of A over the batch (the global batch when synchronized)."""
@@ -106,16 +121,70 @@ class BatchNorm(Layer):
     def backward(self, dA):
         """Gradients of gamma and beta, and dX. In training mode the batch statistics
         depend on X: dX = gamma * inv_std * (dA - mean(dA) - X_hat * mean(dA * X_hat))."""
-        xp = self.backend.xp
         X_hat, inv_std, training = self.cache
-        self.beta.grad = xp.sum(dA, axis=0)
-        self.gamma.grad = xp.sum(dA * X_hat, axis=0)
+        self.beta.grad = self._sums(dA)
+        self.gamma.grad = self._sums(dA * X_hat)
         if not self.needs_input_grad:
             return None
-        scale = self.gamma.value * inv_std
+        scale = self._shaped(self.gamma.value * inv_std)
         if not training:
             return dA * scale
         m, sum_dA, sum_dA_x = dA.shape[0], self.beta.grad, self.gamma.grad
         if self.sync is not None:
             (sum_dA, sum_dA_x), m = self.sync.sums(sum_dA, sum_dA_x), self.sync.rows
-        return scale * (dA - sum_dA / m - X_hat * (sum_dA_x / m))
+        m *= self._per_row(dA)
+        return scale * (dA - self._shaped(sum_dA / m) - X_hat * self._shaped(sum_dA_x / m))
+
+
+@register
+class BatchNorm2D(BatchNorm):
+    """BatchNorm per channel of images (N, C, H, W), as PyTorch's ``BatchNorm2d``: each
+    channel is normalized with the mean and (biased) variance of all its numbers in the
+    batch (N * H * W of them), then scaled and shifted by that channel's gamma and beta.
+    Running statistics, momentum and data-parallel synchronization as BatchNorm's (so
+    ``momentum=0.9`` is PyTorch's ``momentum=0.1``, and the running variance is updated
+    with the biased batch variance where PyTorch uses the unbiased one)."""
+
+    def __init__(self, channels, momentum=0.9, eps=1e-5):
+        super().__init__(positive_int("BatchNorm2D channels", channels), momentum, eps)
+
+    @property
+    def channels(self):
+        return self.n_features
+
+    def __repr__(self):
+        return f"BatchNorm2D({self.channels}, momentum={self.momentum}, eps={self.eps})"
+
+    @property
+    def input_shape(self):
+        return None  # any height and width: a model starting with one needs input_shape
+
+    def output_shape(self, input_shape, source="the layer before it"):
+        check_image(input_shape, source)
+        if input_shape[0] != self.channels:
+            raise ValueError(
+                f"takes images of {self.channels} channel(s) but {source} gives images of "
+                f"{input_shape[0]} channel(s) (shape {tuple(input_shape)}); make channels "
+                f"{input_shape[0]}"
+            )
+        return tuple(input_shape)
+
+    def config(self):
+        return {"type": "BatchNorm2D", "channels": self.channels,
+                "momentum": self.momentum, "eps": self.eps}
+
+    def _shaped(self, vector):
+        return self.backend.xp.reshape(vector, (-1, 1, 1))
+
+    def _sums(self, A):
+        xp = self.backend.xp
+        return xp.sum(xp.sum(A, axis=(2, 3)), axis=0)
+
+    def _per_row(self, A):
+        return A.shape[2] * A.shape[3]
+
+    def _batch_mean(self, A):
+        """The channel means of A over the batch and every pixel: each image's channel
+        sums first, then their mean over the (global, when synchronized) batch."""
+        per_image = self.backend.xp.sum(A, axis=(2, 3))
+        return super()._batch_mean(per_image) / self._per_row(A)
