@@ -14,6 +14,7 @@ the statistics and the input gradient's means are then taken over every rank's r
 
 import numpy as np
 
+from fastnn import activations
 from fastnn.layers import Layer, Parameter, check_flat, register
 from fastnn.validation import in_range, positive_int, positive_number
 from fastnn.windows import check_image
@@ -21,21 +22,39 @@ from fastnn.windows import check_image
 
 @register
 class BatchNorm(Layer):
-    """y = gamma * (x - mean) / sqrt(var + eps) + beta, per feature of X (m, n_features).
-    Flat features only: for images (N, C, H, W), BatchNorm2D normalizes each channel."""
+    """y = gamma * (x - mean) / sqrt(var + eps) + beta, per feature of X (m, n_features),
+    then ``activation`` (elementwise; default none), so that a layer before it can be left
+    without one (Dense, BatchNorm, ReLU as PyTorch users write it). Flat features only:
+    for images (N, C, H, W), BatchNorm2D normalizes each channel."""
 
-    def __init__(self, n_features, momentum=0.9, eps=1e-5):
+    def __init__(self, n_features, momentum=0.9, eps=1e-5, activation="identity"):
         name = type(self).__name__
         self.n_features = positive_int(f"{name} n_features", n_features)
         self.n_in = self.n_out = self.n_features
         self.momentum = in_range(f"{name} momentum", momentum, 0.0, 1.0)
         self.eps = positive_number(f"{name} eps", eps)
+        self.activation = activations.get(activation)
+        if not self.activation.elementwise:
+            raise ValueError(f"{name} activation must be elementwise, not "
+                             f"{self.activation.name!r} (row-wise): give that to the output "
+                             f"Dense layer")
+        self.plain = activations.builtin_name(self.activation) == "identity"
         self.needs_input_grad = True
         self.frozen = False  # gradcheck: keep the running statistics fixed across passes
         self.sync = None  # data-parallel training: sums over the global batch (see above)
 
     def __repr__(self):
-        return f"BatchNorm({self.n_features}, momentum={self.momentum}, eps={self.eps})"
+        return f"{type(self).__name__}({self.n_features}, {self._settings()})"
+
+    def _settings(self):
+        """The repr's keyword arguments: momentum, eps, and the activation if any."""
+        shown = f"momentum={self.momentum}, eps={self.eps}"
+        return shown if self.plain else f"{shown}, activation={self.activation.name!r}"
+
+    def _activation_config(self):
+        """The activation's config where there is one (a plain BatchNorm's config is
+        unchanged: checkpoints written before activations came read the same)."""
+        return {} if self.plain else {"activation": self.activation.config()}
 
     @property
     def input_shape(self):
@@ -51,7 +70,7 @@ class BatchNorm(Layer):
 
     def config(self):
         return {"type": "BatchNorm", "n_features": self.n_features,
-                "momentum": self.momentum, "eps": self.eps}
+                "momentum": self.momentum, "eps": self.eps, **self._activation_config()}
 
     @property
     def gamma(self):
@@ -93,8 +112,14 @@ class BatchNorm(Layer):
             centered = X - self._shaped(mean)
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         X_hat = centered * self._shaped(inv_std)
-        self.cache = (X_hat, inv_std, training)
-        return X_hat * self._shaped(self.gamma.value) + self._shaped(self.beta.value)
+        Z = X_hat * self._shaped(self.gamma.value) + self._shaped(self.beta.value)
+        if self.plain:
+            self.cache = (X_hat, inv_std, training, None, None)
+            return Z
+        Z = xp.reshape(Z, (Z.shape[0], -1))  # rows: what every backend's kernels take
+        A = self.backend.ops.activation_forward(Z, self.activation)
+        self.cache = (X_hat, inv_std, training, Z, A)
+        return xp.reshape(A, X.shape)
 
     def _shaped(self, vector):
         """A per-feature vector as it broadcasts against the input: as it is here."""
@@ -121,7 +146,11 @@ class BatchNorm(Layer):
     def backward(self, dA):
         """Gradients of gamma and beta, and dX. In training mode the batch statistics
         depend on X: dX = gamma * inv_std * (dA - mean(dA) - X_hat * mean(dA * X_hat))."""
-        X_hat, inv_std, training = self.cache
+        X_hat, inv_std, training, Z, A = self.cache
+        if not self.plain:
+            dA = self.backend.xp.reshape(dA, Z.shape)
+            dZ, _ = self.backend.ops.activation_backward(dA, Z, A, self.activation)
+            dA = self.backend.xp.reshape(dZ, X_hat.shape)
         self.beta.grad = self._sums(dA)
         self.gamma.grad = self._sums(dA * X_hat)
         if not self.needs_input_grad:
@@ -145,15 +174,13 @@ class BatchNorm2D(BatchNorm):
     ``momentum=0.9`` is PyTorch's ``momentum=0.1``, and the running variance is updated
     with the biased batch variance where PyTorch uses the unbiased one)."""
 
-    def __init__(self, channels, momentum=0.9, eps=1e-5):
-        super().__init__(positive_int("BatchNorm2D channels", channels), momentum, eps)
+    def __init__(self, channels, momentum=0.9, eps=1e-5, activation="identity"):
+        super().__init__(positive_int("BatchNorm2D channels", channels), momentum, eps,
+                         activation)
 
     @property
     def channels(self):
         return self.n_features
-
-    def __repr__(self):
-        return f"BatchNorm2D({self.channels}, momentum={self.momentum}, eps={self.eps})"
 
     @property
     def input_shape(self):
@@ -171,7 +198,7 @@ class BatchNorm2D(BatchNorm):
 
     def config(self):
         return {"type": "BatchNorm2D", "channels": self.channels,
-                "momentum": self.momentum, "eps": self.eps}
+                "momentum": self.momentum, "eps": self.eps, **self._activation_config()}
 
     def _shaped(self, vector):
         return self.backend.xp.reshape(vector, (-1, 1, 1))

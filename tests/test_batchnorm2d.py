@@ -208,3 +208,66 @@ def test_a_checkpoint_rebuilds_and_resumes_it_bit_for_bit(backend, tmp_path):
     for a, b in zip(resumed.parameters() + resumed.buffers(),
                     straight.parameters() + straight.buffers()):
         np.testing.assert_array_equal(host(backend, a.value), host(backend, b.value))
+
+
+def test_an_activation_after_the_normalization_is_pytorchs_batchnorm_then_relu(backend):
+    """Conv2D without an activation, then BatchNorm2D(..., activation="relu"): PyTorch's
+    conv, BatchNorm2d, ReLU."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    layer = BatchNorm2D(3, momentum=0.9, activation="relu")
+    layer.build(backend, backend.dtype("float64"), np.random.default_rng(0))
+    layer.gamma.value, layer.beta.value = dev(backend, GAMMA), dev(backend, np.zeros(3))
+    out = host(backend, layer.forward(dev(backend, X), training=True))
+    dX = host(backend, layer.backward(dev(backend, DA)))
+    norm = torch.nn.BatchNorm2d(3, momentum=0.1).double()
+    with torch.no_grad():
+        norm.weight[:] = torch.tensor(GAMMA)
+        norm.bias[:] = 0.0
+    x = torch.tensor(X, requires_grad=True)
+    y = torch.relu(norm(x))
+    y.backward(torch.tensor(DA))
+    assert out.shape == X.shape and (out == 0).any() and (out > 0).any()
+    np.testing.assert_allclose(out, y.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dX, x.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(host(backend, layer.gamma.grad), norm.weight.grad.numpy(),
+                               rtol=1e-12)
+
+
+def test_gradcheck_with_activations_after_both_batchnorms(backend):
+    images = RNG.normal(size=(6, 2, 6, 6)) * 3.0 + 1.0
+    labels = np.arange(6) % 3
+    # the layers before them have activations too: a bias right before a BatchNorm is
+    # cancelled by it, its true gradient zero, which no relative error can check
+    model = Sequential([Conv2D(2, 3, 3, padding=1, activation="tanh"),
+                        BatchNorm2D(3, activation="tanh"), AvgPool2D(2), Flatten(),
+                        Dense(27, 5, "tanh"),
+                        BatchNorm(5, activation="sigmoid"), Dense(5, 3, "softmax")],
+                       input_shape=(2, 6, 6), seed=3, dtype="float64", backend=backend)
+    result = fastnn.gradcheck(model, images, labels)
+    assert result.passed, result
+
+
+def test_the_activation_is_saved_and_plain_configs_are_unchanged(tmp_path):
+    plain, relu = BatchNorm2D(4), BatchNorm2D(4, momentum=0.8, activation="relu")
+    assert plain.config() == {"type": "BatchNorm2D", "channels": 4, "momentum": 0.9,
+                              "eps": 1e-5}
+    assert repr(relu) == "BatchNorm2D(4, momentum=0.8, eps=1e-05, activation='relu')"
+    assert BatchNorm(3).config() == {"type": "BatchNorm", "n_features": 3, "momentum": 0.9,
+                                     "eps": 1e-5}
+    model = Sequential([Conv2D(1, 4, 3), relu, Flatten(), Dense(144, 5),
+                        BatchNorm(5, activation={"name": "leaky_relu", "alpha": 0.2}),
+                        Dense(5, 2, "softmax")], input_shape=(1, 8, 8), seed=0)
+    images = RNG.normal(size=(7, 1, 8, 8))
+    model.fit(images, np.arange(7) % 2, epochs=1, batch_size=4)
+    loaded = fastnn.load(model.save(tmp_path / "m.npz"))
+    assert [layer.config() for layer in loaded.layers] == [layer.config()
+                                                            for layer in model.layers]
+    assert loaded.layers[4].activation.alpha == 0.2
+    np.testing.assert_array_equal(loaded.predict_proba(images), model.predict_proba(images))
+
+
+def test_a_row_wise_activation_is_refused():
+    for make in (lambda: BatchNorm2D(4, activation="softmax"),
+                 lambda: BatchNorm(4, activation="softmax")):
+        with pytest.raises(ValueError, match="activation must be elementwise, not 'softmax'"):
+            make()
