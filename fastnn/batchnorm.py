@@ -102,17 +102,13 @@ class BatchNorm(Layer):
     def forward(self, X, training=False):
         xp = self.backend.xp
         if training:
-            mean = self._batch_mean(X)
-            centered = X - self._shaped(mean)
-            var = self._batch_mean(centered * centered)
+            mean, var = self._moments(X)
             if not self.frozen:
                 self._update_running(mean, var)
         else:
             mean, var = self.running_mean.value, self.running_var.value
-            centered = X - self._shaped(mean)
         inv_std = 1.0 / xp.sqrt(var + self.eps)
-        X_hat = centered * self._shaped(inv_std)
-        Z = X_hat * self._shaped(self.gamma.value) + self._shaped(self.beta.value)
+        X_hat, Z = self._normalized(X, mean, inv_std)
         if self.plain:
             self.cache = (X_hat, inv_std, training, None, None)
             return Z
@@ -121,13 +117,31 @@ class BatchNorm(Layer):
         self.cache = (X_hat, inv_std, training, Z, A)
         return xp.reshape(A, X.shape)
 
-    def _shaped(self, vector):
-        """A per-feature vector as it broadcasts against the input: as it is here."""
-        return vector
+    # What a per-channel BatchNorm does otherwise (BatchNorm2D): the batch's moments,
+    # the normalized input and the output, the gradient's sums and the input gradient.
+    def _moments(self, X):
+        """The batch's mean and biased variance of each feature (two passes: stable)."""
+        mean = self._batch_mean(X)
+        centered = X - mean
+        return mean, self._batch_mean(centered * centered)
 
-    def _sums(self, A):
-        """The per-feature sums of A over the batch."""
-        return self.backend.xp.sum(A, axis=0)
+    def _normalized(self, X, mean, inv_std):
+        """(X_hat, gamma * X_hat + beta)."""
+        X_hat = (X - mean) * inv_std
+        return X_hat, X_hat * self.gamma.value + self.beta.value
+
+    def _grad_sums(self, dA, X_hat):
+        """The batch's sums of dA and of dA * X_hat per feature: beta's and gamma's
+        gradients."""
+        xp = self.backend.xp
+        return xp.sum(dA, axis=0), xp.sum(dA * X_hat, axis=0)
+
+    def _input_grad(self, dA, X_hat, scale, mean_dA, mean_dA_x):
+        return scale * (dA - mean_dA - X_hat * mean_dA_x)
+
+    def _scaled(self, dA, scale):
+        """dA times a per-feature scale (evaluation mode's input gradient)."""
+        return dA * scale
 
     def _per_row(self, A):
         """How many numbers of one feature a row (sample) of A holds: 1 here."""
@@ -151,18 +165,17 @@ class BatchNorm(Layer):
             dA = self.backend.xp.reshape(dA, Z.shape)
             dZ, _ = self.backend.ops.activation_backward(dA, Z, A, self.activation)
             dA = self.backend.xp.reshape(dZ, X_hat.shape)
-        self.beta.grad = self._sums(dA)
-        self.gamma.grad = self._sums(dA * X_hat)
+        self.beta.grad, self.gamma.grad = self._grad_sums(dA, X_hat)
         if not self.needs_input_grad:
             return None
-        scale = self._shaped(self.gamma.value * inv_std)
+        scale = self.gamma.value * inv_std
         if not training:
-            return dA * scale
+            return self._scaled(dA, scale)
         m, sum_dA, sum_dA_x = dA.shape[0], self.beta.grad, self.gamma.grad
         if self.sync is not None:
             (sum_dA, sum_dA_x), m = self.sync.sums(sum_dA, sum_dA_x), self.sync.rows
         m *= self._per_row(dA)
-        return scale * (dA - self._shaped(sum_dA / m) - X_hat * self._shaped(sum_dA_x / m))
+        return self._input_grad(dA, X_hat, scale, sum_dA / m, sum_dA_x / m)
 
 
 @register
@@ -200,18 +213,36 @@ class BatchNorm2D(BatchNorm):
         return {"type": "BatchNorm2D", "channels": self.channels,
                 "momentum": self.momentum, "eps": self.eps, **self._activation_config()}
 
-    def _shaped(self, vector):
-        return self.backend.xp.reshape(vector, (-1, 1, 1))
+    # The passes over the images are the backend's ops (``fastnn.norm_ops``), on
+    # (N, C, H * W) views: one pass each where a backend fuses them.
+    def _rows(self, A):
+        return self.backend.xp.reshape(A, (A.shape[0], A.shape[1], -1))
 
-    def _sums(self, A):
+    def _moments(self, X):
+        """Each image's channel sums first, then their mean over the (global, when
+        synchronized) batch, over the pixels; the variance from a second pass."""
+        ops, rows, pixels = self.backend.ops, self._rows(X), self._per_row(X)
+        mean = self._batch_mean(ops.batchnorm_sums(rows, None)) / pixels
+        return mean, self._batch_mean(ops.batchnorm_sums(rows, mean)) / pixels
+
+    def _normalized(self, X, mean, inv_std):
+        X_hat, Z = self.backend.ops.batchnorm_apply(self._rows(X), mean, inv_std,
+                                                     self.gamma.value, self.beta.value)
         xp = self.backend.xp
-        return xp.sum(xp.sum(A, axis=(2, 3)), axis=0)
+        return xp.reshape(X_hat, X.shape), xp.reshape(Z, X.shape)
+
+    def _grad_sums(self, dA, X_hat):
+        xp = self.backend.xp
+        sums = self.backend.ops.batchnorm_grad_sums(self._rows(dA), self._rows(X_hat))
+        return tuple(xp.sum(s, axis=0) for s in sums)
+
+    def _input_grad(self, dA, X_hat, scale, mean_dA, mean_dA_x):
+        dX = self.backend.ops.batchnorm_input_grad(self._rows(dA), self._rows(X_hat), scale,
+                                                   mean_dA, mean_dA_x)
+        return self.backend.xp.reshape(dX, dA.shape)
+
+    def _scaled(self, dA, scale):
+        return dA * self.backend.xp.reshape(scale, (-1, 1, 1))
 
     def _per_row(self, A):
         return A.shape[2] * A.shape[3]
-
-    def _batch_mean(self, A):
-        """The channel means of A over the batch and every pixel: each image's channel
-        sums first, then their mean over the (global, when synchronized) batch."""
-        per_image = self.backend.xp.sum(A, axis=(2, 3))
-        return super()._batch_mean(per_image) / self._per_row(A)
