@@ -522,7 +522,9 @@ def batchnorm_sums(X, center):
     if not fits(X) or (center is not None and not _vectors([center], X.dtype, X.shape[1])):
         return norm_ops.batchnorm_sums(np, X, center)
     out = np.empty(X.shape[:2], X.dtype)
-    batchnorm.sums(X, _EMPTY[X.dtype].reshape(0) if center is None else center, out)
+    which, center = ((batchnorm.SUMS, _EMPTY[X.dtype].reshape(0)) if center is None
+                     else (batchnorm.SQUARES, center))
+    batchnorm.sums(which, X, X, center, out, out)
     return out
 
 
@@ -530,7 +532,7 @@ def batchnorm_apply(X, mean, inv_std, gamma, beta):
     if not fits(X) or not _vectors((mean, inv_std, gamma, beta), X.dtype, X.shape[1]):
         return norm_ops.batchnorm_apply(np, X, mean, inv_std, gamma, beta)
     X_hat, Z = np.empty_like(X), np.empty_like(X)
-    batchnorm.apply(X, mean, inv_std, gamma, beta, X_hat, Z)
+    batchnorm.maps(batchnorm.APPLY, X, X, mean, inv_std, gamma, beta, X_hat, Z)
     return X_hat, Z
 
 
@@ -538,7 +540,7 @@ def batchnorm_grad_sums(dZ, X_hat):
     if not fits(dZ, X_hat) or dZ.shape != X_hat.shape:
         return norm_ops.batchnorm_grad_sums(np, dZ, X_hat)
     out_dz, out_dzx = np.empty(dZ.shape[:2], dZ.dtype), np.empty(dZ.shape[:2], dZ.dtype)
-    batchnorm.grad_sums(dZ, X_hat, out_dz, out_dzx)
+    batchnorm.sums(batchnorm.GRAD_SUMS, dZ, X_hat, _EMPTY[dZ.dtype].reshape(0), out_dz, out_dzx)
     return out_dz, out_dzx
 
 
@@ -547,7 +549,7 @@ def batchnorm_input_grad(dZ, X_hat, scale, mean_dz, mean_dzx):
             (scale, mean_dz, mean_dzx), dZ.dtype, dZ.shape[1]):
         return norm_ops.batchnorm_input_grad(np, dZ, X_hat, scale, mean_dz, mean_dzx)
     dX = np.empty_like(dZ)
-    batchnorm.input_grad(dZ, X_hat, scale, mean_dz, mean_dzx, dX)
+    batchnorm.maps(batchnorm.INPUT_GRAD, dZ, X_hat, scale, mean_dz, mean_dzx, scale, dX, dX)
     return dX
 
 
