@@ -35,8 +35,9 @@ LOWER = {"fastnn.backends": PACKAGE / "backends", "fastnn.kernels": PACKAGE / "k
          "fastnn.kernels.cuda": PACKAGE / "kernels" / "cuda"}
 LOWER_FILES = [(package, path) for package, folder in LOWER.items()
                for path in sorted(folder.glob("*.py"))]
-MODEL_SIDE = ("fastnn.layers", "fastnn.optimizers", "fastnn.steps", "fastnn.plan",
-              "fastnn.training", "fastnn.model")
+MODEL_SIDE = ("fastnn.layers", "fastnn.batchnorm", "fastnn.conv", "fastnn.pooling",
+              "fastnn.optimizers", "fastnn.steps", "fastnn.plan", "fastnn.training",
+              "fastnn.model")
 
 
 def _imports(path, package="fastnn.backends"):
