@@ -20,7 +20,7 @@ from fastnn import (
 from fastnn.backends import availability as available_backends
 from fastnn.backends import get_backend, set_backend, use_backend
 from fastnn.backends import select_from_environment as _select_from_environment
-from fastnn.batchnorm import BatchNorm
+from fastnn.batchnorm import BatchNorm, BatchNorm2D
 from fastnn.builders import from_architecture, from_layer_dims
 from fastnn.callbacks import Callback, CSVLogger, EarlyStopping, ProgressBar
 from fastnn.checkpoint import CheckpointError, load
@@ -51,8 +51,8 @@ __all__ = [
     "datasets", "from_architecture", "from_layer_dims", "get_backend", "gradcheck",
     "initializers", "losses", "metrics", "optimizers", "set_backend", "use_backend", "warmup",
     # checkpoints and training extras (fastnn.checkpoint, callbacks, schedules, batchnorm)
-    "BatchNorm", "CSVLogger", "Callback", "CheckpointError", "CosineDecay", "EarlyStopping",
-    "ProgressBar", "StepDecay", "callbacks", "load", "schedules",
+    "BatchNorm", "BatchNorm2D", "CSVLogger", "Callback", "CheckpointError", "CosineDecay",
+    "EarlyStopping", "ProgressBar", "StepDecay", "callbacks", "load", "schedules",
     # data-parallel training over MPI (fastnn.distributed)
     "DistributedError", "distributed",
     # convolutional networks on NCHW images (fastnn.conv, fastnn.pooling)

@@ -20,7 +20,7 @@ model.
 import functools
 import numbers
 
-from fastnn import conv_ops, metrics
+from fastnn import conv_ops, metrics, norm_ops
 
 
 def dense_forward(xp, X, W, b, activation, keep_z=True):
@@ -172,6 +172,10 @@ GENERIC = {
         conv_ops.maxpool2d_backward,
         conv_ops.avgpool2d_forward,
         conv_ops.avgpool2d_backward,
+        norm_ops.batchnorm_sums,
+        norm_ops.batchnorm_apply,
+        norm_ops.batchnorm_grad_sums,
+        norm_ops.batchnorm_input_grad,
     )
 }
 # built from the table's own ops unless overridden

@@ -11,6 +11,7 @@ the first ``denseN``):
   ``conv16x3same``, ``conv8x3s2``;
 - ``maxpoolK[sS]``, ``avgpoolK[sS]``: ``MaxPool2D(K)``, ``AvgPool2D(K)``, stride S if given;
 - ``gap``: ``GlobalAvgPool2D()``; ``flatten``: ``Flatten()``;
+- ``bn``: ``BatchNorm2D(C)`` on images of C channels, ``BatchNorm(n)`` on flat samples;
 - ``denseN``: ``Dense(in, N)`` with the hidden activation; ``dropoutP``: ``Dropout(P)``,
   e.g. ``dropout0.25``.
 
@@ -24,6 +25,7 @@ squashing and subsampling; it needs images of at least 12x12).
 import math
 import re
 
+from fastnn.batchnorm import BatchNorm, BatchNorm2D
 from fastnn.conv import Conv2D
 from fastnn.layers import Dense, Dropout, Flatten
 from fastnn.model import Sequential
@@ -42,7 +44,7 @@ TOKENS = {
     "dropout": re.compile(r"dropout(\d*\.?\d+)"),  # Dropout refuses p outside [0, 1)
 }
 SPEC_HELP = ("layer tokens joined by '-', such as conv16x3same-maxpool2-dense64 (tokens: "
-             "convCxK[pP|same][sS], maxpoolK[sS], avgpoolK[sS], gap, flatten, denseN, "
+             "convCxK[pP|same][sS], maxpoolK[sS], avgpoolK[sS], gap, flatten, bn, denseN, "
              "dropoutP)")
 
 
@@ -123,12 +125,14 @@ def _layers_of(kind, numbers, shape, activation, init, first):
         return [*flatten, Dense(math.prod(shape), n, activation, init=init)]
     if kind == "dropout":
         return [Dropout(float(numbers[0]))]
+    if kind == "bn":
+        return [BatchNorm2D(shape[0]) if len(shape) == 3 else BatchNorm(math.prod(shape))]
     return {"gap": [GlobalAvgPool2D()], "flatten": [Flatten()]}.get(kind, [])
 
 
 def _parse_token(token):
     """(kind, the token's numbers) or None for a token that is no layer."""
-    if token in ("gap", "flatten"):
+    if token in ("gap", "flatten", "bn"):
         return token, ()
     for kind, pattern in TOKENS.items():
         match = pattern.fullmatch(token)

@@ -3,7 +3,17 @@ and in one process (ranks as threads, or no ranks at all) by test_distributed.py
 
 import numpy as np
 
-from fastnn import BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, Sequential, datasets
+from fastnn import (
+    BatchNorm,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    Sequential,
+    datasets,
+)
 
 X, Y = datasets.blobs(103, n_classes=3, n_features=4, std=2.0, seed=0)
 VAL = (X[:41], Y[:41])
@@ -27,10 +37,11 @@ IMAGES = IMAGES.reshape(-1, 1, 8, 8)
 IMAGE_VAL = (IMAGES[:30], LABELS[:30])
 
 
-def cnn(backend=None, dtype="float64", seed=5):
-    """Conv2D + ReLU, MaxPool2D, a second Conv2D + tanh, Flatten, Dense + softmax."""
-    return Sequential([Conv2D(1, 4, 3, padding=1, activation="relu"), MaxPool2D(2),
-                       Conv2D(4, 6, 3, activation="tanh"), Flatten(),
+def cnn(backend=None, dtype="float64", seed=5, norm=False):
+    """Conv2D + ReLU, MaxPool2D, a second Conv2D + tanh, Flatten, Dense + softmax; with
+    ``norm``, a BatchNorm2D after the first Conv2D (its statistics over the global batch)."""
+    first = [Conv2D(1, 4, 3, padding=1, activation="relu")] + ([BatchNorm2D(4)] if norm else [])
+    return Sequential([*first, MaxPool2D(2), Conv2D(4, 6, 3, activation="tanh"), Flatten(),
                        Dense(24, 10, "softmax")], input_shape=(1, 8, 8), dtype=dtype,
                       seed=seed, backend=backend)
 

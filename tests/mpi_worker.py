@@ -59,15 +59,16 @@ def exact(dp, out):
     return arrays, report
 
 
-def cnn_exact(dp, out):
-    """A CNN: the same training as simulate(N), and a checkpoint saved after 2 epochs on
-    rank 0, loaded on every rank and trained on for 2 more."""
+def cnn_exact(dp, out, norm=False):
+    """A CNN (with a BatchNorm2D if ``norm``): the same training as simulate(N), and a
+    checkpoint saved after 2 epochs on rank 0, loaded on every rank and trained on for 2
+    more."""
     arrays, report = {}, {"histories": {}}
-    net = cnn()
+    net = cnn(norm=norm)
     report["histories"]["first"] = net.fit(IMAGES, LABELS, validation_data=IMAGE_VAL,
                                            distributed=dp, **OPTIONS)
     arrays.update({f"first.{i}": a for i, a in enumerate(state(net))})
-    half = cnn()
+    half = cnn(norm=norm)
     half.fit(IMAGES, LABELS, distributed=dp, **{**OPTIONS, "epochs": 2})
     path = out / "cnn.npz"
     if dp.rank == 0:
@@ -208,8 +209,9 @@ def main(scenario, out, *args):
     if scenario in ("raise", "kill"):
         arrays, report = fault(dp, out, scenario == "kill")
     else:
-        arrays, report = {"exact": exact, "cnn": cnn_exact, "mismatch": mismatch,
-                          "transfers": transfers,
+        arrays, report = {"exact": exact, "cnn": cnn_exact,
+                          "cnn_norm": lambda dp, out: cnn_exact(dp, out, norm=True),
+                          "mismatch": mismatch, "transfers": transfers,
                           "nccl": nccl, "uncaught": uncaught}[scenario](dp, out)
     report.update(rank=dp.rank, size=dp.size, seconds=time.perf_counter() - start)
     np.savez(out / f"rank{dp.rank}.npz", **arrays)

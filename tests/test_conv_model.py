@@ -109,7 +109,7 @@ def test_repr_builds_the_same_network_again():
      r"layer 1 \(MaxPool2D\(2\)\) takes images of shape \(channels, height, width\) but "
      r"gets samples of shape \(64,\)"),
     ([Conv2D(1, 2, 3), BatchNorm(2), Flatten(), Dense(72, 1)], (1, 8, 8),
-     r"layer 1 \(BatchNorm.*per-channel BatchNorm for images is not in fastnn"),
+     r"layer 1 \(BatchNorm.*for images use BatchNorm2D\(2\) \(per channel\)"),
     ([Dense(3, 1)], (4,), r"layer 0 \(Dense\(3, 1.*takes 3 inputs but the model's input_shape"),
     ([Dense(3, 1)], "3", "input_shape must be one sample's shape"),
     ([Conv2D(1, 4, 3), Flatten(), Dense(144, 1)], (20, 1, 8, 8),  # X.shape, not X.shape[1:]

@@ -7,6 +7,7 @@ wrote with that reference: bit for bit, in float64, with shuffling, dropout,
 BatchNorm, Adam and gradient clipping.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -86,22 +87,26 @@ def test_ranks_match_one_process_and_repeat_exactly(ranks, optimizer):
         np.testing.assert_allclose(got[key], values, rtol=rtol)
 
 
-def test_a_cnn_on_two_ranks_is_simulate_bit_for_bit_and_one_process_within_1e_12(backend):
-    """Conv2D, MaxPool2D, Flatten and Dense trained with fit(..., distributed=...) on
-    two ranks: every rank gives simulate(2)'s history and bits (parameters and optimizer
-    state), and those are within 1e-12 of one process's, in float64."""
-    reference = cnn(backend)
+@pytest.mark.parametrize("norm", [False, True], ids=["cnn", "batchnorm2d"])
+def test_a_cnn_on_two_ranks_is_simulate_bit_for_bit_and_one_process_within_1e_12(backend,
+                                                                                norm):
+    """Conv2D, MaxPool2D, Flatten and Dense (and a BatchNorm2D, normalizing over the
+    global batch) trained with fit(..., distributed=...) on two ranks: every rank gives
+    simulate(2)'s history and bits (parameters, statistics and optimizer state), and
+    those are within 1e-12 of one process's, in float64."""
+    make = functools.partial(cnn, norm=norm)
+    reference = make(backend)
     expected = simulate(2, reference, IMAGES, LABELS, validation_data=IMAGE_VAL, **OPTIONS)
 
     def train(dp):
-        net = cnn(backend)
+        net = make(backend)
         history = net.fit(IMAGES, LABELS, validation_data=IMAGE_VAL, distributed=dp, **OPTIONS)
         return history, state(net)
 
     for history, arrays in by_rank(train, 2):
         assert history == expected
         assert_identical(arrays, state(reference))
-    alone = cnn(backend)
+    alone = make(backend)
     history = alone.fit(IMAGES, LABELS, validation_data=IMAGE_VAL, **OPTIONS)
     assert_close(state(reference), state(alone), 1e-12)
     for key, values in history.items():
@@ -418,19 +423,23 @@ def test_mpi_ranks_give_the_reference_bits(tmp_path, backend_name, ranks):
 
 
 @needs_mpi
-@pytest.mark.parametrize("backend_name", ["numpy", "numba"])
-def test_mpi_ranks_train_a_cnn_to_the_reference_bits_and_resume_it(tmp_path, backend_name):
-    """Under mpiexec -n 2: a CNN trained with fit(..., distributed=True) gives
-    simulate(2)'s history and bits on every rank, and one saved after 2 epochs, loaded
-    and trained on for 2 more, ends with the same bits and losses."""
+@pytest.mark.parametrize("backend_name, case", [("numpy", "cnn"), ("numba", "cnn"),
+                                                ("numpy", "cnn_norm")])
+def test_mpi_ranks_train_a_cnn_to_the_reference_bits_and_resume_it(tmp_path, backend_name,
+                                                                   case):
+    """Under mpiexec -n 2: a CNN (cnn_norm: with a BatchNorm2D) trained with fit(...,
+    distributed=True) gives simulate(2)'s history and bits on every rank, and one saved
+    after 2 epochs, loaded and trained on for 2 more, ends with the same bits and
+    losses."""
     backend = make_backend(backend_name)
+    make = functools.partial(cnn, norm=case == "cnn_norm")
     with fastnn.use_backend(backend):
-        reference = cnn()
+        reference = make()
         expected = simulate(2, reference, IMAGES, LABELS, validation_data=IMAGE_VAL,
                             **OPTIONS)
-        resumed_reference = cnn()
+        resumed_reference = make()
         after = simulate(2, resumed_reference, IMAGES, LABELS, **OPTIONS)
-    for arrays, report in worker(2, "cnn", tmp_path, backend_name):
+    for arrays, report in worker(2, case, tmp_path, backend_name):
         assert report["histories"]["first"] == expected
         assert_identical(named(arrays, "first"), state(reference))
         assert_identical(named(arrays, "resumed"), state(resumed_reference))

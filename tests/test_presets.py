@@ -6,6 +6,8 @@ import pytest
 
 from fastnn import (
     AvgPool2D,
+    BatchNorm,
+    BatchNorm2D,
     Conv2D,
     Dense,
     Dropout,
@@ -52,6 +54,16 @@ def test_each_token_makes_its_layer():
     assert isinstance(built[4], Dropout)
     assert [layer.p for layer in presets.layers("dropout0-dropout.5-dropout0.25", (4,), 2)[:3]] \
         == [0.0, 0.5, 0.25]
+
+
+def test_bn_is_a_batchnorm_per_channel_on_images_and_per_feature_on_rows():
+    built = presets.layers("conv8x3same-bn-maxpool2-dense16-bn", (1, 8, 8), 10)
+    assert [type(layer) for layer in built] == [Conv2D, BatchNorm2D, MaxPool2D, Flatten, Dense,
+                                                BatchNorm, Dense]
+    assert built[1].channels == 8 and built[5].n_features == 16
+    model = presets.cnn("conv8x3same-bn-maxpool2-dense16-bn", (1, 8, 8), 10, seed=0)
+    assert model.shapes == [(1, 8, 8), (8, 8, 8), (8, 8, 8), (8, 4, 4), (128,), (16,), (16,),
+                            (10,)]
 
 
 def test_flatten_is_added_before_dense_and_the_output_layer():

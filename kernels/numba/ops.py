@@ -22,12 +22,13 @@ import time
 import numba
 import numpy as np
 
-from fastnn import conv_ops
+from fastnn import conv_ops, norm_ops
 from fastnn import ops as generic
 from fastnn.windows import output_hw
 
 from .. import hyper as layout
 from ..activation_codes import CODES, IDENTITY, SOFTMAX, STEP, code_of
+from . import batchnorm as batchnorm
 from . import blas as blas
 from . import conv as conv
 from . import dense as dense
@@ -512,6 +513,46 @@ def maxpool2d_backward(dA, X, out, work, size, stride):
     return dX
 
 
+def _vectors(arrays, dtype, count):
+    """True if each array is a (count,) vector of ``dtype`` (the per-channel inputs)."""
+    return all(a.dtype == dtype and a.shape == (count,) for a in arrays)
+
+
+def batchnorm_sums(X, center):
+    if not fits(X) or (center is not None and not _vectors([center], X.dtype, X.shape[1])):
+        return norm_ops.batchnorm_sums(np, X, center)
+    out = np.empty(X.shape[:2], X.dtype)
+    which, center = ((batchnorm.SUMS, _EMPTY[X.dtype].reshape(0)) if center is None
+                     else (batchnorm.SQUARES, center))
+    batchnorm.sums(which, X, X, center, out, out)
+    return out
+
+
+def batchnorm_apply(X, mean, inv_std, gamma, beta):
+    if not fits(X) or not _vectors((mean, inv_std, gamma, beta), X.dtype, X.shape[1]):
+        return norm_ops.batchnorm_apply(np, X, mean, inv_std, gamma, beta)
+    X_hat, Z = np.empty_like(X), np.empty_like(X)
+    batchnorm.maps(batchnorm.APPLY, X, X, mean, inv_std, gamma, beta, X_hat, Z)
+    return X_hat, Z
+
+
+def batchnorm_grad_sums(dZ, X_hat):
+    if not fits(dZ, X_hat) or dZ.shape != X_hat.shape:
+        return norm_ops.batchnorm_grad_sums(np, dZ, X_hat)
+    out_dz, out_dzx = np.empty(dZ.shape[:2], dZ.dtype), np.empty(dZ.shape[:2], dZ.dtype)
+    batchnorm.sums(batchnorm.GRAD_SUMS, dZ, X_hat, _EMPTY[dZ.dtype].reshape(0), out_dz, out_dzx)
+    return out_dz, out_dzx
+
+
+def batchnorm_input_grad(dZ, X_hat, scale, mean_dz, mean_dzx):
+    if not fits(dZ, X_hat) or dZ.shape != X_hat.shape or not _vectors(
+            (scale, mean_dz, mean_dzx), dZ.dtype, dZ.shape[1]):
+        return norm_ops.batchnorm_input_grad(np, dZ, X_hat, scale, mean_dz, mean_dzx)
+    dX = np.empty_like(dZ)
+    batchnorm.maps(batchnorm.INPUT_GRAD, dZ, X_hat, scale, mean_dz, mean_dzx, scale, dX, dX)
+    return dX
+
+
 class _SEPARATE:
     """This backend's separate conv and pool ops, which the composed conv + pool op
     (``conv_ops.conv2d_maxpool_forward``) calls where the pooled kernels do not fit."""
@@ -529,7 +570,8 @@ OVERRIDES = {
         "bias_grad", "layer_backward", "sigmoid_bce", "softmax_xent", "tally", "sgd_update",
         "momentum_update", "nesterov_update", "adagrad_update", "rmsprop_update", "adam_update",
         "conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward",
-        "conv2d_maxpool_forward", "conv2d_maxpool_backward",
+        "conv2d_maxpool_forward", "conv2d_maxpool_backward", "batchnorm_sums",
+        "batchnorm_apply", "batchnorm_grad_sums", "batchnorm_input_grad",
     )
 }
 
