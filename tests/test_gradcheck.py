@@ -10,6 +10,8 @@ from conftest import dev, host
 import fastnn
 from fastnn import (
     AvgPool2D,
+    BatchNorm,
+    BatchNorm2D,
     Conv2D,
     Dense,
     Dropout,
@@ -95,6 +97,20 @@ def test_a_failure_at_a_kink_says_so(backend, pool):
                      r"window.*this need not be a backprop error: check again with inputs "
                      r"moved off the kinks \(e.g. X \+ 0.01\)", repr(result)), repr(result)
     assert fastnn.gradcheck(model, images + 0.01, [0, 1]).passed
+
+
+def test_a_bias_feeding_batchnorm_has_a_zero_gradient_and_passes(backend):
+    """BatchNorm takes the batch mean out, so the loss does not depend on the bias before
+    it: central differences give 0 and backprop round-off (~1e-16), which agree."""
+    rng = np.random.default_rng(0)
+    dense = Sequential([Dense(3, 4), BatchNorm(4), Dense(4, 2, "softmax")], seed=0)
+    conv = Sequential([Conv2D(1, 2, 3, padding=1), BatchNorm2D(2, activation="tanh"),
+                       Flatten(), Dense(32, 3, "softmax")], input_shape=(1, 4, 4), seed=0)
+    for model, X, y in ((dense, rng.normal(size=(8, 3)), rng.integers(0, 2, 8)),
+                        (conv, rng.normal(size=(6, 1, 4, 4)), rng.integers(0, 3, 6))):
+        result = fastnn.gradcheck(model, X, y)
+        assert result.passed, result
+        assert result.errors["layer 0 b"] < 1e-6 and result.errors["layer 0 W"] < 1e-6
 
 
 def test_sampled_entries_and_result_fields():
