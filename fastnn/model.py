@@ -20,6 +20,7 @@ from fastnn.validation import (
     check_rows,
     check_samples,
     positive_int,
+    sample_shape,
     seed_or_none,
 )
 
@@ -75,7 +76,13 @@ class Sequential:
 
     def __repr__(self):
         inner = ", ".join(repr(layer) for layer in self.layers)
-        return f"Sequential([{inner}], loss={self.loss.name!r}, backend={self.backend.name!r})"
+        extra = ""  # what building it again needs beyond the layers (a CNN's input_shape)
+        if _own_input_shape(self.layers) != self.input_shape:
+            extra += f", input_shape={self.input_shape}"
+        if self.dtype_name != "float32":
+            extra += f", dtype={self.dtype_name!r}"
+        return (f"Sequential([{inner}], loss={self.loss.name!r}{extra}, "
+                f"backend={self.backend.name!r})")
 
     @property
     def input_shape(self):
@@ -338,22 +345,27 @@ def _input_shape(layers, given):
     """One sample's input shape: ``given``, else the one the first layer fixes (after any
     layers that pass every shape through, such as Dropout)."""
     if given is not None:
-        if isinstance(given, int) and not isinstance(given, bool):
-            given = (given,)
-        if not isinstance(given, (tuple, list)) or not given:
-            raise ValueError(f"input_shape must be one sample's shape, a tuple such as "
-                             f"(1, 28, 28) for 28x28 grey images; got {given!r}")
-        return tuple(positive_int("each input_shape entry", n) for n in given)
-    for layer in layers:
-        if layer.input_shape is not None:
-            return tuple(layer.input_shape)
-        if not layer.keeps_shape:
-            break
+        return sample_shape(given)
+    shape = _own_input_shape(layers)
+    if shape is not None:
+        return shape
+    layer = next(layer for layer in layers if not layer.keeps_shape)
     raise ValueError(
         f"the model cannot tell the shape of its input from layer {layers.index(layer)} "
         f"({layer!r}); pass one sample's shape, e.g. Sequential(layers, input_shape=(1, 28, "
         f"28)) for 28x28 images of 1 channel (channels, height, width)"
     )
+
+
+def _own_input_shape(layers):
+    """The input shape the first layer fixes (after any layers that pass every shape
+    through, such as Dropout), or None (a Conv2D, Flatten or pooling layer first)."""
+    for layer in layers:
+        if layer.input_shape is not None:
+            return tuple(layer.input_shape)
+        if not layer.keeps_shape:
+            return None
+    return None
 
 
 def _infer_shapes(layers, input_shape):

@@ -17,8 +17,10 @@ class _Pool2D(Layer):
 
     replayable = True
 
-    def __init__(self, size, stride=None):
+    def __init__(self, size=None, stride=None, **torch_options):
         name = type(self).__name__
+        if torch_options or size is None:
+            raise TypeError(_arguments_error(name, size, stride, torch_options))
         self.size = pair(f"{name} size", size)
         self.stride = self.size if stride is None else pair(f"{name} stride", stride)
 
@@ -36,6 +38,18 @@ class _Pool2D(Layer):
         check_image(input_shape, source)
         check_fit(input_shape, self.size, self.stride, ((0, 0), (0, 0)), exact=False)
         return (input_shape[0], *output_hw(input_shape, self.size, self.stride))
+
+
+def _arguments_error(name, size, stride, given):
+    """The error for PyTorch's names and options given to a pooling layer."""
+    if list(given) == ["kernel_size"] and size is None:
+        call = repr(given["kernel_size"]) + ("" if stride is None else f", stride={stride!r}")
+        return f"{name} calls the window's size 'size', not 'kernel_size': write {name}({call})"
+    if not given:
+        return f"{name} needs the window's size, e.g. {name}(2)"
+    return (f"{name} takes only size (PyTorch's kernel_size) and stride; got "
+            f"{', '.join(given)} (fastnn pools without padding, dilation or ceil_mode, as "
+            f"PyTorch does by default)")
 
 
 @register

@@ -30,6 +30,8 @@ from fastnn.conv import Conv2D
 from fastnn.layers import Dense, Dropout, Flatten
 from fastnn.model import Sequential
 from fastnn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from fastnn.validation import sample_shape
+from fastnn.windows import input_shape_fix
 
 PRESETS = {
     "simplecnn": "conv30x5-maxpool2-dense100",
@@ -39,7 +41,7 @@ TOKENS = {
     "conv": re.compile(r"conv(\d+)x(\d+)(?:p(\d+)|(same))?(?:s(\d+))?"),
     "pool": re.compile(r"(max|avg)pool(\d+)(?:s(\d+))?"),
     "dense": re.compile(r"dense(\d+)"),
-    "dropout": re.compile(r"dropout(0?\.\d+)"),
+    "dropout": re.compile(r"dropout(\d*\.?\d+)"),  # Dropout refuses p outside [0, 1)
 }
 SPEC_HELP = ("layer tokens joined by '-', such as conv16x3same-maxpool2-dense64 (tokens: "
              "convCxK[pP|same][sS], maxpoolK[sS], avgpoolK[sS], gap, flatten, bn, denseN, "
@@ -80,7 +82,8 @@ def layers(spec, input_shape, n_out, hidden_activation="relu", output_activation
         raise ValueError(_unknown(tokens[parsed.index(None)], name))
     tokens.append("the output layer")
     parsed.append(("output", (n_out, output_activation)))
-    shape, built = tuple(input_shape), []
+    input_shape = sample_shape(input_shape)
+    shape, built = input_shape, []
     for token, (kind, numbers) in zip(tokens, parsed):
         try:
             new = _layers_of(kind, numbers, shape, hidden_activation, init, first=not built)
@@ -100,7 +103,7 @@ def cnn(spec, input_shape, n_out, hidden_activation="relu", output_activation="s
     ``cnn("simplecnn", (1, 28, 28), 10, seed=0)`` is Saito's SimpleConvNet for MNIST.
     """
     built = layers(spec, input_shape, n_out, hidden_activation, output_activation, init)
-    return Sequential(built, input_shape=tuple(input_shape), **options)
+    return Sequential(built, input_shape=input_shape, **options)
 
 
 def _layers_of(kind, numbers, shape, activation, init, first):
@@ -148,6 +151,9 @@ def _unknown(token, name):
 def _channels(shape, first):
     if len(shape) == 3:
         return shape[0]
+    if first and len(shape) != 1:
+        raise ValueError(f"a conv layer takes images (channels, height, width), but the "
+                         f"samples have shape {shape}; {input_shape_fix(shape)}")
     if first:
         raise ValueError(f"a conv layer takes images (channels, height, width), but the "
                          f"samples are flat, of shape {shape}; give images, e.g. "

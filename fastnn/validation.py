@@ -143,6 +143,17 @@ def _kind_words(dtype):
             "M": "datetimes", "m": "timedeltas"}.get(dtype.kind, "not real numbers")
 
 
+def sample_shape(given, what="input_shape"):
+    """``given`` (an int, or a tuple or list of ints) as one sample's shape, a tuple of
+    positive ints: (n_features,) or (channels, height, width)."""
+    if isinstance(given, numbers.Integral) and not isinstance(given, bool):
+        given = (given,)
+    if not isinstance(given, (tuple, list)) or not given:
+        raise ValueError(f"{what} must be one sample's shape, a tuple such as (1, 28, 28) "
+                         f"for 28x28 grey images; got {given!r}")
+    return tuple(positive_int(f"each {what} entry", n) for n in given)
+
+
 def check_samples(X, shape, what="X"):
     """X must hold samples of one sample's ``shape``: (n_samples, n_features) for
     ``shape`` (n_features,), (n_samples, C, H, W) for images of ``shape`` (C, H, W)."""
@@ -157,11 +168,16 @@ def check_samples(X, shape, what="X"):
     hint = ""
     if X.ndim == 2 and got[1] == math.prod(shape):
         hint = f"; flat rows hold the same numbers: pass {what}.reshape(-1, {dims})"
-    elif len(shape) == 3 and got[1:] == shape[1:] and shape[0] == 1:
+    elif got == shape:
+        hint = f"; that is one sample: pass {what}[None], a batch of one"
+    elif len(shape) == 3 and got[-2:] == shape[1:] and X.ndim < 4 and shape[0] == 1:
         hint = f"; for one channel pass {what}.reshape(-1, {dims})"
     elif len(shape) == 3 and got[1:] == (*shape[1:], shape[0]):
         hint = (f"; fastnn's images are channels-first (NCHW, as in PyTorch): pass "
                 f"{what}.transpose(0, 3, 1, 2)")
+    elif len(shape) == 3 and got == (*shape[1:], shape[0]):
+        hint = (f"; that is one channels-last image: pass {what}.transpose(2, 0, 1)[None], "
+                f"a batch of one image, channels first (NCHW, as in PyTorch)")
     raise ValueError(
         f"{what} must have shape {layout} = (n_samples, {dims}) for this model; got shape "
         f"{got}{hint}"
@@ -171,7 +187,14 @@ def check_samples(X, shape, what="X"):
 def check_features(X, n_features, what="X"):
     """X must be 2-D (n_samples, n_features) with the model's feature count."""
     if X.ndim != 2:
-        hint = " (for a single feature use X.reshape(-1, 1))" if X.ndim == 1 else ""
+        hint = ""
+        if X.ndim == 1 and n_features == 1:
+            hint = f" (for a single feature use {what}.reshape(-1, 1))"
+        elif X.ndim == 1 and X.shape[0] == n_features:
+            hint = f" (for one sample use {what}.reshape(1, -1))"
+        elif X.ndim == 1:
+            hint = (f" (for a single feature use {what}.reshape(-1, 1); for one sample "
+                    f"use {what}.reshape(1, -1))")
         raise ValueError(
             f"{what} must be 2-D with shape (n_samples, n_features); got shape "
             f"{tuple(X.shape)}{hint}"

@@ -77,11 +77,26 @@ def output_hw(shape, size, stride, padding=((0, 0), (0, 0))):
 def check_image(shape, what):
     """``shape`` (one sample's) must be an image (channels, height, width)."""
     if len(shape) != 3:
+        fix = f"{what} must give images (a Flatten() turns images into features, not back)"
+        if "input_shape" in what:  # the model's own: the user's mistake in giving it
+            fix = input_shape_fix(shape)
         raise ValueError(
             f"takes images of shape (channels, height, width) but gets samples of shape "
-            f"{tuple(shape)} from {what}; {what} must give images (a Flatten() turns "
-            f"images into features, not back)"
+            f"{tuple(shape)} from {what}; {fix}"
         )
+
+
+def input_shape_fix(shape):
+    """What to give instead of ``shape`` as the input_shape of a network taking images."""
+    shape = tuple(shape)
+    if len(shape) == 4:
+        return (f"input_shape is one sample's shape, without the batch axis: give "
+                f"X.shape[1:], here {shape[1:]}")
+    if len(shape) == 2:
+        return (f"give input_shape={(1, *shape)} for images of one channel (and the images "
+                f"as X.reshape(-1, {', '.join(str(n) for n in (1, *shape))}))")
+    return ("give one image's shape (channels, height, width), e.g. input_shape=(1, 28, 28) "
+            "for 28x28 grey images, and the images as X.reshape(-1, 1, 28, 28)")
 
 
 def check_fit(shape, size, stride, padding, exact):

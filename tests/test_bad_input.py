@@ -41,6 +41,9 @@ def test_wrong_feature_count(binary, data):
         binary.predict(X[:5].T)  # tutorial layout (n_features, n_samples)
     with pytest.raises(ValueError, match=r"must be 2-D .* got shape \(40,\).*reshape\(-1, 1\)"):
         binary.predict(X[:, 0])
+    with pytest.raises(ValueError, match=r"got shape \(2,\) \(for one sample use "
+                                         r"X.reshape\(1, -1\)\)"):
+        binary.predict(X[0])  # one sample of the model's 2 features
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

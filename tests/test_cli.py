@@ -17,7 +17,7 @@ from strict_backend import StrictBackend, array_api_strict
 from test_idx import write_mnist
 
 import fastnn
-from fastnn import backends
+from fastnn import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, backends
 from fastnn.backends.numpy_backend import NumpyBackend
 from fastnn.cli import check, info, main
 
@@ -518,15 +518,21 @@ def test_missing_matplotlib_is_reported_before_training(capsys, monkeypatch, tmp
 # --- check --------------------------------------------------------------------------------
 
 
-CASES = len(check._cases()[1])  # fastnn check's rows per backend
+CASES = len(check._cases())  # fastnn check's rows per backend
 
 
-def test_check_covers_every_trainable_activation_and_the_four_losses():
-    cases = check._cases()[1]
-    hidden = [case[1] for case in cases if case[0].startswith("hidden")]
+def test_check_covers_every_trainable_activation_the_four_losses_and_a_cnn():
+    cases = check._cases()
+    hidden = [name.removeprefix("hidden ") for name, *_ in cases if name.startswith("hidden")]
     assert hidden == [n for n in fastnn.activations.trainable()
                       if fastnn.activations.TABLE[n].elementwise]
-    assert CASES == len(hidden) + 4
+    assert [name for name, *_ in cases if name.startswith("loss")] == [
+        "loss categorical_crossentropy", "loss mse", "loss mae", "loss huber"]
+    name, layers, loss, X, y = cases[-1]
+    assert name.startswith("conv") and CASES == len(hidden) + 5
+    assert [type(layer) for layer in layers()] == [Conv2D, MaxPool2D, Conv2D, AvgPool2D,
+                                                   Flatten, Dense]
+    assert X.shape == (6, 2, 6, 6) and loss == "categorical_crossentropy"
 
 
 def test_check_passes_here(capsys):
@@ -535,7 +541,7 @@ def test_check_passes_here(capsys):
     rows = [line.split() for line in out.splitlines()[1:-1]]
     numpy_rows = [r for r in rows if r[0] == "numpy"]
     assert len(numpy_rows) == CASES
-    assert {r[1] for r in numpy_rows} == {"hidden", "loss"}
+    assert {r[1] for r in numpy_rows} == {"hidden", "loss", "conv"}
     assert all(r[-1] == "pass" and r[-2] == "reference" for r in numpy_rows)
     assert all(float(r[3]) < 1e-6 for r in numpy_rows)
     for reason in fastnn.available_backends().values():

@@ -306,6 +306,13 @@ def test_layer_geometry_and_reprs():
     (lambda: Conv2D(0, 2, 3), "in_channels must be a positive integer"),
     (lambda: MaxPool2D(2, stride=0), "stride must be a positive integer"),
     (lambda: AvgPool2D((2, 2, 2)), "size must be an int or a pair"),
+    (lambda: MaxPool2D(kernel_size=2), r"^MaxPool2D calls the window's size 'size', not "
+                                       r"'kernel_size': write MaxPool2D\(2\)$"),
+    (lambda: AvgPool2D(kernel_size=(3, 2), stride=1), r"write AvgPool2D\(\(3, 2\), stride=1\)$"),
+    (lambda: MaxPool2D(2, padding=1, ceil_mode=True), r"^MaxPool2D takes only size \(PyTorch's "
+                                                      r"kernel_size\) and stride; got padding, "
+                                                      r"ceil_mode \(fastnn pools without"),
+    (lambda: MaxPool2D(), r"^MaxPool2D needs the window's size, e.g. MaxPool2D\(2\)$"),
 ])
 def test_bad_layer_arguments(call, message):
     with pytest.raises((ValueError, TypeError), match=message):

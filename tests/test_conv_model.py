@@ -70,6 +70,20 @@ def test_the_same_seed_draws_the_same_conv_weights_with_pytorchs_fans():
     assert abs(std / np.sqrt(2 / (16 * 25 + 64 * 25)) - 1) < 0.05  # fan-out out*kh*kw
 
 
+def test_repr_builds_the_same_network_again():
+    model = small_cnn(dtype="float64")
+    text = repr(model)
+    assert text == ("Sequential([Conv2D(1, 4, 3, padding='same', activation='relu'), "
+                    "MaxPool2D(2), Conv2D(4, 6, 3, activation='tanh'), Flatten(), "
+                    "Dense(24, 10, activation='softmax')], loss='categorical_crossentropy', "
+                    f"input_shape=(1, 8, 8), dtype='float64', backend={model.backend.name!r})")
+    again = eval(text, vars(fastnn))
+    assert again.shapes == model.shapes and again.dtype_name == "float64"
+    mlp = Sequential([Dropout(0.1), Dense(3, 2, "softmax")])  # a Dense layer fixes its input
+    assert repr(mlp).endswith("loss='categorical_crossentropy', "
+                              f"backend={mlp.backend.name!r})")
+
+
 @pytest.mark.parametrize("layers, input_shape, message", [
     ([Conv2D(1, 4, 3), Flatten(), Dense(4, 1)], None,
      r"cannot tell the shape of its input from layer 0 \(Conv2D\(1, 4, 3.*input_shape=\(1, 28, "),
@@ -98,6 +112,16 @@ def test_the_same_seed_draws_the_same_conv_weights_with_pytorchs_fans():
      r"layer 1 \(BatchNorm.*for images use BatchNorm2D\(2\) \(per channel\)"),
     ([Dense(3, 1)], (4,), r"layer 0 \(Dense\(3, 1.*takes 3 inputs but the model's input_shape"),
     ([Dense(3, 1)], "3", "input_shape must be one sample's shape"),
+    ([Conv2D(1, 4, 3), Flatten(), Dense(144, 1)], (20, 1, 8, 8),  # X.shape, not X.shape[1:]
+     r"layer 0 .*gets samples of shape \(20, 1, 8, 8\) from the model's input_shape .*; "
+     r"input_shape is one sample's shape, without the batch axis: give X.shape\[1:\], here "
+     r"\(1, 8, 8\)"),
+    ([Conv2D(1, 4, 3), Flatten(), Dense(144, 1)], (8, 8),
+     r"layer 0 .*gets samples of shape \(8, 8\) from the model's input_shape \(8, 8\); give "
+     r"input_shape=\(1, 8, 8\) for images of one channel \(and the images as "
+     r"X.reshape\(-1, 1, 8, 8\)\)"),
+    ([MaxPool2D(2), Flatten(), Dense(16, 1)], 64,
+     r"layer 0 .*input_shape \(64,\); give one image's shape \(channels, height, width\)"),
     ([Dense(3, 1)], (3, 0), "each input_shape entry must be a positive integer"),
 ])
 def test_models_that_cannot_be_built_name_the_layer_and_the_fix(layers, input_shape, message):
@@ -131,6 +155,24 @@ def test_image_input_is_checked_with_the_reshape_that_fixes_it(backend):
                                          r"at index \(3, 0, 4, 5\)"):
         model.fit(bad, y)
     assert model.predict(X).shape == (20,)
+
+
+def test_one_image_without_the_batch_axis_is_named_with_the_fix(backend):
+    X, _ = digit_images(2)
+    grey = small_cnn()
+    with pytest.raises(ValueError, match=r"got shape \(8, 8\); for one channel pass "
+                                         r"X.reshape\(-1, 1, 8, 8\)"):
+        grey.predict(X[0, 0])  # one grey image (height, width)
+    assert grey.predict(X[0, 0].reshape(-1, 1, 8, 8)).shape == (1,)
+    rgb = Sequential([Conv2D(3, 2, 3), Flatten(), Dense(8, 3, "softmax")], input_shape=(3, 4, 4))
+    image = np.random.default_rng(0).random((3, 4, 4))
+    with pytest.raises(ValueError, match=r"got shape \(3, 4, 4\); that is one sample: pass "
+                                         r"X\[None\], a batch of one"):
+        rgb.predict(image)
+    with pytest.raises(ValueError, match=r"got shape \(4, 4, 3\); that is one channels-last "
+                                         r"image: pass X.transpose\(2, 0, 1\)\[None\]"):
+        rgb.predict_proba(image.transpose(1, 2, 0))
+    assert rgb.predict_proba(image[None]).shape == (1, 3)
 
 
 # ---- gradients ----

@@ -1,12 +1,25 @@
 """Backprop against float64 central differences: every trainable activation with every
 loss it fits, Dropout with a fixed mask, and a check that a wrong gradient fails."""
 
+import re
+
 import numpy as np
 import pytest
 from conftest import dev, host
 
 import fastnn
-from fastnn import Dense, Dropout, Sequential, activations
+from fastnn import (
+    AvgPool2D,
+    BatchNorm,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    Sequential,
+    activations,
+)
 from fastnn.kernels import activation_codes
 
 HIDDEN = [name for name in activation_codes.CODES if name != "step"]
@@ -65,6 +78,39 @@ def test_a_wrong_gradient_fails(backend, monkeypatch):
     result = fastnn.gradcheck(model, X, OUTPUTS[3][3])
     assert not result.passed and not bool(result)
     assert 1e-4 < result.max_rel_error < 1e-2 and "FAILED" in repr(result)
+    assert "kink" not in repr(result) and not any(result.kinks.values())
+
+
+@pytest.mark.parametrize("pool", [AvgPool2D, MaxPool2D])
+def test_a_failure_at_a_kink_says_so(backend, pool):
+    """Blank pixels under a zero bias put ReLU units at exactly 0, where no finite
+    difference is the derivative: the result says so, and how to check again."""
+    images = np.zeros((2, 1, 6, 6))
+    images[:, :, 3:] = RNG.random((2, 1, 3, 6)) + 0.5  # the top half blank
+    model = Sequential([Conv2D(1, 2, 3, padding=1, activation="relu"), pool(2),
+                        Flatten(), Dense(18, 2, "softmax")], input_shape=(1, 6, 6), seed=0)
+    result = fastnn.gradcheck(model, images, [0, 1])
+    assert not result.passed and result.worst_param == "layer 0 b"
+    assert result.kinks["layer 0 b"] == 2
+    assert re.search(r"FAILED: .*\(layer 0 b\).*; 2 of its entries checked lie at a kink "
+                     r"\(a ReLU-like unit at exactly 0, or tied maxima in a max-pooling "
+                     r"window.*this need not be a backprop error: check again with inputs "
+                     r"moved off the kinks \(e.g. X \+ 0.01\)", repr(result)), repr(result)
+    assert fastnn.gradcheck(model, images + 0.01, [0, 1]).passed
+
+
+def test_a_bias_feeding_batchnorm_has_a_zero_gradient_and_passes(backend):
+    """BatchNorm takes the batch mean out, so the loss does not depend on the bias before
+    it: central differences give 0 and backprop round-off (~1e-16), which agree."""
+    rng = np.random.default_rng(0)
+    dense = Sequential([Dense(3, 4), BatchNorm(4), Dense(4, 2, "softmax")], seed=0)
+    conv = Sequential([Conv2D(1, 2, 3, padding=1), BatchNorm2D(2, activation="tanh"),
+                       Flatten(), Dense(32, 3, "softmax")], input_shape=(1, 4, 4), seed=0)
+    for model, X, y in ((dense, rng.normal(size=(8, 3)), rng.integers(0, 2, 8)),
+                        (conv, rng.normal(size=(6, 1, 4, 4)), rng.integers(0, 3, 6))):
+        result = fastnn.gradcheck(model, X, y)
+        assert result.passed, result
+        assert result.errors["layer 0 b"] < 1e-6 and result.errors["layer 0 W"] < 1e-6
 
 
 def test_sampled_entries_and_result_fields():

@@ -52,6 +52,8 @@ def test_each_token_makes_its_layer():
     ]
     assert isinstance(built[1], AvgPool2D) and isinstance(built[5], GlobalAvgPool2D)
     assert isinstance(built[4], Dropout)
+    assert [layer.p for layer in presets.layers("dropout0-dropout.5-dropout0.25", (4,), 2)[:3]] \
+        == [0.0, 0.5, 0.25]
 
 
 def test_bn_is_a_batchnorm_per_channel_on_images_and_per_feature_on_rows():
@@ -94,6 +96,19 @@ def test_needs_images():
     ("simplecnn", (784,), "model 'simplecnn': conv30x5: a conv layer takes images (channels, "
                           "height, width), but the samples are flat, of shape (784,); give "
                           "images, e.g. X.reshape(-1, 1, 28, 28)"),
+    ("simplecnn", 784, "model 'simplecnn': conv30x5: a conv layer takes images (channels, "
+                       "height, width), but the samples are flat, of shape (784,)"),
+    ("simplecnn", (20, 1, 8, 8), "model 'simplecnn': conv30x5: a conv layer takes images "
+                                 "(channels, height, width), but the samples have shape (20, "
+                                 "1, 8, 8); input_shape is one sample's shape, without the "
+                                 "batch axis: give X.shape[1:], here (1, 8, 8)"),
+    ("simplecnn", (28, 28), "model 'simplecnn': conv30x5: a conv layer takes images (channels, "
+                            "height, width), but the samples have shape (28, 28); give "
+                            "input_shape=(1, 28, 28) for images of one channel"),
+    ("simplecnn", "1x28x28", "input_shape must be one sample's shape, a tuple such as"),
+    ("conv4x3-dropout1.5", (1, 8, 8), "model 'conv4x3-dropout1.5': dropout1.5: Dropout p must "
+                                      "be in [0.0, 1.0); got 1.5"),
+    ("dropout1", (1, 8, 8), "model 'dropout1': dropout1: Dropout p must be in [0.0, 1.0)"),
     ("dense4-conv4x3", (1, 8, 8), "model 'dense4-conv4x3': conv4x3: a conv layer takes images, "
                                   "but the layers before it made them flat (shape (4,))"),
     ("conv4x3sames2", (1, 8, 8), "model 'conv4x3sames2': conv4x3sames2: Conv2D padding='same' "

@@ -2,7 +2,7 @@
 
 For the backend FASTNN_BACKEND names (every backend that can run here when it is unset)
 and a set of small models (each trainable hidden activation; each loss with its output
-layer): backprop against float64 central
+layer; a CNN of conv and pooling layers): backprop against float64 central
 differences (``fastnn.gradcheck``), and a few Adam steps in float64 compared with the
 NumPy reference backend. Prints a pass/fail table; exit status 1 if anything fails.
 """
@@ -12,7 +12,16 @@ import os
 import numpy as np
 
 import fastnn
-from fastnn import activations, backends
+from fastnn import (
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    Sequential,
+    activations,
+    backends,
+)
 from fastnn.errors import BackendUnavailable
 
 PARITY_RTOL = 1e-7  # float64 steps on two backends differ by round-off only
@@ -20,21 +29,36 @@ PARITY_ATOL = 1e-10
 
 
 def _cases():
-    """(case name, hidden activation, output activation, output units, loss, targets) on
-    fixed inputs X (12, 3): the configurations tests/test_gradcheck.py also proves."""
+    """(case name, layers, loss, X, targets): a Dense net 3-5-4-n on fixed inputs X
+    (12, 3) for each hidden activation and each loss (the configurations
+    tests/test_gradcheck.py also proves), and a CNN on fixed images (6, 2, 6, 6).
+    ``layers()`` gives a new list of the case's layers."""
     rng = np.random.default_rng(7)
     X = rng.normal(size=(12, 3))
     binary = (rng.random(12) > 0.5).astype(int)
-    cases = [(f"hidden {h}", h, "sigmoid", 1, "binary_crossentropy", binary)
+
+    def dense(hidden, output, n_out):
+        return lambda: [Dense(3, 5, hidden), Dense(5, 4, hidden), Dense(4, n_out, output)]
+
+    cases = [(f"hidden {h}", dense(h, "sigmoid", 1), "binary_crossentropy", X, binary)
              for h in activations.trainable() if activations.TABLE[h].elementwise]
     cases += [
-        ("loss categorical_crossentropy", "tanh", "softmax", 3, "categorical_crossentropy",
-         rng.integers(0, 3, 12)),
-        ("loss mse", "tanh", "identity", 2, "mse", rng.normal(size=(12, 2))),
-        ("loss mae", "tanh", "tanh", 2, "mae", rng.normal(size=(12, 2)) * 3),
-        ("loss huber", "tanh", "identity", 2, "huber", rng.normal(size=(12, 2)) * 3),
+        ("loss categorical_crossentropy", dense("tanh", "softmax", 3),
+         "categorical_crossentropy", X, rng.integers(0, 3, 12)),
+        ("loss mse", dense("tanh", "identity", 2), "mse", X, rng.normal(size=(12, 2))),
+        ("loss mae", dense("tanh", "tanh", 2), "mae", X, rng.normal(size=(12, 2)) * 3),
+        ("loss huber", dense("tanh", "identity", 2), "huber", X,
+         rng.normal(size=(12, 2)) * 3),
     ]
-    return X, cases
+    # images on which no ReLU input and no gap between a pooling window's two largest
+    # values comes within 40 eps of 0 (a kink, where central differences fail)
+    pixels = np.random.default_rng(2)
+    images = pixels.normal(size=(6, 2, 6, 6))
+    cases.append(("conv Conv2D+MaxPool2D+AvgPool2D", lambda: [
+        Conv2D(2, 3, 3, padding=1, activation="tanh"), MaxPool2D(2),  # 6x6 -> 3x3
+        Conv2D(3, 4, 2, activation="relu"), AvgPool2D(2), Flatten(),  # 2x2 -> 1x1
+        Dense(4, 3, "softmax")], "categorical_crossentropy", images, pixels.integers(0, 3, 6)))
+    return cases
 
 
 def add_parser(commands):
@@ -78,7 +102,7 @@ def check(chosen):
     """One row per (backend, case): gradcheck error, parity difference, result. A backend
     that cannot run here gives one 'skipped' row with the reason. ``chosen`` holds
     backend names or Backend objects."""
-    X, cases = _cases()
+    cases = _cases()
     reference = backends.load("numpy")
     rows = []
     for item in chosen:
@@ -88,7 +112,8 @@ def check(chosen):
             rows.append({"backend": item, "case": "-", "gradcheck": None, "parity": None,
                          "result": "skipped", "note": str(error)})
             continue
-        for name, *spec, y in cases:
+        for name, layers, loss, X, y in cases:
+            spec = (layers, loss, X.shape[1:])
             rows.append({"backend": backend.name, "case": name,
                          **_check_case(backend, reference, spec, X, y)})
     return rows
@@ -106,9 +131,9 @@ def _check_case(backend, reference, spec, X, y):
             "result": "pass" if ok else "FAIL", "note": None}
 
 
-def _model(backend, hidden, output, n_out, loss, dtype="float64"):
-    return fastnn.from_layer_dims([3, 5, 4, n_out], hidden, output, loss=loss, dtype=dtype,
-                                  seed=3, backend=backend)
+def _model(backend, layers, loss, input_shape, dtype="float64"):
+    return Sequential(layers(), loss=loss, dtype=dtype, seed=3, backend=backend,
+                      input_shape=input_shape)
 
 
 def _parity(backend, reference, spec, X, y):
