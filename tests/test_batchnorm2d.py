@@ -236,8 +236,8 @@ def test_an_activation_after_the_normalization_is_pytorchs_batchnorm_then_relu(b
 def test_gradcheck_with_activations_after_both_batchnorms(backend):
     images = RNG.normal(size=(6, 2, 6, 6)) * 3.0 + 1.0
     labels = np.arange(6) % 3
-    # the layers before them have activations too: a bias right before a BatchNorm is
-    # cancelled by it, its true gradient zero, which no relative error can check
+    # the layers before them have activations too, so their biases have gradients to
+    # check (one right before a BatchNorm is cancelled by it: its gradient is zero)
     model = Sequential([Conv2D(2, 3, 3, padding=1, activation="tanh"),
                         BatchNorm2D(3, activation="tanh"), AvgPool2D(2), Flatten(),
                         Dense(27, 5, "tanh"),
