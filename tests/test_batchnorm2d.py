@@ -173,7 +173,9 @@ def test_bad_settings():
 
 
 def digit_cnn(seed, backend=None):
-    return Sequential([Conv2D(1, 8, 3, padding="same", activation="relu"), BatchNorm2D(8),
+    """PyTorch's conv, BatchNorm2d, ReLU order (the conv variant test_numba_batchnorm.py's
+    Numba run compiles too)."""
+    return Sequential([Conv2D(1, 8, 3, padding="same"), BatchNorm2D(8, activation="relu"),
                        MaxPool2D(2), Flatten(), Dense(8 * 4 * 4, 10, "softmax")],
                       input_shape=(1, 8, 8), seed=seed, backend=backend)
 
@@ -187,7 +189,7 @@ def test_a_cnn_with_batchnorm2d_learns_the_digits(backend):
     # 95.6% on NumPy (93.1% without the BatchNorm2D, the same 4 epochs)
     assert model.evaluate(X[test], y[test])["accuracy"] > 0.94
     mean = host(backend, model.layers[1].running_mean.value)
-    assert mean.shape == (8,) and np.all(mean >= 0.0) and np.any(mean > 0.0)  # after relu
+    assert mean.shape == (8,) and np.all(mean != 0.0)  # the running statistics moved
 
 
 def test_a_checkpoint_rebuilds_and_resumes_it_bit_for_bit(backend, tmp_path):
@@ -200,7 +202,8 @@ def test_a_checkpoint_rebuilds_and_resumes_it_bit_for_bit(backend, tmp_path):
     first.fit(X, y, epochs=2, **options)
     resumed = fastnn.load(first.save(tmp_path / "cnn.npz"))
     assert resumed.layers[1].config() == {"type": "BatchNorm2D", "channels": 8,
-                                          "momentum": 0.9, "eps": 1e-5}
+                                          "momentum": 0.9, "eps": 1e-5,
+                                          "activation": {"name": "relu"}}
     for a, b in zip(resumed.buffers(), first.buffers()):
         np.testing.assert_array_equal(host(backend, a.value), host(backend, b.value))
     np.testing.assert_array_equal(resumed.predict_proba(X), first.predict_proba(X))
