@@ -126,3 +126,16 @@ def host(backend, x):
 def dev(backend, x, dtype="float64"):
     """A NumPy array on ``backend`` with ``dtype``."""
     return backend.asarray(np.asarray(x), dtype=backend.dtype(dtype))
+
+
+def at_threads(count, function):
+    """``function()`` with Numba's kernels on ``count`` threads (at most the machine's),
+    the thread count put back afterwards, even on errors."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return function()
+    finally:
+        numba.set_num_threads(before)

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import at_threads
 
 import fastnn
 import fastnn.__main__
@@ -300,15 +301,9 @@ def test_the_parallel_bias_gradient_has_the_same_bits_at_one_and_two_threads(nam
     dA = rng.normal(size=(m, n)).astype("float32")
     act = activations.get(name)
     A = NUMPY.ops.activation_forward(Z, act)
-    before = numba.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2):
-            numba.set_num_threads(threads)
-            results.append(NUMBA.ops.activation_backward(dA, Z, A, act))
-    finally:
-        numba.set_num_threads(before)
-    (dZ1, db1), (dZ2, db2) = results
+    (dZ1, db1), (dZ2, db2) = [
+        at_threads(threads, lambda: NUMBA.ops.activation_backward(dA, Z, A, act))
+        for threads in (1, 2)]
     np.testing.assert_array_equal(dZ1, dZ2)
     np.testing.assert_array_equal(db1, db2)
 

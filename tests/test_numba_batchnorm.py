@@ -4,6 +4,7 @@ and the same bits at one and two threads."""
 
 import numpy as np
 import pytest
+from conftest import at_threads
 
 import fastnn
 from fastnn import backends, norm_ops
@@ -71,19 +72,15 @@ def test_what_the_kernels_do_not_take_runs_the_generic_ops():
 def test_a_training_step_gives_the_same_bits_at_one_and_two_threads(dtype):
     X = RNG.normal(size=(37, 1, 12, 12)).astype(dtype)
     y = RNG.integers(0, 10, size=37)
-    before = numba.get_num_threads()
-    results = []
-    try:
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            model = fastnn.Sequential([Conv2D(1, 4, 3), BatchNorm2D(4, activation="relu"),
-                                       MaxPool2D(2), Flatten(), Dense(100, 10, "softmax")],
-                                      input_shape=(1, 12, 12), seed=0, dtype=dtype,
-                                      backend=NUMBA)
-            model.fit(X, y, epochs=2, batch_size=37, lr=0.05, shuffle=False, seed=0)
-            results.append([a.value.copy() for a in model.parameters() + model.buffers()])
-    finally:
-        numba.set_num_threads(before)
+
+    def train():
+        model = fastnn.Sequential([Conv2D(1, 4, 3), BatchNorm2D(4, activation="relu"),
+                                   MaxPool2D(2), Flatten(), Dense(100, 10, "softmax")],
+                                  input_shape=(1, 12, 12), seed=0, dtype=dtype, backend=NUMBA)
+        model.fit(X, y, epochs=2, batch_size=37, lr=0.05, shuffle=False, seed=0)
+        return [a.value.copy() for a in model.parameters() + model.buffers()]
+
+    results = [at_threads(threads, train) for threads in (1, 2)]
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("this machine gives Numba one thread")
     for one, two in zip(*results):

@@ -9,6 +9,7 @@ backend too, through the ``backend`` fixture.
 
 import numpy as np
 import pytest
+from conftest import at_threads
 
 import fastnn
 from fastnn import activations, backends
@@ -253,16 +254,13 @@ def test_a_training_step_gives_the_same_bits_at_one_and_two_threads(dtype):
     count decides only which thread sums which chunk."""
     X = RNG.normal(size=(37, 1, 28, 28)).astype(dtype)  # 10 chunks, the last one short
     y = RNG.integers(0, 10, size=37)
-    before = numba.get_num_threads()
-    results = []
-    try:
-        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
-            numba.set_num_threads(threads)
-            model = _lenet(dtype=dtype)
-            model.fit(X, y, epochs=2, batch_size=37, lr=0.05, shuffle=False, seed=0)
-            results.append([p.value.copy() for p in model.parameters()])
-    finally:
-        numba.set_num_threads(before)
+
+    def train():
+        model = _lenet(dtype=dtype)
+        model.fit(X, y, epochs=2, batch_size=37, lr=0.05, shuffle=False, seed=0)
+        return [p.value.copy() for p in model.parameters()]
+
+    results = [at_threads(threads, train) for threads in (1, 2)]
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("this machine gives Numba one thread")
     for one, two in zip(*results):

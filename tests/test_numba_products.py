@@ -2,9 +2,9 @@
 ``ops.dense_forward``/``dense_backward``): right against float64, the same bits at 1 and
 2 Numba threads, and run with OpenBLAS on one thread (its pool never wakes in a step)."""
 
-import numba
 import numpy as np
 import pytest
+from conftest import at_threads
 
 from fastnn import activations, backends
 from fastnn.errors import BackendUnavailable
@@ -27,15 +27,6 @@ SHAPES = [(100, 4320, 100), (128, 400, 120), (37, 53, 19), (64, 300, 256), (1, 3
 def _arrays(m, k, n, dtype):
     rng = np.random.default_rng(m + k + n)
     return (rng.standard_normal(s).astype(dtype) for s in ((m, k), (k, n), (m, n)))
-
-
-def _at_threads(count, function):
-    before = numba.get_num_threads()
-    numba.set_num_threads(min(count, numba.config.NUMBA_NUM_THREADS))
-    try:
-        return function()
-    finally:
-        numba.set_num_threads(before)
 
 
 @needs_gemm
@@ -63,7 +54,7 @@ def test_a_dense_layer_is_bit_identical_at_one_and_two_threads(m, k, n):
         Z, A = NUMBA.ops.dense_forward(X, W, b, relu)
         return (Z, A, *NUMBA.ops.layer_backward(X, W, dZ, Z, A, relu, True))
 
-    one, two = _at_threads(1, layer), _at_threads(2, layer)
+    one, two = at_threads(1, layer), at_threads(2, layer)
     for a, b_ in zip(one, two):
         np.testing.assert_array_equal(a, b_)
 
