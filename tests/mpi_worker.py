@@ -118,8 +118,9 @@ class Fail(fastnn.Callback):
 
     def on_epoch_end(self, epoch, logs):
         if epoch == 2 and self.dp.rank == self.dp.size - 1:
-            if self.kill:
-                (self.out / "pid").write_text(str(os.getpid()))
+            if self.kill:  # written whole, then renamed: the test never reads half a pid
+                (self.out / "pid.part").write_text(str(os.getpid()))
+                (self.out / "pid.part").replace(self.out / "pid")
             else:
                 raise RuntimeError("boom on the last rank")
 

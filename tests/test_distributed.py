@@ -510,6 +510,7 @@ def test_mpi_a_killed_rank_ends_the_job(tmp_path):
         while not (tmp_path / "pid").exists() and job.poll() is None:
             assert time.monotonic() < deadline, "the job never reached epoch 2"
             time.sleep(0.02)
+        assert (tmp_path / "pid").exists(), f"the job ended before epoch 2: {job.communicate()}"
         os.kill(int((tmp_path / "pid").read_text()), signal.SIGKILL)
         killed = time.monotonic()
         job.communicate(timeout=30)
