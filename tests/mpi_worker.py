@@ -28,6 +28,7 @@ from distributed_cases import (
 )
 
 import fastnn
+from fastnn import atomic
 from fastnn.distributed import DataParallel
 
 
@@ -118,9 +119,8 @@ class Fail(fastnn.Callback):
 
     def on_epoch_end(self, epoch, logs):
         if epoch == 2 and self.dp.rank == self.dp.size - 1:
-            if self.kill:  # written whole, then renamed: the test never reads half a pid
-                (self.out / "pid.part").write_text(str(os.getpid()))
-                (self.out / "pid.part").replace(self.out / "pid")
+            if self.kill:  # atomically: the test never reads half a pid
+                atomic.write(self.out / "pid", lambda file: file.write(b"%d" % os.getpid()))
             else:
                 raise RuntimeError("boom on the last rank")
 
